@@ -1,0 +1,83 @@
+#!/bin/bash
+# nbdkit QED / add-cow / dirty-bitmap bundle
+# Copyright (C) 2026 the project authors
+# SPDX-License-Identifier: BSD-3-Clause
+#
+# ./check.sh: install what is missing, build, run every test.
+#
+# On a fresh Debian 12 machine (as root) it installs the build and test
+# dependencies with apt-get, then runs autoreconf, configure and
+# "make check" with warnings as errors, then the unit tests again in a
+# sanitizer (ASan + UBSan) build and under valgrind.  It ends with a
+# line "N passed, N failed" and exits non-zero on any failure.
+#
+# Environment:
+#   SKIP_INSTALL=1     do not touch packages
+#   SKIP_SANITIZERS=1  skip the ASan/UBSan build
+#   SKIP_VALGRIND=1    skip the valgrind run
+#   JOBS=N             parallel make jobs (default: number of CPUs)
+
+set -euo pipefail
+cd "$(dirname "$0")"
+srcdir="$(pwd)"
+JOBS="${JOBS:-$(nproc)}"
+
+"$srcdir/scripts/install-deps.sh"
+
+export PYENV_VERSION=system
+export LIBGUESTFS_BACKEND=direct LIBGUESTFS_BACKEND_SETTINGS=force_tcg
+
+step () { printf '\n=== %s ===\n' "$*"; }
+
+step "autoreconf"
+autoreconf -fi >/dev/null
+
+# Main build, in the source tree so that ./qed.so etc. exist for users.
+step "configure"
+./configure --enable-werror -q
+step "make"
+make -j"$JOBS" >/dev/null
+
+status=0
+step "make check"
+make -j"$JOBS" check || status=1
+
+passed=0 failed=0
+count_results ()
+{
+  # Sum the ":test-result:" lines automake writes in each .trs file.
+  local dir="$1" p f
+  p=$(find "$dir" -name '*.trs' -exec grep -h '^:test-result: \(PASS\|SKIP\|XFAIL\)' {} + | wc -l)
+  f=$(find "$dir" -name '*.trs' -exec grep -h '^:test-result: \(FAIL\|XPASS\|ERROR\)' {} + | wc -l)
+  passed=$((passed + p)); failed=$((failed + f))
+}
+count_results "$srcdir"
+# Show the logs of whatever failed.
+find "$srcdir" -name '*.trs' -exec grep -l '^:test-result: \(FAIL\|XPASS\|ERROR\)' {} + |
+  while read -r trs; do
+    step "FAILED: ${trs%.trs}.log"; cat "${trs%.trs}.log" || true
+  done
+
+if test -z "${SKIP_SANITIZERS:-}"; then
+  step "unit tests under ASan + UBSan"
+  rm -rf build-asan && mkdir build-asan
+  (cd build-asan && "$srcdir/configure" --enable-werror --enable-sanitizers -q &&
+     make -j"$JOBS" >/dev/null &&
+     ASAN_OPTIONS=detect_leaks=1 make -j"$JOBS" -C common check &&
+     make -j"$JOBS" -C tools check) || status=1
+  count_results "$srcdir/build-asan/common"
+  count_results "$srcdir/build-asan/tools"
+fi
+
+if test -z "${SKIP_VALGRIND:-}"; then
+  step "unit tests under valgrind"
+  rm -rf build-valgrind && mkdir build-valgrind
+  (cd build-valgrind && "$srcdir/configure" --enable-werror -q &&
+     make -j"$JOBS" >/dev/null && make -j"$JOBS" check-valgrind) || status=1
+  count_results "$srcdir/build-valgrind/common"
+fi
+
+echo
+echo "$passed passed, $failed failed"
+test "$failed" -eq 0 || status=1
+exit $status

@@ -1,0 +1,171 @@
+# nbdkit QED / add-cow / dirty-bitmap bundle
+# Copyright (C) 2026 the project authors
+# SPDX-License-Identifier: BSD-3-Clause
+
+# Helpers for the bats tests, after nbdkit's tests/functions.sh.
+# Load with:   load functions.sh
+#
+# Each test gets its own scratch directory ($BATS_TEST_TMPDIR, made
+# and removed by bats).  Servers listen on Unix sockets inside it and
+# are killed by teardown, which every test file gets by loading this.
+
+: "${abs_top_builddir:=$(cd "$BATS_TEST_DIRNAME/.." && pwd)}"
+: "${abs_top_srcdir:=$abs_top_builddir}"
+export abs_top_builddir abs_top_srcdir
+export PYENV_VERSION=system
+export LIBGUESTFS_BACKEND=direct LIBGUESTFS_BACKEND_SETTINGS=force_tcg
+export LC_ALL=C
+
+QED_PLUGIN="$abs_top_builddir/qed.so"
+ADDCOW_FILTER="$abs_top_builddir/addcow.so"
+DIRTY_BITMAP_FILTER="$abs_top_builddir/dirty-bitmap.so"
+QAD_IMG="$abs_top_builddir/tools/qad-img"
+# Test helper programs built in tests/.
+TESTS_BIN="$abs_top_builddir/tests"
+
+# requires CMD [ARGS...]: skip the test unless CMD ARGS runs successfully.
+requires ()
+{
+  "$@" </dev/null >/dev/null 2>&1 || skip "requires: $*"
+}
+
+# requires_file FILE: skip unless FILE exists.
+requires_file ()
+{
+  test -e "$1" || skip "requires file: $1"
+}
+
+requires_nbdsh ()
+{
+  requires nbdsh -c 'import nbd'
+}
+
+# The file that lists the pids that teardown must kill.
+_pids_file () { echo "$BATS_TEST_TMPDIR/.server-pids"; }
+
+# start_nbdkit SOCKET ARGS...: start nbdkit in the background on a Unix
+# socket, wait until it accepts connections, and register it for
+# cleanup.  The server's stderr goes to SOCKET.log.  Fails (printing
+# the log) if the server exits instead.
+start_nbdkit ()
+{
+  local sock="$1"; shift
+  local pidfile="$sock.pid"
+  rm -f "$sock" "$pidfile"
+  nbdkit -U "$sock" -P "$pidfile" -f "$@" >"$sock.log" 2>&1 &
+  local pid=$!
+  echo "$pid" >> "$(_pids_file)"
+  local i
+  for i in $(seq 1 300); do
+    if test -s "$pidfile" && test -S "$sock"; then return 0; fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "nbdkit failed to start: nbdkit $*" >&2
+      cat "$sock.log" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+  echo "nbdkit did not start within 30 s: nbdkit $*" >&2
+  cat "$sock.log" >&2
+  return 1
+}
+
+# server_pid SOCKET: the pid of the server started on SOCKET.
+server_pid () { cat "$1.pid"; }
+
+# stop_nbdkit SOCKET [SIGNAL]: stop one server and wait for it to exit.
+stop_nbdkit ()
+{
+  local sock="$1" sig="${2:-TERM}" pid i
+  pid="$(cat "$sock.pid")"
+  kill -s "$sig" "$pid" 2>/dev/null || true
+  for i in $(seq 1 300); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  echo "server $pid did not exit" >&2
+  return 1
+}
+
+# nbd_uri SOCKET [EXPORT]: the NBD URI of a server on SOCKET.
+nbd_uri ()
+{
+  echo "nbd+unix:///${2:-}?socket=$1"
+}
+
+# cleanup_servers: kill every server this test started.
+cleanup_servers ()
+{
+  local f pid
+  f="$(_pids_file)"
+  test -f "$f" || return 0
+  while read -r pid; do
+    kill "$pid" 2>/dev/null || true
+  done < "$f"
+  while read -r pid; do
+    local i
+    for i in $(seq 1 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+  done < "$f"
+  rm -f "$f"
+}
+
+teardown ()
+{
+  cleanup_servers
+}
+
+# expect_fail_cleanly PATTERN CMD...: CMD must exit non-zero (not by a
+# signal, i.e. status < 128) and print something matching PATTERN
+# (an extended regex).
+expect_fail_cleanly ()
+{
+  local pattern="$1"; shift
+  run "$@"
+  if test "$status" -eq 0; then
+    echo "expected failure, got success: $*" >&2
+    echo "$output" >&2
+    return 1
+  fi
+  if test "$status" -ge 128; then
+    echo "killed by a signal (status $status): $*" >&2
+    echo "$output" >&2
+    return 1
+  fi
+  if ! grep -Eq -- "$pattern" <<<"$output"; then
+    echo "output does not match /$pattern/: $*" >&2
+    echo "$output" >&2
+    return 1
+  fi
+}
+
+# same_bytes A B: the two files are byte-for-byte identical.
+same_bytes ()
+{
+  cmp "$1" "$2"
+}
+
+# map_of IMAGE_OR_URI [FORMAT]: qemu-img map as normalised lines
+# "start length data zero", adjacent equal ranges merged, so that maps
+# from different sources compare with diff.
+map_of ()
+{
+  local src="$1" fmt="${2:-}"
+  local args=(--output=json)
+  test -n "$fmt" && args+=(-f "$fmt")
+  qemu-img map "${args[@]}" "$src" | python3 -c '
+import json, sys
+out = []
+for e in json.load(sys.stdin):
+    key = (e["data"], e["zero"])
+    if out and out[-1][2:] == list(key) and out[-1][0] + out[-1][1] == e["start"]:
+        out[-1][1] += e["length"]
+    else:
+        out.append([e["start"], e["length"], key[0], key[1]])
+for s, l, d, z in out:
+    print(s, l, "data" if d else "-", "zero" if z else "-")
+'
+}
