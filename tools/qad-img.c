@@ -1,0 +1,176 @@
+/* nbdkit QED / add-cow / dirty-bitmap bundle
+ * Copyright (C) 2026 the project authors
+ * SPDX-License-Identifier: BSD-3-Clause
+ */
+
+/* The dispatcher: "qad-img VERB [--format=F] FILE ...".  The format
+ * comes from --format= when given (create needs it unless it is qed),
+ * otherwise from the file's first four bytes.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "qad-img.h"
+
+static void
+usage (FILE *fp)
+{
+  fprintf (fp,
+"usage: qad-img VERB [OPTIONS] FILE ...\n"
+"\n"
+"Verbs:\n"
+"  create [--format=qed|add-cow|qdb] FILE [SIZE] [OPTIONS]\n"
+"  info   FILE [--json]\n"
+"  check  FILE [--repair] [--json]\n"
+"  map    FILE [--json]\n"
+"  bitmap FILE.qdb --add|--remove|--clear|--enable|--disable NAME |\n"
+"                  --merge SRC --into DST\n"
+"\n"
+"The format is detected from the file (QED, add-cow or QDB) unless\n"
+"--format= is given.  See qad-img(1).\n");
+}
+
+static bool
+name_matches (const struct qad_format *f, const char *name)
+{
+  const char *p;
+  size_t n = strlen (name);
+
+  if (strcmp (f->name, name) == 0)
+    return true;
+  for (p = f->aliases; p && *p; ) {
+    size_t len = strcspn (p, " ");
+    if (len == n && strncmp (p, name, n) == 0)
+      return true;
+    p += len;
+    p += strspn (p, " ");
+  }
+  return false;
+}
+
+static const struct qad_format *
+format_by_name (const char *name)
+{
+  size_t i;
+
+  for (i = 0; qad_formats[i]; ++i)
+    if (name_matches (qad_formats[i], name))
+      return qad_formats[i];
+  fprintf (stderr, "qad-img: unknown format: %s\n", name);
+  return NULL;
+}
+
+static const struct qad_format *
+format_by_magic (const char *file)
+{
+  unsigned char magic[4];
+  ssize_t r;
+  size_t i;
+  int fd;
+
+  fd = open (file, O_RDONLY | O_CLOEXEC);
+  if (fd == -1) {
+    fprintf (stderr, "qad-img: %s: %s\n", file, strerror (errno));
+    return NULL;
+  }
+  r = pread (fd, magic, sizeof magic, 0);
+  close (fd);
+  if (r != sizeof magic) {
+    fprintf (stderr,
+             "qad-img: %s: file too short to hold a format magic (%zd bytes)\n",
+             file, r < 0 ? (ssize_t) 0 : r);
+    return NULL;
+  }
+  for (i = 0; qad_formats[i]; ++i)
+    if (memcmp (qad_formats[i]->magic, magic, 4) == 0)
+      return qad_formats[i];
+  fprintf (stderr,
+           "qad-img: %s: not a QED, add-cow or QDB file "
+           "(magic %02x %02x %02x %02x)\n",
+           file, magic[0], magic[1], magic[2], magic[3]);
+  return NULL;
+}
+
+int
+main (int argc, char **argv)
+{
+  const struct qad_format *fmt = NULL;
+  const char *verb, *file = NULL;
+  const char *format_name = NULL;
+  qad_verb fn;
+  int i;
+
+  if (argc < 2) {
+    usage (stderr);
+    exit (EXIT_FAILURE);
+  }
+  verb = argv[1];
+  if (strcmp (verb, "--help") == 0 || strcmp (verb, "-h") == 0 ||
+      strcmp (verb, "help") == 0) {
+    usage (stdout);
+    exit (EXIT_SUCCESS);
+  }
+  if (strcmp (verb, "--version") == 0) {
+    printf ("qad-img %s\n", PACKAGE_VERSION);
+    exit (EXIT_SUCCESS);
+  }
+
+  /* Find --format= (or -f F) and the first non-option argument (the
+   * file) without disturbing the verb's own option parsing.
+   */
+  for (i = 2; i < argc; ++i) {
+    if (strncmp (argv[i], "--format=", 9) == 0)
+      format_name = argv[i] + 9;
+    else if ((strcmp (argv[i], "-f") == 0 ||
+              strcmp (argv[i], "--format") == 0) && i + 1 < argc)
+      format_name = argv[++i];
+    else if (strcmp (argv[i], "--") == 0) {
+      if (i + 1 < argc && !file)
+        file = argv[i + 1];
+      break;
+    }
+    else if (argv[i][0] != '-' && !file)
+      file = argv[i];
+  }
+
+  if (format_name)
+    fmt = format_by_name (format_name);
+  else if (strcmp (verb, "create") == 0)
+    fmt = format_by_name ("qed");
+  else if (file)
+    fmt = format_by_magic (file);
+  else {
+    fprintf (stderr, "qad-img %s: missing FILE\n", verb);
+    usage (stderr);
+    exit (EXIT_FAILURE);
+  }
+  if (!fmt)
+    exit (EXIT_FAILURE);
+
+  if (strcmp (verb, "create") == 0) fn = fmt->create;
+  else if (strcmp (verb, "info") == 0) fn = fmt->info;
+  else if (strcmp (verb, "check") == 0) fn = fmt->check;
+  else if (strcmp (verb, "map") == 0) fn = fmt->map;
+  else if (strcmp (verb, "bitmap") == 0) fn = fmt->bitmap;
+  else {
+    fprintf (stderr, "qad-img: unknown verb: %s\n", verb);
+    usage (stderr);
+    exit (EXIT_FAILURE);
+  }
+  if (!fn) {
+    fprintf (stderr, "qad-img: %s: the %s format has no %s verb\n",
+             file ? file : "", fmt->name, verb);
+    exit (EXIT_FAILURE);
+  }
+  /* The verb sees argv from the verb name on; --format is stripped by
+   * each verb's getopt table (every verb accepts and ignores it).
+   */
+  return fn (argc - 1, argv + 1);
+}

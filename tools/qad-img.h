@@ -1,0 +1,51 @@
+/* nbdkit QED / add-cow / dirty-bitmap bundle
+ * Copyright (C) 2026 the project authors
+ * SPDX-License-Identifier: BSD-3-Clause
+ */
+
+/* qad-img: one command-line tool for QED images, add-cow sidecars and
+ * QDB dirty-bitmap files.  Each format supplies a struct qad_format
+ * (in its own FORMAT-cmds.c); the dispatcher in qad-img.c picks the
+ * format from --format= or from the file's magic and calls the verb.
+ *
+ * A verb gets argc/argv starting at the verb name (argv[0]), so it can
+ * use getopt_long directly, and returns the process exit status.
+ */
+
+#ifndef QAD_IMG_H
+#define QAD_IMG_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+typedef int (*qad_verb) (int argc, char **argv);
+
+struct qad_format {
+  const char *name;             /* as given to --format= */
+  const char *aliases;          /* space-separated other names, or NULL */
+  unsigned char magic[4];       /* first 4 bytes of the file */
+  qad_verb create, info, check, map, bitmap;
+};
+
+extern const struct qad_format qed_format;
+extern const struct qad_format addcow_format;
+extern const struct qad_format qdb_format;
+
+/* NULL-terminated list, in formats.c. */
+extern const struct qad_format *const qad_formats[];
+
+/* Exit codes shared by every verb (check uses qemu-img's). */
+#define EXIT_CHECK_CORRUPT 2
+#define EXIT_CHECK_LEAKS 3
+
+/* Parse a size with an optional K/M/G/T/P/E suffix (powers of 1024).
+ * Returns -1 and prints an error naming WHAT on failure.
+ */
+extern int parse_size (const char *what, const char *str,
+                       unsigned long long *ret);
+
+/* Minimal JSON output helpers. */
+extern void json_string (FILE *fp, const char *s);
+extern void json_string_n (FILE *fp, const char *s, size_t n);
+
+#endif /* QAD_IMG_H */
