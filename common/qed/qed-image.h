@@ -1,0 +1,114 @@
+/* nbdkit QED / add-cow / dirty-bitmap bundle
+ * Copyright (C) 2026 the project authors
+ * SPDX-License-Identifier: BSD-3-Clause
+ */
+
+/* An open QED image: header, L1 table, bounded L2 cache, backing
+ * chain.  Reads and extents here; writes in qed-write.c; the
+ * consistency check in qed-check.c; creation in qed-create.c.
+ */
+
+#ifndef QAD_QED_IMAGE_H
+#define QAD_QED_IMAGE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "blockdev.h"
+#include "qed-header.h"
+#include "qed-l2cache.h"
+
+#define QED_DEFAULT_L2_CACHE_BYTES (UINT64_C (32) * 1024 * 1024)
+#define QED_MAX_CHAIN_DEPTH 32
+
+struct qed_open_options {
+  bool readonly;
+  uint64_t l2_cache_bytes;      /* 0 = default */
+  bool no_backing;              /* don't open the backing file */
+  /* Called with the header already validated, before anything is
+   * written; may be NULL.  Used to take locks before repairs.
+   */
+};
+
+/* What a range of guest clusters maps to. */
+enum qed_kind {
+  QED_KIND_UNALLOCATED,         /* falls through to backing, else zero */
+  QED_KIND_ZERO,                /* L2 entry 1 */
+  QED_KIND_DATA,                /* a data cluster in this file */
+};
+
+struct qed_mapping {
+  enum qed_kind kind;
+  uint64_t host_offset;         /* for DATA: file offset of the start */
+  uint64_t length;              /* bytes, > 0 */
+};
+
+struct qed_image {
+  struct qad_blockdev dev;      /* first: a QED image can be a backing */
+  int fd;
+  bool readonly;
+  struct qed_header header;
+  struct qed_geometry geom;
+  char *backing_path;           /* resolved name, or NULL */
+  bool backing_raw;             /* backing is raw (probed or NO_PROBE) */
+  struct qad_blockdev *backing; /* NULL when none or not opened */
+  struct qed_l2cache *l2cache;  /* has its own lock */
+
+  pthread_mutex_t lock;         /* protects l1, file_end, header
+                                   features and the allocation state */
+  uint64_t *l1;                 /* host-endian copy of the L1 table */
+  uint64_t file_end;            /* allocation point: end of the file */
+
+  /* Write-path state (qed-write.c), protected by lock. */
+  unsigned allocs_in_flight;
+  bool need_check_on_disk;      /* NEED_CHECK is set in the file */
+  pthread_cond_t alloc_cond;
+  struct qed_cluster_locks *cluster_locks;
+};
+
+extern struct qed_image *qed_open (const char *filename,
+                                   const struct qed_open_options *opts);
+/* Close; for a read-write image clears NEED_CHECK after a final flush
+ * when nothing is in flight.  Returns -1 if that failed.
+ */
+extern int qed_close (struct qed_image *img);
+
+/* Read the backing name from the header area (NUL-terminated, caller
+ * frees).  NULL with no error when there is no backing file.
+ */
+extern int qed_read_backing_name (struct qed_image *img, char **name);
+
+/* Map the range [offset, offset+len) from its start: the first run of
+ * clusters with the same kind (and, for DATA, contiguous in the file).
+ */
+extern int qed_map (struct qed_image *img, uint64_t offset, uint64_t len,
+                    struct qed_mapping *m);
+
+extern int qed_pread (struct qed_image *img, void *buf, uint64_t count,
+                      uint64_t offset);
+
+/* Extent at OFFSET (as struct qad_blockdev_ops.extent). */
+extern int qed_extent (struct qed_image *img, uint64_t offset, uint64_t max,
+                       uint64_t *len, uint32_t *flags);
+
+/* Validation of table entries, shared with qed-check.c. */
+extern bool qed_table_offset_valid (const struct qed_geometry *g,
+                                    uint64_t offset, uint64_t file_size);
+extern bool qed_cluster_offset_valid (const struct qed_geometry *g,
+                                      uint64_t offset, uint64_t file_size);
+
+/* Open a backing file read-only: FORMAT "raw", "qed", or NULL to probe
+ * (QED magic means QED, anything else raw).  QED backings bring their
+ * own chains; loops and chains deeper than QED_MAX_CHAIN_DEPTH fail.
+ */
+extern struct qad_blockdev *qed_open_backing (const char *path,
+                                              const char *format);
+
+/* Resolve a backing name relative to the directory of IMAGE_PATH.
+ * Caller frees.
+ */
+extern char *qed_resolve_backing_name (const char *image_path,
+                                       const char *name);
+
+#endif /* QAD_QED_IMAGE_H */
