@@ -1,0 +1,426 @@
+/* nbdkit QED / add-cow / dirty-bitmap bundle
+ * Copyright (C) 2026 the project authors
+ * SPDX-License-Identifier: BSD-3-Clause
+ */
+
+/* Unit tests of the QDB parser and serializer: round trips, preserved
+ * unknown parts, and one corrupt file per validation rule, each checked
+ * for the field named in the error message.
+ */
+
+#include <config.h>
+
+#undef NDEBUG
+#include <assert.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "byte-swapping.h"
+#include "qad-error.h"
+#include "qdb-bits.h"
+#include "qdb.h"
+
+static char last_error[1024];
+static int nr_errors;
+
+static void
+capture (const char *msg)
+{
+  snprintf (last_error, sizeof last_error, "%s", msg);
+  nr_errors++;
+}
+
+/* The standard file: cluster 512, b1 (gran 512, enabled) over an
+ * 8 MiB disk (4 data clusters), b2 (gran 4096, disabled).
+ */
+static struct qdb_membuf
+make_file (bool allocate_all)
+{
+  struct qdb_membuf mb = { 0 };
+  struct qdb_io io;
+  struct qdb_file *qdb;
+  int i;
+
+  qdb = qdb_new ("t.qdb", 9);
+  assert (qdb);
+  i = qdb_add_bitmap (qdb, "b1", 512, 8 << 20, QDB_FLAG_ENABLED);
+  assert (i == 0);
+  i = qdb_add_bitmap (qdb, "b2", 4096, 8 << 20, 0);
+  assert (i == 1);
+  assert (qdb->bitmaps[0].table_size == 4);
+  assert (qdb->bitmaps[1].table_size == 1);
+  /* b1: cluster 0 mixed, cluster 1 clean, cluster 2 all ones, 3 mixed. */
+  qdb_bits_set_range (qdb->bitmaps[0].bits, 5, 17);
+  qdb_bits_set_range (qdb->bitmaps[0].bits, 2 * 4096, 3 * 4096 - 1);
+  qdb_bit_set (qdb->bitmaps[0].bits, 16383);
+  qdb_bit_set (qdb->bitmaps[1].bits, 100);
+  qdb_io_init_mem (&io, &mb, "t.qdb");
+  assert (qdb_write (&io, qdb, allocate_all) == 0);
+  qdb_free (qdb);
+  return mb;
+}
+
+static struct qdb_file *
+read_mem (struct qdb_membuf *mb, bool load)
+{
+  struct qdb_io io;
+
+  qdb_io_init_mem (&io, mb, "t.qdb");
+  return qdb_read (&io, load);
+}
+
+static void
+test_round_trip (bool allocate_all)
+{
+  struct qdb_membuf mb = make_file (allocate_all), mb2 = { 0 };
+  struct qdb_file *qdb;
+  struct qdb_bitmap *b1, *b2;
+  struct qdb_io io;
+
+  qdb = read_mem (&mb, true);
+  assert (qdb);
+  assert (qdb->nr_bitmaps == 2);
+  assert (qdb->leaked_clusters == 0);
+  b1 = qdb_find_bitmap (qdb, "b1");
+  b2 = qdb_find_bitmap (qdb, "b2");
+  assert (b1 && b2);
+  assert (b1->flags == QDB_FLAG_ENABLED && b2->flags == 0);
+  assert (b1->granularity == 512 && b2->granularity == 4096);
+  assert (b1->disk_size == 8 << 20);
+  assert (qdb_dirty_granules (b1) == 13 + 4096 + 1);
+  assert (qdb_dirty_bytes (b1) == (13 + 4096 + 1) * 512);
+  assert (qdb_dirty_granules (b2) == 1);
+  assert (!qdb_bit_test (b1->bits, 4));
+  assert (qdb_bit_test (b1->bits, 5) && qdb_bit_test (b1->bits, 17));
+  assert (!qdb_bit_test (b1->bits, 18));
+  if (!allocate_all) {
+    assert (b1->table[1] == 0);
+    assert (b1->table[2] == QDB_ENTRY_ALL_ONES);
+    assert (b1->table[0] != 0 && b1->table[3] != 0);
+  }
+  else {
+    size_t k;
+    for (k = 0; k < 4; ++k)
+      assert (b1->table[k] & QDB_ENTRY_OFFSET_MASK);
+  }
+
+  /* Write again and compare bytes (the layout is deterministic). */
+  qdb_io_init_mem (&io, &mb2, "t2.qdb");
+  assert (qdb_write (&io, qdb, allocate_all) == 0);
+  assert (mb2.size == mb.size);
+  assert (memcmp (mb.data, mb2.data, mb.size) == 0);
+  qdb_free (qdb);
+  free (mb.data);
+  free (mb2.data);
+}
+
+/* qdb_allocate_all in place, then the file still reads the same. */
+static void
+test_allocate_all (void)
+{
+  struct qdb_membuf mb = make_file (false);
+  struct qdb_file *qdb;
+  struct qdb_io io;
+  size_t k;
+
+  qdb = read_mem (&mb, true);
+  assert (qdb);
+  qdb_io_init_mem (&io, &mb, "t.qdb");
+  assert (qdb_allocate_all (&io, qdb, &qdb->bitmaps[0]) == 0);
+  assert (qdb->bitmaps[0].table[1] & QDB_ENTRY_OFFSET_MASK);
+  assert (qdb->bitmaps[0].table[2] == QDB_ENTRY_ALL_ONES);
+  qdb_free (qdb);
+  qdb = read_mem (&mb, true);
+  assert (qdb);
+  assert (qdb_dirty_granules (&qdb->bitmaps[0]) == 13 + 4096 + 1);
+  for (k = 0; k < 4; ++k)
+    assert (qdb->bitmaps[0].table[k] != 0);
+  qdb_free (qdb);
+  free (mb.data);
+}
+
+/* Unknown header extensions, compat bits, autoclear bits, header tail
+ * and extra data survive a rewrite.
+ */
+static void
+test_preserve (void)
+{
+  struct qdb_membuf mb = { 0 }, mb2 = { 0 };
+  struct qdb_file *qdb;
+  struct qdb_io io;
+  uint8_t extra[16] = { 0, 0, 0, 9, 0, 0, 0, 3, 'a', 'b', 'c' };
+
+  qdb = qdb_new ("p.qdb", 12);
+  assert (qdb_add_bitmap (qdb, "x", 65536, 1 << 30, QDB_FLAG_ENABLED) == 0);
+  qdb->compat = 0x10;
+  qdb->autoclear = 0x4;
+  qdb->header_length = 72;
+  qdb->header_tail = calloc (1, 8);
+  qdb->header_tail[3] = 0x77;
+  qdb->exts = calloc (1, sizeof *qdb->exts);
+  qdb->exts[0].type = 0x12345678;
+  qdb->exts[0].length = 5;
+  qdb->exts[0].data = (uint8_t *) strdup ("hello");
+  qdb->nr_exts = 1;
+  qdb->feature_names = calloc (1, sizeof *qdb->feature_names);
+  qdb->feature_names[0].type = 1;
+  qdb->feature_names[0].bit = 4;
+  strcpy (qdb->feature_names[0].name, "shiny");
+  qdb->nr_feature_names = 1;
+  qdb->bitmaps[0].extra_data_size = 16;
+  qdb->bitmaps[0].extra_data = malloc (16);
+  memcpy (qdb->bitmaps[0].extra_data, extra, 16);
+  qdb_io_init_mem (&io, &mb, "p.qdb");
+  assert (qdb_write (&io, qdb, false) == 0);
+  qdb_free (qdb);
+
+  qdb = read_mem (&mb, true);
+  assert (qdb);
+  assert (qdb->compat == 0x10 && qdb->autoclear == 0x4);
+  assert (qdb->header_length == 72 && qdb->header_tail[3] == 0x77);
+  assert (qdb->nr_exts == 1 && qdb->exts[0].type == 0x12345678);
+  assert (qdb->exts[0].length == 5);
+  assert (memcmp (qdb->exts[0].data, "hello", 5) == 0);
+  assert (qdb->nr_feature_names == 1);
+  assert (strcmp (qdb->feature_names[0].name, "shiny") == 0);
+  assert (qdb->bitmaps[0].extra_data_size == 16);
+  assert (memcmp (qdb->bitmaps[0].extra_data, extra, 16) == 0);
+  qdb_io_init_mem (&io, &mb2, "p2.qdb");
+  assert (qdb_write (&io, qdb, false) == 0);
+  assert (mb.size == mb2.size && memcmp (mb.data, mb2.data, mb.size) == 0);
+
+  /* Clearing unknown autoclear bits in place. */
+  qdb_io_init_mem (&io, &mb, "p.qdb");
+  assert (qdb_clear_unknown_autoclear (&io, qdb) == 0);
+  qdb_free (qdb);
+  qdb = read_mem (&mb, false);
+  assert (qdb && qdb->autoclear == 0 && qdb->compat == 0x10);
+  qdb_free (qdb);
+  free (mb.data);
+  free (mb2.data);
+}
+
+/* Model-level errors. */
+static void
+test_model_errors (void)
+{
+  struct qdb_file *qdb;
+
+  assert (qdb_new ("m.qdb", 8) == NULL);
+  assert (strstr (last_error, "cluster_bits 8"));
+  assert (qdb_new ("m.qdb", 22) == NULL);
+  qdb = qdb_new ("m.qdb", 16);
+  assert (qdb_add_bitmap (qdb, "a", 1000, 1 << 20, 0) == -1);
+  assert (strstr (last_error, "granularity 1000"));
+  assert (qdb_add_bitmap (qdb, "a", 256, 1 << 20, 0) == -1);
+  assert (qdb_add_bitmap (qdb, "", 512, 1 << 20, 0) == -1);
+  assert (strstr (last_error, "name size 0"));
+  assert (qdb_add_bitmap (qdb, "a:b", 512, 1 << 20, 0) == -1);
+  assert (qdb_add_bitmap (qdb, "a b", 512, 1 << 20, 0) == -1);
+  assert (qdb_add_bitmap (qdb, "a", 512, 1 << 20, 0x4) == -1);
+  assert (qdb_add_bitmap (qdb, "a", 512, 1 << 20, 0) == 0);
+  assert (qdb_add_bitmap (qdb, "a", 512, 1 << 20, 0) == -1);
+  assert (strstr (last_error, "already exists"));
+  assert (qdb_add_bitmap (qdb, "zero", 512, 0, 0) == 1);
+  assert (qdb_remove_bitmap (qdb, 0) == 0);
+  assert (qdb->nr_bitmaps == 1 && strcmp (qdb->bitmaps[0].name, "zero") == 0);
+  qdb_free (qdb);
+}
+
+/* Corrupt files: apply a patch to the standard (allocated) file and
+ * expect qdb_read to fail with a message containing WANT.
+ */
+typedef void (*patch_fn) (struct qdb_membuf *mb);
+
+static void
+expect_corrupt (const char *what, patch_fn patch, const char *want)
+{
+  struct qdb_membuf mb = make_file (true);
+  struct qdb_file *qdb;
+
+  patch (&mb);
+  last_error[0] = '\0';
+  qdb = read_mem (&mb, true);
+  if (qdb != NULL || strstr (last_error, want) == NULL ||
+      strstr (last_error, "t.qdb") == NULL) {
+    fprintf (stderr, "corrupt test %s: expected error containing \"%s\", "
+             "got %s \"%s\"\n", what, want, qdb ? "success" : "error",
+             last_error);
+    exit (EXIT_FAILURE);
+  }
+  printf ("ok corrupt %s: %s\n", what, last_error);
+  free (mb.data);
+}
+
+/* Layout of the standard allocated file (cluster 512):
+ * 0 header, 512 directory (2 entries of 48 bytes), 1024 b1 table,
+ * 1536..3583 b1 data (4 clusters), 3584 b2 table, 4096 b2 data.
+ */
+#define DIR 512
+#define E1 (DIR)
+#define E2 (DIR + 48)
+#define T1 1024
+#define T2 3584
+
+static void p_magic (struct qdb_membuf *m) { m->data[0] = 'X'; }
+static void p_version (struct qdb_membuf *m) { store_be32 (m->data + 4, 2); }
+static void p_cbits_lo (struct qdb_membuf *m) { store_be32 (m->data + 8, 8); }
+static void p_cbits_hi (struct qdb_membuf *m) { store_be32 (m->data + 8, 40); }
+static void p_hlen_short (struct qdb_membuf *m) { store_be32 (m->data + 24, 32); }
+static void p_hlen_past (struct qdb_membuf *m) { store_be32 (m->data + 24, 4096); }
+static void p_hlen_odd (struct qdb_membuf *m) { store_be32 (m->data + 24, 68); }
+static void p_incompat (struct qdb_membuf *m) { store_be64 (m->data + 32, 1 << 5); }
+static void
+p_incompat_named (struct qdb_membuf *m)
+{
+  store_be64 (m->data + 32, 1 << 5);
+  store_be32 (m->data + 64, QDB_EXT_FEATURE_NAMES);
+  store_be32 (m->data + 68, 48);
+  m->data[72] = 0;
+  m->data[73] = 5;
+  memcpy (m->data + 74, "compressed", 10);
+}
+static void
+p_ext_past (struct qdb_membuf *m)
+{
+  store_be32 (m->data + 64, 0x1234);
+  store_be32 (m->data + 68, 1000);
+}
+static void
+p_ext_no_end (struct qdb_membuf *m)
+{
+  size_t off;
+  for (off = 64; off + 8 <= 512; off += 8) {
+    store_be32 (m->data + off, 0x99);
+    store_be32 (m->data + off + 4, 0);
+  }
+}
+static void
+p_ext_dup_names (struct qdb_membuf *m)
+{
+  store_be32 (m->data + 64, QDB_EXT_FEATURE_NAMES);
+  store_be32 (m->data + 68, 0);
+  store_be32 (m->data + 72, QDB_EXT_FEATURE_NAMES);
+  store_be32 (m->data + 76, 0);
+}
+static void p_nb_mismatch (struct qdb_membuf *m) { store_be32 (m->data + 12, 0); }
+static void p_nb_huge (struct qdb_membuf *m) { store_be32 (m->data + 12, 70000); }
+static void p_dir_past_eof (struct qdb_membuf *m) { store_be64 (m->data + 16, 1 << 20); }
+static void p_dir_unaligned (struct qdb_membuf *m) { store_be64 (m->data + 16, 600); }
+static void p_dir_in_c0 (struct qdb_membuf *m) { store_be64 (m->data + 16, 0); store_be32 (m->data + 12, 2); }
+static void p_dir_size_short (struct qdb_membuf *m) { store_be32 (m->data + 28, 88); }
+static void p_dir_size_long (struct qdb_membuf *m) { store_be32 (m->data + 28, 104); }
+static void p_tbl_unaligned (struct qdb_membuf *m) { store_be64 (m->data + E1, T1 + 8); }
+static void p_tbl_past_eof (struct qdb_membuf *m) { store_be64 (m->data + E2, 1 << 24); }
+static void p_gran_not_pow2 (struct qdb_membuf *m) { store_be32 (m->data + E1 + 20, 1000); }
+static void p_gran_small (struct qdb_membuf *m) { store_be32 (m->data + E1 + 20, 256); }
+static void p_name_zero (struct qdb_membuf *m) { store_be16 (m->data + E1 + 26, 0); }
+static void p_name_big (struct qdb_membuf *m) { store_be16 (m->data + E1 + 26, 1024); }
+static void p_name_dup (struct qdb_membuf *m) { m->data[E2 + 41] = '1'; }
+static void p_name_nul (struct qdb_membuf *m) { m->data[E2 + 41] = 0; }
+static void p_flags (struct qdb_membuf *m) { store_be16 (m->data + E1 + 24, 0x8001); }
+static void p_tsize (struct qdb_membuf *m) { store_be32 (m->data + E1 + 16, 3); }
+static void p_extra_odd (struct qdb_membuf *m) { store_be32 (m->data + E1 + 36, 4); }
+static void
+p_extra_bad_record (struct qdb_membuf *m)
+{
+  /* Make entry 1 carry 8 bytes of extra data whose record is too long:
+   * rewrite it as 40 fixed + 8 extra + 2 name -> 56 bytes, shift b2.
+   */
+  uint8_t e2[48];
+  memcpy (e2, m->data + E2, 48);
+  store_be32 (m->data + E1 + 36, 8);
+  store_be32 (m->data + E1 + 40, 7);
+  store_be32 (m->data + E1 + 44, 100);
+  memcpy (m->data + E1 + 48, "b1", 2);
+  memset (m->data + E1 + 50, 0, 6);
+  memcpy (m->data + E1 + 56, e2, 48);
+  store_be32 (m->data + 28, 104);
+}
+static void p_tbl_overlap_dir (struct qdb_membuf *m) { store_be64 (m->data + E2, DIR); }
+static void p_tbl_overlap_tbl (struct qdb_membuf *m) { store_be64 (m->data + E2, T1); }
+static void p_data_overlap (struct qdb_membuf *m) { store_be64 (m->data + T1 + 8, 1536); }
+static void p_data_past_eof (struct qdb_membuf *m) { store_be64 (m->data + T2, UINT64_C (0x100000000000)); }
+static void p_entry_reserved (struct qdb_membuf *m) { store_be64 (m->data + T1, 1536 | 2); }
+static void p_entry_both (struct qdb_membuf *m) { store_be64 (m->data + T1, 1536 | 1); }
+static void p_entry_high (struct qdb_membuf *m) { store_be64 (m->data + T1, 1536 | (UINT64_C (1) << 60)); }
+static void p_truncated (struct qdb_membuf *m) { m->size = 3000; }
+static void p_tiny (struct qdb_membuf *m) { m->size = 10; }
+static void p_disk_huge (struct qdb_membuf *m) { store_be64 (m->data + E1 + 8, UINT64_MAX); }
+
+int
+main (void)
+{
+  qad_set_error_handler (capture);
+
+  test_round_trip (false);
+  test_round_trip (true);
+  test_allocate_all ();
+  test_preserve ();
+  test_model_errors ();
+
+  expect_corrupt ("magic", p_magic, "magic");
+  expect_corrupt ("version", p_version, "version 2");
+  expect_corrupt ("cluster_bits low", p_cbits_lo, "cluster_bits 8");
+  expect_corrupt ("cluster_bits high", p_cbits_hi, "cluster_bits 40");
+  expect_corrupt ("header_length short", p_hlen_short, "header_length 32");
+  expect_corrupt ("header_length past cluster 0", p_hlen_past,
+                  "header_length 4096");
+  expect_corrupt ("header_length odd", p_hlen_odd, "header_length 68");
+  expect_corrupt ("unknown incompatible bit", p_incompat,
+                  "unknown incompatible feature bit 5");
+  expect_corrupt ("named incompatible bit", p_incompat_named,
+                  "bit 5 (compressed)");
+  expect_corrupt ("extension past cluster 0", p_ext_past,
+                  "runs past cluster 0");
+  expect_corrupt ("no end marker", p_ext_no_end, "no end marker");
+  expect_corrupt ("duplicate feature table", p_ext_dup_names, "twice");
+  expect_corrupt ("nb_bitmaps mismatch", p_nb_mismatch, "nb_bitmaps 0");
+  expect_corrupt ("nb_bitmaps huge", p_nb_huge, "nb_bitmaps 70000");
+  expect_corrupt ("directory past EOF", p_dir_past_eof,
+                  "past the end of the file");
+  expect_corrupt ("directory unaligned", p_dir_unaligned,
+                  "bitmap_directory_offset 600");
+  expect_corrupt ("directory in cluster 0", p_dir_in_c0,
+                  "bitmap_directory_offset 0");
+  expect_corrupt ("directory size short", p_dir_size_short,
+                  "bitmap_directory_size 88");
+  expect_corrupt ("directory size long", p_dir_size_long,
+                  "bitmap_directory_size 104");
+  expect_corrupt ("table unaligned", p_tbl_unaligned,
+                  "bitmap_table_offset 1032");
+  expect_corrupt ("table past EOF", p_tbl_past_eof,
+                  "past the end of the file");
+  expect_corrupt ("granularity not power of 2", p_gran_not_pow2,
+                  "granularity 1000");
+  expect_corrupt ("granularity too small", p_gran_small, "granularity 256");
+  expect_corrupt ("name size 0", p_name_zero, "name_size 0");
+  expect_corrupt ("name size 1024", p_name_big, "name_size 1024");
+  expect_corrupt ("duplicate names", p_name_dup, "\"b1\" is used twice");
+  expect_corrupt ("NUL in name", p_name_nul, "NUL");
+  expect_corrupt ("reserved flags", p_flags, "flags 0x8001");
+  expect_corrupt ("table size mismatch", p_tsize, "bitmap_table_size 3");
+  expect_corrupt ("extra data size", p_extra_odd, "extra_data_size 4");
+  expect_corrupt ("extra data record", p_extra_bad_record,
+                  "extra data record");
+  expect_corrupt ("table overlaps directory", p_tbl_overlap_dir,
+                  "overlaps");
+  expect_corrupt ("tables overlap", p_tbl_overlap_tbl, "overlaps");
+  expect_corrupt ("data clusters overlap", p_data_overlap, "overlaps");
+  expect_corrupt ("data cluster past EOF", p_data_past_eof,
+                  "past the end of the file");
+  expect_corrupt ("table entry reserved bits", p_entry_reserved,
+                  "reserved bits");
+  expect_corrupt ("table entry offset and ALL_ONES", p_entry_both,
+                  "ALL_ONES");
+  expect_corrupt ("table entry high bits", p_entry_high, "reserved bits");
+  expect_corrupt ("truncated", p_truncated, "past the end of the file");
+  expect_corrupt ("tiny", p_tiny, "too small");
+  expect_corrupt ("disk_size huge", p_disk_huge, "disk_size");
+
+  printf ("all QDB unit tests passed (%d errors reported as expected)\n",
+          nr_errors);
+  return 0;
+}
