@@ -1,0 +1,41 @@
+/* nbdkit QED / add-cow / dirty-bitmap bundle
+ * Copyright (C) 2026 the project authors
+ * SPDX-License-Identifier: BSD-3-Clause
+ */
+
+/* A lock on ranges of clusters.  rangelock_acquire blocks until no
+ * other holder's range overlaps [START, END), then records the range;
+ * rangelock_release removes it and wakes the waiters.  Used to
+ * serialise copy-up, zeroing and copy-on-read of bit-0 clusters (see
+ * addcow.c); clusters whose bit is already 1 are never locked.
+ */
+
+#ifndef ADDCOW_RANGELOCK_H
+#define ADDCOW_RANGELOCK_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct lock_range {
+  uint64_t start, end;
+};
+
+struct rangelock {
+  pthread_mutex_t lock;         /* protects ranges, nr, alloc */
+  pthread_cond_t cond;          /* signalled on every release */
+  struct lock_range *ranges;    /* held ranges, unordered */
+  size_t nr, alloc;
+};
+
+#define RANGELOCK_INIT { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, \
+                         NULL, 0, 0 }
+
+/* Returns 0, or -1 with errno = ENOMEM. */
+extern int rangelock_acquire (struct rangelock *rl, uint64_t start,
+                              uint64_t end);
+extern void rangelock_release (struct rangelock *rl, uint64_t start,
+                               uint64_t end);
+extern void rangelock_free (struct rangelock *rl);
+
+#endif /* ADDCOW_RANGELOCK_H */
