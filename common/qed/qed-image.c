@@ -33,12 +33,14 @@
 #include "checked-overflow.h"
 #include "cleanup.h"
 #include "full-io.h"
+#include "image-lock.h"
 #include "minmax.h"
 #include "qad-error.h"
 #include "qed-image.h"
 
 /* The files already open in one backing chain, to refuse loops. */
 struct chain {
+  bool lock;                    /* lock every backing file (read) */
   unsigned depth;
   dev_t dev[QED_MAX_CHAIN_DEPTH + 1];
   ino_t ino[QED_MAX_CHAIN_DEPTH + 1];
@@ -191,7 +193,7 @@ open_backing_in_chain (const char *path, const char *format,
                        struct chain *chain)
 {
   unsigned char magic[4];
-  struct qed_open_options opts = { .readonly = true };
+  struct qed_open_options opts = { .readonly = true, .lock = chain->lock };
   struct qed_image *img;
   ssize_t r;
   int fd;
@@ -201,7 +203,8 @@ open_backing_in_chain (const char *path, const char *format,
     qad_error ("%s: cannot open backing file: %m", path);
     return NULL;
   }
-  if (chain_push (chain, fd, path) == -1) {
+  if (chain_push (chain, fd, path) == -1 ||
+      (chain->lock && qad_lock_image (fd, path, false) == -1)) {
     close (fd);
     return NULL;
   }
@@ -237,9 +240,9 @@ open_backing_in_chain (const char *path, const char *format,
 }
 
 struct qad_blockdev *
-qed_open_backing (const char *path, const char *format)
+qed_open_backing (const char *path, const char *format, bool lock)
 {
-  struct chain chain = { .depth = 0 };
+  struct chain chain = { .lock = lock };
 
   return open_backing_in_chain (path, format, &chain);
 }
@@ -289,6 +292,7 @@ open_in_chain (const char *filename, const struct qed_open_options *opts,
   img->dev.ops = &qed_dev_ops;
   img->readonly = opts->readonly;
   pthread_mutex_init (&img->lock, NULL);
+  pthread_mutex_init (&img->l2_alloc_lock, NULL);
   pthread_cond_init (&img->alloc_cond, NULL);
 
   img->fd = open (filename, (opts->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
@@ -297,6 +301,8 @@ open_in_chain (const char *filename, const struct qed_open_options *opts,
     goto err;
   }
   if (chain_push (chain, img->fd, filename) == -1)
+    goto err;
+  if (opts->lock && qad_lock_image (img->fd, filename, !opts->readonly) == -1)
     goto err;
   if (fstat (img->fd, &st) == -1) {
     qad_error ("%s: fstat: %m", filename);
@@ -372,7 +378,7 @@ open_in_chain (const char *filename, const struct qed_open_options *opts,
 struct qed_image *
 qed_open (const char *filename, const struct qed_open_options *opts)
 {
-  struct chain chain = { .depth = 0 };
+  struct chain chain = { .lock = opts->lock };
 
   return open_in_chain (filename, opts, &chain);
 }
@@ -399,6 +405,7 @@ qed_close (struct qed_image *img)
   free (img->backing_path);
   free (img->dev.name);
   pthread_cond_destroy (&img->alloc_cond);
+  pthread_mutex_destroy (&img->l2_alloc_lock);
   pthread_mutex_destroy (&img->lock);
   free (img);
   return r;
@@ -568,6 +575,33 @@ qed_pread (struct qed_image *img, void *buf, uint64_t count, uint64_t offset)
   return 0;
 }
 
+/* Allocated clusters that were zeroed or trimmed in place are holes in
+ * the file: report them as zero (allocated, so not HOLE), as nbdkit's
+ * file plugin would.
+ */
+static void
+host_extent (struct qed_image *img, const struct qed_mapping *m,
+             uint64_t *len, uint32_t *flags)
+{
+  off_t pos = lseek (img->fd, m->host_offset, SEEK_DATA);
+
+  *flags = 0;
+  if (pos == -1 && errno == ENXIO) {
+    *flags = QAD_EXTENT_ZERO;
+    return;
+  }
+  if (pos == -1)
+    return;
+  if ((uint64_t) pos > m->host_offset) {
+    *len = MIN (m->length, (uint64_t) pos - m->host_offset);
+    *flags = QAD_EXTENT_ZERO;
+    return;
+  }
+  pos = lseek (img->fd, m->host_offset, SEEK_HOLE);
+  if (pos != -1 && (uint64_t) pos > m->host_offset)
+    *len = MIN (m->length, (uint64_t) pos - m->host_offset);
+}
+
 int
 qed_extent (struct qed_image *img, uint64_t offset, uint64_t max,
             uint64_t *len, uint32_t *flags)
@@ -584,7 +618,7 @@ qed_extent (struct qed_image *img, uint64_t offset, uint64_t max,
   *len = m.length;
   switch (m.kind) {
   case QED_KIND_DATA:
-    *flags = 0;
+    host_extent (img, &m, len, flags);
     break;
   case QED_KIND_ZERO:
     *flags = QAD_EXTENT_HOLE | QAD_EXTENT_ZERO;

@@ -22,13 +22,15 @@
 #define QED_DEFAULT_L2_CACHE_BYTES (UINT64_C (32) * 1024 * 1024)
 #define QED_MAX_CHAIN_DEPTH 32
 
+struct qed_range;
+
 struct qed_open_options {
   bool readonly;
   uint64_t l2_cache_bytes;      /* 0 = default */
   bool no_backing;              /* don't open the backing file */
-  /* Called with the header already validated, before anything is
-   * written; may be NULL.  Used to take locks before repairs.
-   */
+  bool lock;                    /* take QEMU-compatible locks on the
+                                   image (write lock unless readonly)
+                                   and on its backing files (read) */
 };
 
 /* What a range of guest clusters maps to. */
@@ -61,10 +63,14 @@ struct qed_image {
   uint64_t file_end;            /* allocation point: end of the file */
 
   /* Write-path state (qed-write.c), protected by lock. */
-  unsigned allocs_in_flight;
+  unsigned allocs_in_flight;    /* allocating writes not yet complete */
+  uint64_t alloc_gen;           /* bumped when an allocation completes */
   bool need_check_on_disk;      /* NEED_CHECK is set in the file */
-  pthread_cond_t alloc_cond;
-  struct qed_cluster_locks *cluster_locks;
+  struct qed_range *ranges;     /* guest cluster ranges being changed */
+  pthread_cond_t alloc_cond;    /* signalled when a range is released */
+
+  pthread_mutex_t l2_alloc_lock; /* serialises creating L2 tables; taken
+                                    before lock, never after */
 };
 
 extern struct qed_image *qed_open (const char *filename,
@@ -92,6 +98,34 @@ extern int qed_pread (struct qed_image *img, void *buf, uint64_t count,
 extern int qed_extent (struct qed_image *img, uint64_t offset, uint64_t max,
                        uint64_t *len, uint32_t *flags);
 
+/* Write path (qed-write.c).  The image must be open read-write.
+ * Concurrent calls are safe: allocation of a guest cluster is
+ * serialised by a range lock, so two writers never both allocate it.
+ */
+extern int qed_pwrite (struct qed_image *img, const void *buf,
+                       uint64_t count, uint64_t offset, bool fua);
+/* Zero a range.  Whole clusters become zero clusters (or stay
+ * unallocated when that already reads as zeroes); allocated clusters
+ * are zeroed in place, punched when MAY_TRIM.  With FAST, fails with
+ * ENOTSUP instead of writing data.
+ */
+extern int qed_zero (struct qed_image *img, uint64_t count, uint64_t offset,
+                     bool may_trim, bool fast, bool fua);
+/* Discard whole clusters: allocated ones are punched in place and
+ * then read as zeroes, also with a backing file.  Partial clusters are
+ * left alone.
+ */
+extern int qed_trim (struct qed_image *img, uint64_t count, uint64_t offset,
+                     bool fua);
+/* Make everything written so far durable; clears NEED_CHECK when no
+ * allocation is in flight.
+ */
+extern int qed_flush (struct qed_image *img);
+/* Clear unknown autoclear bits (read-write open). */
+extern int qed_clear_autoclear (struct qed_image *img);
+/* Write the in-memory header to the file (no sync). */
+extern int qed_write_header (struct qed_image *img);
+
 /* Validation of table entries, shared with qed-check.c. */
 extern bool qed_table_offset_valid (const struct qed_geometry *g,
                                     uint64_t offset, uint64_t file_size);
@@ -103,7 +137,8 @@ extern bool qed_cluster_offset_valid (const struct qed_geometry *g,
  * own chains; loops and chains deeper than QED_MAX_CHAIN_DEPTH fail.
  */
 extern struct qad_blockdev *qed_open_backing (const char *path,
-                                              const char *format);
+                                              const char *format,
+                                              bool lock);
 
 /* Resolve a backing name relative to the directory of IMAGE_PATH.
  * Caller frees.

@@ -20,15 +20,19 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
 #include "qad-error.h"
+#include "qed-check.h"
 #include "qed-image.h"
 
 static char *filename;                  /* file=, absolute */
 static uint64_t l2_cache_bytes;         /* l2-cache-size=, 0 = default */
+static bool readonly_param;             /* readonly=true */
+static enum { CHECK_AUTO, CHECK_ON, CHECK_OFF } check_mode = CHECK_AUTO;
 static struct qed_image *img;
 
 static void
@@ -46,7 +50,9 @@ qed_plugin_load (void)
 static void
 qed_plugin_unload (void)
 {
-  qed_close (img);
+  /* A final flush; clears NEED_CHECK after a clean shutdown. */
+  if (qed_close (img) == -1)
+    nbdkit_debug ("%s: final flush failed: NEED_CHECK stays set", filename);
   img = NULL;
   free (filename);
 }
@@ -71,6 +77,24 @@ qed_plugin_config (const char *key, const char *value)
     }
     l2_cache_bytes = r;
   }
+  else if (strcmp (key, "readonly") == 0) {
+    int r = nbdkit_parse_bool (value);
+    if (r == -1)
+      return -1;
+    readonly_param = r;
+  }
+  else if (strcmp (key, "check") == 0) {
+    if (strcmp (value, "auto") == 0)
+      check_mode = CHECK_AUTO;
+    else if (strcmp (value, "on") == 0)
+      check_mode = CHECK_ON;
+    else if (strcmp (value, "off") == 0)
+      check_mode = CHECK_OFF;
+    else {
+      nbdkit_error ("check=%s: must be auto, on or off", value);
+      return -1;
+    }
+  }
   else {
     nbdkit_error ("unknown parameter '%s'", key);
     return -1;
@@ -90,19 +114,66 @@ qed_plugin_config_complete (void)
 }
 
 #define qed_plugin_config_help \
-  "file=<FILENAME>     (required) The QED image to serve.\n" \
-  "l2-cache-size=<SIZE>  L2 table cache size (default 32M)."
+  "file=<FILENAME>       (required) The QED image to serve.\n" \
+  "l2-cache-size=<SIZE>  L2 table cache size (default 32M).\n" \
+  "check=auto|on|off     Consistency check on open (default auto).\n" \
+  "readonly=true         Open the image read-only."
+
+static void
+report_to_debug (void *opaque, const char *msg)
+{
+  nbdkit_debug ("check: %s", msg);
+}
+
+/* The consistency check on open: with check=auto when the image says
+ * NEED_CHECK, always with check=on.  Read-write opens repair.
+ */
+static int
+check_on_open (void)
+{
+  struct qed_check_result res;
+  bool need = (img->header.features & QED_F_NEED_CHECK) != 0;
+
+  if (check_mode == CHECK_OFF || (check_mode == CHECK_AUTO && !need))
+    return 0;
+  nbdkit_debug ("%s: running the consistency check%s%s", filename,
+                need ? " (NEED_CHECK is set)" : "",
+                img->readonly ? "" : " with repair");
+  if (qed_check (img, !img->readonly, &res, report_to_debug, NULL) == -1)
+    return -1;
+  nbdkit_debug ("%s: check: %" PRIu64 " corruptions (%" PRIu64 " fixed), %"
+                PRIu64 " leaks (%" PRIu64 " reclaimed, %" PRIu64
+                " punched)", filename, res.corruptions,
+                res.corruptions_fixed, res.leaks, res.leaks_fixed,
+                res.leaks_punched);
+  if (res.corruptions > res.corruptions_fixed) {
+    nbdkit_error ("%s: the image is corrupt (%" PRIu64 " errors); run "
+                  "\"qad-img check --repair\" or serve it read-write with "
+                  "check=on", filename, res.corruptions);
+    return -1;
+  }
+  return 0;
+}
 
 static int
 qed_plugin_get_ready (void)
 {
   struct qed_open_options opts = {
-    .readonly = true,
+    .readonly = readonly_param || access (filename, W_OK) == -1,
     .l2_cache_bytes = l2_cache_bytes,
+    .lock = true,
   };
 
+  /* nbdkit does not tell plugins about -r before the first connection,
+   * so the image is opened read-write whenever it can be (use
+   * readonly=true to avoid that).
+   */
   img = qed_open (filename, &opts);
-  return img ? 0 : -1;
+  if (img == NULL)
+    return -1;
+  if (!img->readonly && qed_clear_autoclear (img) == -1)
+    return -1;
+  return check_on_open ();
 }
 
 static void *
@@ -121,7 +192,40 @@ qed_plugin_get_size (void *handle)
 static int
 qed_plugin_can_write (void *handle)
 {
-  return 0;
+  return !img->readonly;
+}
+
+static int
+qed_plugin_can_flush (void *handle)
+{
+  return 1;
+}
+
+static int
+qed_plugin_can_fua (void *handle)
+{
+  return NBDKIT_FUA_NATIVE;
+}
+
+static int
+qed_plugin_can_trim (void *handle)
+{
+  return 1;
+}
+
+static int
+qed_plugin_can_zero (void *handle)
+{
+  return 1;
+}
+
+static int
+qed_plugin_can_fast_zero (void *handle)
+{
+  /* Zeroing whole clusters only touches metadata; partial clusters
+   * over a backing file would need data, and fail with ENOTSUP.
+   */
+  return 1;
 }
 
 static int
@@ -148,6 +252,34 @@ qed_plugin_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
                   uint32_t flags)
 {
   return qed_pread (img, buf, count, offset);
+}
+
+static int
+qed_plugin_pwrite (void *handle, const void *buf, uint32_t count,
+                   uint64_t offset, uint32_t flags)
+{
+  return qed_pwrite (img, buf, count, offset, flags & NBDKIT_FLAG_FUA);
+}
+
+static int
+qed_plugin_zero (void *handle, uint32_t count, uint64_t offset,
+                 uint32_t flags)
+{
+  return qed_zero (img, count, offset, flags & NBDKIT_FLAG_MAY_TRIM,
+                   flags & NBDKIT_FLAG_FAST_ZERO, flags & NBDKIT_FLAG_FUA);
+}
+
+static int
+qed_plugin_trim (void *handle, uint32_t count, uint64_t offset,
+                 uint32_t flags)
+{
+  return qed_trim (img, count, offset, flags & NBDKIT_FLAG_FUA);
+}
+
+static int
+qed_plugin_flush (void *handle, uint32_t flags)
+{
+  return qed_flush (img);
 }
 
 static int
@@ -185,10 +317,19 @@ static struct nbdkit_plugin plugin = {
   .open              = qed_plugin_open,
   .get_size          = qed_plugin_get_size,
   .can_write         = qed_plugin_can_write,
+  .can_flush         = qed_plugin_can_flush,
+  .can_fua           = qed_plugin_can_fua,
+  .can_trim          = qed_plugin_can_trim,
+  .can_zero          = qed_plugin_can_zero,
+  .can_fast_zero     = qed_plugin_can_fast_zero,
   .can_multi_conn    = qed_plugin_can_multi_conn,
   .can_extents       = qed_plugin_can_extents,
   .can_cache         = qed_plugin_can_cache,
   .pread             = qed_plugin_pread,
+  .pwrite            = qed_plugin_pwrite,
+  .zero              = qed_plugin_zero,
+  .trim              = qed_plugin_trim,
+  .flush             = qed_plugin_flush,
   .extents           = qed_plugin_extents,
   .errno_is_preserved = 1,
 };

@@ -1,0 +1,45 @@
+/* nbdkit QED / add-cow / dirty-bitmap bundle
+ * Copyright (C) 2026 the project authors
+ * SPDX-License-Identifier: BSD-3-Clause
+ */
+
+/* The QED consistency check and repair. */
+
+#ifndef QAD_QED_CHECK_H
+#define QAD_QED_CHECK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "qed-image.h"
+
+struct qed_check_result {
+  uint64_t corruptions;         /* invalid or doubly referenced entries */
+  uint64_t corruptions_fixed;   /* entries cleared by repair */
+  uint64_t leaks;               /* clusters no table references */
+  uint64_t leaks_fixed;         /* reclaimed: moved down or truncated */
+  uint64_t leaks_punched;       /* left in place, space punched */
+  uint64_t l2_tables;
+  uint64_t data_clusters;
+  uint64_t zero_clusters;
+  uint64_t file_clusters;       /* whole clusters in the file */
+  uint64_t image_end_offset;    /* file size after the check */
+  bool need_check;              /* NEED_CHECK was set */
+  bool need_check_cleared;
+};
+
+/* Called once for each problem found or fixed; may be NULL. */
+typedef void (*qed_check_report_fn) (void *opaque, const char *msg);
+
+/* Check IMG; with REPAIR (image open read-write, no other I/O in
+ * flight) clear invalid and doubly referenced entries (their data is
+ * lost and reported), reclaim leaked clusters by moving data clusters
+ * down into them and truncating the file, punch the leaks that remain,
+ * and clear NEED_CHECK when nothing is left unfixed.  Returns -1 only
+ * for I/O errors; problems are counted in *RES.
+ */
+extern int qed_check (struct qed_image *img, bool repair,
+                      struct qed_check_result *res,
+                      qed_check_report_fn report, void *opaque);
+
+#endif /* QAD_QED_CHECK_H */
