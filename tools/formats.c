@@ -14,5 +14,6 @@
  */
 const struct qad_format *const qad_formats[] = {
   &qed_format,
+  &qdb_format,
   NULL
 };

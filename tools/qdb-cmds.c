@@ -1,0 +1,639 @@
+/* nbdkit QED / add-cow / dirty-bitmap bundle
+ * Copyright (C) 2026 the project authors
+ * SPDX-License-Identifier: BSD-3-Clause
+ */
+
+/* qad-img verbs for QDB dirty-bitmap files.  All format knowledge is
+ * in common/qdb; this file parses options, prints, and replaces files
+ * atomically.
+ *
+ * Notes on the design.  Every change (create, bitmap, check --repair)
+ * builds the complete new file in memory, writes it next to the old one
+ * under a temporary name, fsyncs it, renames it over the old name and
+ * fsyncs the directory, all while holding the OFD write lock on the old
+ * file.  The nbdkit filter takes the same lock, so a file being served
+ * is refused, and a server that starts meanwhile is refused too; the
+ * filter re-checks after locking that the path still names the inode it
+ * locked.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "qad-img.h"
+#include "qdb-bits.h"
+#include "qdb.h"
+
+enum {
+  OPT_FORMAT = 256, OPT_JSON, OPT_SIZE, OPT_BITMAP, OPT_GRAN, OPT_CLUSTER,
+  OPT_ADD, OPT_REMOVE, OPT_CLEAR, OPT_ENABLE, OPT_DISABLE, OPT_MERGE,
+  OPT_INTO, OPT_REPAIR, OPT_DIRTY,
+};
+
+/* Open FILE and take the write lock (when LOCK) then read it.  Returns
+ * the model, *FD stays open (holding the lock) for the caller.
+ */
+static struct qdb_file *
+open_qdb (const char *file, bool lock, int *fd)
+{
+  struct qdb_io io;
+  struct qdb_file *qdb;
+
+  *fd = open (file, (lock ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+  if (*fd == -1) {
+    fprintf (stderr, "qad-img: %s: %s\n", file, strerror (errno));
+    return NULL;
+  }
+  if (lock) {
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+    if (fcntl (*fd, F_OFD_SETLK, &fl) == -1) {
+      fprintf (stderr, "qad-img: %s: %s: the file is locked by another "
+               "process (is nbdkit serving it?)\n", file,
+               errno == EAGAIN || errno == EACCES ? "refusing to change it"
+               : strerror (errno));
+      close (*fd);
+      *fd = -1;
+      return NULL;
+    }
+  }
+  if (qdb_io_init_fd (&io, fd, file) == -1) {
+    close (*fd);
+    *fd = -1;
+    return NULL;
+  }
+  qdb = qdb_read (&io, true);
+  if (!qdb) {
+    close (*fd);
+    *fd = -1;
+  }
+  return qdb;
+}
+
+/* Write QDB to a new file and rename it over FILE. */
+static int
+replace_file (const char *file, struct qdb_file *qdb, mode_t mode)
+{
+  CLEANUP_FREE char *tmp = NULL, *dcopy = NULL;
+  struct qdb_io io;
+  int fd, dfd;
+
+  if (asprintf (&tmp, "%s.tmpXXXXXX", file) == -1) {
+    perror ("asprintf");
+    return -1;
+  }
+  fd = mkstemp (tmp);
+  if (fd == -1) {
+    fprintf (stderr, "qad-img: %s: %s\n", tmp, strerror (errno));
+    return -1;
+  }
+  if (fchmod (fd, mode) == -1 ||
+      qdb_io_init_fd (&io, &fd, file) == -1 ||
+      qdb_write (&io, qdb, false) == -1 ||
+      fsync (fd) == -1) {
+    if (errno)
+      fprintf (stderr, "qad-img: %s: %s\n", tmp, strerror (errno));
+    close (fd);
+    unlink (tmp);
+    return -1;
+  }
+  close (fd);
+  if (rename (tmp, file) == -1) {
+    fprintf (stderr, "qad-img: rename %s to %s: %s\n", tmp, file,
+             strerror (errno));
+    unlink (tmp);
+    return -1;
+  }
+  dcopy = strdup (file);
+  if (dcopy) {
+    dfd = open (dirname (dcopy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      fsync (dfd);
+      close (dfd);
+    }
+  }
+  return 0;
+}
+
+/*----------------------------------------------------------------------
+ * create
+ */
+
+static int
+qdb_create (int argc, char **argv)
+{
+  static const struct option long_options[] = {
+    { "format", required_argument, NULL, OPT_FORMAT },
+    { "size", required_argument, NULL, OPT_SIZE },
+    { "bitmap", required_argument, NULL, OPT_BITMAP },
+    { "granularity", required_argument, NULL, OPT_GRAN },
+    { "cluster-size", required_argument, NULL, OPT_CLUSTER },
+    { NULL }
+  };
+  unsigned long long size = 0, gran = QDB_DEFAULT_GRANULARITY;
+  unsigned long long csize = 1ULL << QDB_DEFAULT_CLUSTER_BITS;
+  bool have_size = false;
+  const char *bitmaps[64];
+  size_t nr_bitmaps = 0, i;
+  const char *file;
+  struct qdb_file *qdb;
+  struct stat st;
+  int c, r, oldfd = -1;
+
+  while ((c = getopt_long (argc, argv, "f:g:b:", long_options, NULL)) != -1) {
+    switch (c) {
+    case OPT_FORMAT: case 'f': break;
+    case OPT_SIZE:
+      if (parse_size ("--size", optarg, &size) == -1)
+        return EXIT_FAILURE;
+      have_size = true;
+      break;
+    case OPT_BITMAP: case 'b':
+      if (nr_bitmaps >= 64) {
+        fprintf (stderr, "qad-img: too many --bitmap options\n");
+        return EXIT_FAILURE;
+      }
+      bitmaps[nr_bitmaps++] = optarg;
+      break;
+    case OPT_GRAN: case 'g':
+      if (parse_size ("--granularity", optarg, &gran) == -1)
+        return EXIT_FAILURE;
+      break;
+    case OPT_CLUSTER:
+      if (parse_size ("--cluster-size", optarg, &csize) == -1)
+        return EXIT_FAILURE;
+      break;
+    default: return EXIT_FAILURE;
+    }
+  }
+  if (optind < argc - 2 || optind >= argc) {
+  usage:
+    fprintf (stderr, "usage: qad-img create --format=qdb FILE.qdb "
+             "--size=SIZE [--bitmap=NAME]... [-g GRANULARITY] "
+             "[--cluster-size=N]\n");
+    return EXIT_FAILURE;
+  }
+  file = argv[optind];
+  if (optind == argc - 2) {
+    if (parse_size ("size", argv[optind + 1], &size) == -1)
+      return EXIT_FAILURE;
+    have_size = true;
+  }
+  if (!have_size)
+    goto usage;
+  if (csize < 512 || (csize & (csize - 1)) || csize > (1ULL << 21)) {
+    fprintf (stderr, "qad-img: --cluster-size %llu: must be a power of 2 "
+             "from 512 to 2M\n", csize);
+    return EXIT_FAILURE;
+  }
+  if (nr_bitmaps == 0)
+    bitmaps[nr_bitmaps++] = "bitmap0";
+
+  qdb = qdb_new (file, __builtin_ctzll (csize));
+  if (!qdb)
+    return EXIT_FAILURE;
+  for (i = 0; i < nr_bitmaps; ++i)
+    if (qdb_add_bitmap (qdb, bitmaps[i], gran, size,
+                        QDB_FLAG_ENABLED) == -1) {
+      qdb_free (qdb);
+      return EXIT_FAILURE;
+    }
+  /* Replacing an existing file: refuse when it is being served. */
+  if (stat (file, &st) == 0) {
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+    oldfd = open (file, O_RDWR | O_CLOEXEC);
+    if (oldfd >= 0 && fcntl (oldfd, F_OFD_SETLK, &fl) == -1) {
+      fprintf (stderr, "qad-img: %s: refusing to replace a locked file "
+               "(is nbdkit serving it?)\n", file);
+      close (oldfd);
+      qdb_free (qdb);
+      return EXIT_FAILURE;
+    }
+  }
+  r = replace_file (file, qdb, 0644);
+  if (oldfd >= 0)
+    close (oldfd);
+  qdb_free (qdb);
+  if (r == -1)
+    return EXIT_FAILURE;
+  return EXIT_SUCCESS;
+}
+
+/*----------------------------------------------------------------------
+ * info and check
+ */
+
+static int
+qdb_info (int argc, char **argv)
+{
+  static const struct option long_options[] = {
+    { "format", required_argument, NULL, OPT_FORMAT },
+    { "json", no_argument, NULL, OPT_JSON },
+    { NULL }
+  };
+  bool json = false;
+  struct qdb_file *qdb;
+  size_t i;
+  int c, fd;
+
+  while ((c = getopt_long (argc, argv, "f:", long_options, NULL)) != -1) {
+    switch (c) {
+    case OPT_FORMAT: case 'f': break;
+    case OPT_JSON: json = true; break;
+    default: return EXIT_FAILURE;
+    }
+  }
+  if (optind != argc - 1) {
+    fprintf (stderr, "usage: qad-img info FILE.qdb [--json]\n");
+    return EXIT_FAILURE;
+  }
+  qdb = open_qdb (argv[optind], false, &fd);
+  if (!qdb)
+    return EXIT_FAILURE;
+
+  if (json) {
+    printf ("{\n  \"filename\": ");
+    json_string (stdout, argv[optind]);
+    printf (",\n  \"format\": \"qdb\",\n  \"version\": %d,\n"
+            "  \"cluster-size\": %" PRIu32 ",\n"
+            "  \"incompatible-features\": %" PRIu64 ",\n"
+            "  \"compatible-features\": %" PRIu64 ",\n"
+            "  \"autoclear-features\": %" PRIu64 ",\n"
+            "  \"file-size\": %" PRIu64 ",\n"
+            "  \"leaked-clusters\": %" PRIu64 ",\n"
+            "  \"bitmaps\": [",
+            QDB_VERSION, qdb->cluster_size, qdb->incompat, qdb->compat,
+            qdb->autoclear, qdb->file_size, qdb->leaked_clusters);
+    for (i = 0; i < qdb->nr_bitmaps; ++i) {
+      const struct qdb_bitmap *bm = &qdb->bitmaps[i];
+      printf ("%s\n    { \"name\": ", i ? "," : "");
+      json_string (stdout, bm->name);
+      printf (", \"enabled\": %s, \"in-use\": %s, \"granularity\": %" PRIu64
+              ", \"disk-size\": %" PRIu64 ", \"dirty-granules\": %" PRIu64
+              ", \"dirty-bytes\": %" PRIu64 " }",
+              bm->flags & QDB_FLAG_ENABLED ? "true" : "false",
+              bm->flags & QDB_FLAG_IN_USE ? "true" : "false",
+              bm->granularity, bm->disk_size, qdb_dirty_granules (bm),
+              qdb_dirty_bytes (bm));
+    }
+    printf ("%s]\n}\n", qdb->nr_bitmaps ? "\n  " : "");
+  }
+  else {
+    printf ("file:            %s\n"
+            "format:          qdb (version %d)\n"
+            "cluster size:    %" PRIu32 "\n"
+            "features:        incompatible 0x%" PRIx64 ", compatible 0x%"
+            PRIx64 ", autoclear 0x%" PRIx64 "\n"
+            "file size:       %" PRIu64 "\n"
+            "leaked clusters: %" PRIu64 "\n"
+            "bitmaps:         %zu\n",
+            argv[optind], QDB_VERSION, qdb->cluster_size, qdb->incompat,
+            qdb->compat, qdb->autoclear, qdb->file_size,
+            qdb->leaked_clusters, qdb->nr_bitmaps);
+    for (i = 0; i < qdb->nr_bitmaps; ++i) {
+      const struct qdb_bitmap *bm = &qdb->bitmaps[i];
+      printf ("  %s: %s%s, granularity %" PRIu64 ", disk size %" PRIu64
+              ", %" PRIu64 " dirty granules, %" PRIu64 " dirty bytes\n",
+              bm->name, bm->flags & QDB_FLAG_ENABLED ? "enabled" : "disabled",
+              bm->flags & QDB_FLAG_IN_USE ? " IN USE (inconsistent)" : "",
+              bm->granularity, bm->disk_size, qdb_dirty_granules (bm),
+              qdb_dirty_bytes (bm));
+    }
+  }
+  qdb_free (qdb);
+  close (fd);
+  return EXIT_SUCCESS;
+}
+
+static int
+qdb_check (int argc, char **argv)
+{
+  static const struct option long_options[] = {
+    { "format", required_argument, NULL, OPT_FORMAT },
+    { "json", no_argument, NULL, OPT_JSON },
+    { "repair", no_argument, NULL, OPT_REPAIR },
+    { NULL }
+  };
+  bool json = false, repair = false;
+  struct qdb_file *qdb;
+  uint64_t leaks;
+  struct stat st;
+  int c, fd, r = EXIT_SUCCESS;
+
+  while ((c = getopt_long (argc, argv, "f:r", long_options, NULL)) != -1) {
+    switch (c) {
+    case OPT_FORMAT: case 'f': break;
+    case OPT_JSON: json = true; break;
+    case OPT_REPAIR: case 'r': repair = true; break;
+    default: return EXIT_FAILURE;
+    }
+  }
+  if (optind != argc - 1) {
+    fprintf (stderr, "usage: qad-img check FILE.qdb [--repair] [--json]\n");
+    return EXIT_FAILURE;
+  }
+  qdb = open_qdb (argv[optind], repair, &fd);
+  if (!qdb) {
+    if (json)
+      printf ("{ \"corruptions\": 1, \"leaks\": 0 }\n");
+    return EXIT_CHECK_CORRUPT;
+  }
+  leaks = qdb->leaked_clusters;
+  if (repair && leaks > 0) {
+    if (fstat (fd, &st) == -1 ||
+        replace_file (argv[optind], qdb, st.st_mode & 07777) == -1)
+      r = EXIT_FAILURE;
+    else
+      fprintf (stderr, "qad-img: %s: rewrote the file, %" PRIu64
+               " leaked clusters reclaimed\n", argv[optind], leaks);
+  }
+  else if (leaks > 0)
+    r = EXIT_CHECK_LEAKS;
+  if (json)
+    printf ("{ \"corruptions\": 0, \"leaks\": %" PRIu64 ", \"repaired\": %s"
+            " }\n", leaks, repair && leaks && r == 0 ? "true" : "false");
+  else
+    printf ("%s: no errors, %" PRIu64 " leaked clusters%s\n", argv[optind],
+            leaks, repair && leaks && r == 0 ? " (repaired)" : "");
+  qdb_free (qdb);
+  close (fd);
+  return r;
+}
+
+/*----------------------------------------------------------------------
+ * map
+ */
+
+static int
+qdb_map (int argc, char **argv)
+{
+  static const struct option long_options[] = {
+    { "format", required_argument, NULL, OPT_FORMAT },
+    { "json", no_argument, NULL, OPT_JSON },
+    { "bitmap", required_argument, NULL, OPT_BITMAP },
+    { "dirty", no_argument, NULL, OPT_DIRTY },
+    { NULL }
+  };
+  bool json = false, dirty_only = false, first = true;
+  const char *name = NULL;
+  struct qdb_file *qdb;
+  struct qdb_bitmap *bm;
+  uint64_t n;
+  int c, fd;
+
+  while ((c = getopt_long (argc, argv, "f:b:", long_options, NULL)) != -1) {
+    switch (c) {
+    case OPT_FORMAT: case 'f': break;
+    case OPT_JSON: json = true; break;
+    case OPT_BITMAP: case 'b': name = optarg; break;
+    case OPT_DIRTY: dirty_only = true; break;
+    default: return EXIT_FAILURE;
+    }
+  }
+  if (optind != argc - 1) {
+    fprintf (stderr, "usage: qad-img map FILE.qdb [--bitmap=NAME] [--dirty] "
+             "[--json]\n");
+    return EXIT_FAILURE;
+  }
+  qdb = open_qdb (argv[optind], false, &fd);
+  if (!qdb)
+    return EXIT_FAILURE;
+  if (name)
+    bm = qdb_find_bitmap (qdb, name);
+  else if (qdb->nr_bitmaps == 1)
+    bm = &qdb->bitmaps[0];
+  else {
+    fprintf (stderr, "qad-img: %s: %zu bitmaps: choose one with "
+             "--bitmap=NAME\n", argv[optind], qdb->nr_bitmaps);
+    qdb_free (qdb);
+    close (fd);
+    return EXIT_FAILURE;
+  }
+  if (!bm) {
+    fprintf (stderr, "qad-img: %s: no bitmap named \"%s\"\n",
+             argv[optind], name);
+    qdb_free (qdb);
+    close (fd);
+    return EXIT_FAILURE;
+  }
+  if (bm->flags & QDB_FLAG_IN_USE)
+    fprintf (stderr, "qad-img: %s: warning: bitmap \"%s\" is IN_USE "
+             "(inconsistent): it may miss changes\n", argv[optind], bm->name);
+
+  if (json)
+    printf ("[");
+  for (n = 0; n < bm->nr_granules; ) {
+    uint64_t run = qdb_bits_run (bm->bits, n, bm->nr_granules);
+    bool dirty = qdb_bit_test (bm->bits, n);
+    uint64_t start = n * bm->granularity;
+    uint64_t end = (n + run) * bm->granularity;
+
+    if (end > bm->disk_size)
+      end = bm->disk_size;
+    if (!dirty_only || dirty) {
+      if (json)
+        printf ("%s\n  { \"start\": %" PRIu64 ", \"length\": %" PRIu64
+                ", \"dirty\": %s }", first ? "" : ",", start, end - start,
+                dirty ? "true" : "false");
+      else
+        printf ("%" PRIu64 " %" PRIu64 " %s\n", start, end - start,
+                dirty ? "dirty" : "clean");
+      first = false;
+    }
+    n += run;
+  }
+  if (json)
+    printf ("%s]\n", first ? "" : "\n");
+  qdb_free (qdb);
+  close (fd);
+  return EXIT_SUCCESS;
+}
+
+/*----------------------------------------------------------------------
+ * bitmap
+ */
+
+struct op {
+  int kind;
+  const char *name;
+  const char *into;
+};
+
+static int
+merge (struct qdb_file *qdb, struct qdb_bitmap *src, struct qdb_bitmap *dst)
+{
+  uint64_t n;
+
+  if (src->disk_size != dst->disk_size) {
+    fprintf (stderr, "qad-img: %s: cannot merge \"%s\" (disk size %" PRIu64
+             ") into \"%s\" (disk size %" PRIu64 ")\n", qdb->name,
+             src->name, src->disk_size, dst->name, dst->disk_size);
+    return -1;
+  }
+  for (n = 0; n < src->nr_granules; ) {
+    uint64_t run = qdb_bits_run (src->bits, n, src->nr_granules);
+    if (qdb_bit_test (src->bits, n)) {
+      uint64_t start = n * src->granularity;
+      uint64_t end = (n + run) * src->granularity;
+      if (end > src->disk_size)
+        end = src->disk_size;
+      qdb_bits_set_range (dst->bits, start / dst->granularity,
+                          (end - 1) / dst->granularity);
+    }
+    n += run;
+  }
+  return 0;
+}
+
+static int
+qdb_bitmap_verb (int argc, char **argv)
+{
+  static const struct option long_options[] = {
+    { "format", required_argument, NULL, OPT_FORMAT },
+    { "add", required_argument, NULL, OPT_ADD },
+    { "remove", required_argument, NULL, OPT_REMOVE },
+    { "clear", required_argument, NULL, OPT_CLEAR },
+    { "enable", required_argument, NULL, OPT_ENABLE },
+    { "disable", required_argument, NULL, OPT_DISABLE },
+    { "merge", required_argument, NULL, OPT_MERGE },
+    { "into", required_argument, NULL, OPT_INTO },
+    { "granularity", required_argument, NULL, OPT_GRAN },
+    { "size", required_argument, NULL, OPT_SIZE },
+    { NULL }
+  };
+  struct op ops[64];
+  size_t nr_ops = 0, i;
+  unsigned long long gran = QDB_DEFAULT_GRANULARITY, size = 0;
+  bool have_size = false;
+  const char *file;
+  struct qdb_file *qdb;
+  struct stat st;
+  int c, fd, r = EXIT_SUCCESS;
+
+  while ((c = getopt_long (argc, argv, "f:g:", long_options, NULL)) != -1) {
+    switch (c) {
+    case OPT_FORMAT: case 'f': break;
+    case OPT_ADD: case OPT_REMOVE: case OPT_CLEAR: case OPT_ENABLE:
+    case OPT_DISABLE: case OPT_MERGE:
+      if (nr_ops >= 64) {
+        fprintf (stderr, "qad-img: too many operations\n");
+        return EXIT_FAILURE;
+      }
+      ops[nr_ops++] = (struct op) { c, optarg, NULL };
+      break;
+    case OPT_INTO:
+      if (nr_ops == 0 || ops[nr_ops - 1].kind != OPT_MERGE) {
+        fprintf (stderr, "qad-img: --into must follow --merge SRC\n");
+        return EXIT_FAILURE;
+      }
+      ops[nr_ops - 1].into = optarg;
+      break;
+    case OPT_GRAN: case 'g':
+      if (parse_size ("--granularity", optarg, &gran) == -1)
+        return EXIT_FAILURE;
+      break;
+    case OPT_SIZE:
+      if (parse_size ("--size", optarg, &size) == -1)
+        return EXIT_FAILURE;
+      have_size = true;
+      break;
+    default: return EXIT_FAILURE;
+    }
+  }
+  if (optind != argc - 1 || nr_ops == 0) {
+    fprintf (stderr, "usage: qad-img bitmap FILE.qdb --add NAME [-g GRAN] | "
+             "--remove NAME | --clear NAME | --enable NAME | --disable NAME "
+             "| --merge SRC --into DST\n");
+    return EXIT_FAILURE;
+  }
+  for (i = 0; i < nr_ops; ++i)
+    if (ops[i].kind == OPT_MERGE && !ops[i].into) {
+      fprintf (stderr, "qad-img: --merge %s needs --into DST\n", ops[i].name);
+      return EXIT_FAILURE;
+    }
+  file = argv[optind];
+  qdb = open_qdb (file, true, &fd);
+  if (!qdb)
+    return EXIT_FAILURE;
+
+  for (i = 0; i < nr_ops && r == EXIT_SUCCESS; ++i) {
+    struct qdb_bitmap *bm = NULL, *dst = NULL;
+
+    if (ops[i].kind != OPT_ADD) {
+      bm = qdb_find_bitmap (qdb, ops[i].name);
+      if (!bm) {
+        fprintf (stderr, "qad-img: %s: no bitmap named \"%s\"\n",
+                 file, ops[i].name);
+        r = EXIT_FAILURE;
+        break;
+      }
+    }
+    switch (ops[i].kind) {
+    case OPT_ADD: {
+      uint64_t dsize = size;
+      if (qdb->nr_bitmaps > 0 && !have_size)
+        dsize = qdb->bitmaps[0].disk_size;
+      else if (!have_size) {
+        fprintf (stderr, "qad-img: %s: the file has no bitmaps: give the "
+                 "disk size with --size\n", file);
+        r = EXIT_FAILURE;
+        break;
+      }
+      if (qdb_add_bitmap (qdb, ops[i].name, gran, dsize,
+                          QDB_FLAG_ENABLED) == -1)
+        r = EXIT_FAILURE;
+      break;
+    }
+    case OPT_REMOVE:
+      qdb_remove_bitmap (qdb, bm - qdb->bitmaps);
+      break;
+    case OPT_CLEAR:
+      memset (bm->bits, 0, bm->bits_len);
+      bm->flags &= ~QDB_FLAG_IN_USE;
+      break;
+    case OPT_ENABLE:
+      bm->flags |= QDB_FLAG_ENABLED;
+      break;
+    case OPT_DISABLE:
+      bm->flags &= ~QDB_FLAG_ENABLED;
+      break;
+    case OPT_MERGE:
+      dst = qdb_find_bitmap (qdb, ops[i].into);
+      if (!dst) {
+        fprintf (stderr, "qad-img: %s: no bitmap named \"%s\"\n",
+                 file, ops[i].into);
+        r = EXIT_FAILURE;
+      }
+      else if (merge (qdb, bm, dst) == -1)
+        r = EXIT_FAILURE;
+      break;
+    }
+  }
+  if (r == EXIT_SUCCESS &&
+      (fstat (fd, &st) == -1 ||
+       replace_file (file, qdb, st.st_mode & 07777) == -1))
+    r = EXIT_FAILURE;
+  qdb_free (qdb);
+  close (fd);                   /* releases the lock */
+  return r;
+}
+
+const struct qad_format qdb_format = {
+  .name = "qdb",
+  .magic = { 'Q', 'D', 'B', '\0' },
+  .create = qdb_create,
+  .info = qdb_info,
+  .check = qdb_check,
+  .map = qdb_map,
+  .bitmap = qdb_bitmap_verb,
+};
