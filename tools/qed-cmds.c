@@ -17,9 +17,12 @@
 
 #include "cleanup.h"
 #include "qad-img.h"
+#include "qed-check.h"
+#include "qed-create.h"
 #include "qed-image.h"
 
-enum { OPT_FORMAT = 256, OPT_JSON };
+enum { OPT_FORMAT = 256, OPT_JSON, OPT_REPAIR, OPT_CLUSTER_SIZE,
+       OPT_TABLE_SIZE, OPT_BACKING, OPT_BACKING_FORMAT };
 
 static struct qed_image *
 open_image (const char *file)
@@ -261,9 +264,190 @@ qed_map_verb (int argc, char **argv)
   return EXIT_SUCCESS;
 }
 
+static void
+print_problem (void *opaque, const char *msg)
+{
+  bool json = *(bool *) opaque;
+  fprintf (json ? stderr : stdout, "%s\n", msg);
+}
+
+static int
+qed_check_verb (int argc, char **argv)
+{
+  static const struct option long_options[] = {
+    { "format", required_argument, NULL, OPT_FORMAT },
+    { "json", no_argument, NULL, OPT_JSON },
+    { "repair", no_argument, NULL, OPT_REPAIR },
+    { NULL }
+  };
+  bool json = false, repair = false;
+  struct qed_open_options opts = { .lock = true };
+  struct qed_check_result res;
+  struct qed_image *img;
+  uint64_t corrupt, leaks;
+  int c;
+
+  while ((c = getopt_long (argc, argv, "f:r", long_options, NULL)) != -1) {
+    switch (c) {
+    case OPT_FORMAT: case 'f': break;
+    case OPT_JSON: json = true; break;
+    case OPT_REPAIR: case 'r': repair = true; break;
+    default: return EXIT_FAILURE;
+    }
+  }
+  if (optind != argc - 1) {
+    fprintf (stderr, "usage: qad-img check FILE.qed [--repair] [--json]\n");
+    return EXIT_FAILURE;
+  }
+  /* Check without repair may run while a server uses the image (like
+   * qemu-img check -U); repair needs the write lock.
+   */
+  opts.readonly = !repair;
+  opts.lock = repair;
+  opts.no_backing = true;
+  img = qed_open (argv[optind], &opts);
+  if (img == NULL)
+    return EXIT_FAILURE;
+  if (qed_check (img, repair, &res, print_problem, &json) == -1) {
+    qed_close (img);
+    return EXIT_FAILURE;
+  }
+  corrupt = res.corruptions - res.corruptions_fixed;
+  leaks = res.leaks - res.leaks_fixed;
+
+  if (json) {
+    printf ("{\n  \"filename\": ");
+    json_string (stdout, argv[optind]);
+    printf (",\n  \"format\": \"qed\",\n"
+            "  \"check-errors\": %" PRIu64 ",\n"
+            "  \"corruptions\": %" PRIu64 ",\n"
+            "  \"corruptions-fixed\": %" PRIu64 ",\n"
+            "  \"leaks\": %" PRIu64 ",\n"
+            "  \"leaks-fixed\": %" PRIu64 ",\n"
+            "  \"leaks-punched\": %" PRIu64 ",\n"
+            "  \"need-check\": %s,\n"
+            "  \"need-check-cleared\": %s,\n"
+            "  \"l2-tables\": %" PRIu64 ",\n"
+            "  \"allocated-clusters\": %" PRIu64 ",\n"
+            "  \"zero-clusters\": %" PRIu64 ",\n"
+            "  \"total-clusters\": %" PRIu64 ",\n"
+            "  \"image-end-offset\": %" PRIu64 "\n}\n",
+            corrupt, res.corruptions, res.corruptions_fixed,
+            res.leaks, res.leaks_fixed, res.leaks_punched,
+            res.need_check ? "true" : "false",
+            res.need_check_cleared ? "true" : "false",
+            res.l2_tables, res.data_clusters, res.zero_clusters,
+            res.file_clusters, res.image_end_offset);
+  }
+  else {
+    if (res.corruptions_fixed)
+      printf ("Repaired %" PRIu64 " corruption%s (the data they pointed at "
+              "is lost).\n", res.corruptions_fixed,
+              res.corruptions_fixed == 1 ? "" : "s");
+    if (res.leaks_fixed)
+      printf ("Reclaimed %" PRIu64 " leaked cluster%s.\n", res.leaks_fixed,
+              res.leaks_fixed == 1 ? "" : "s");
+    if (res.leaks_punched)
+      printf ("%" PRIu64 " leaked cluster%s could not be moved; their "
+              "space was punched.\n", res.leaks_punched,
+              res.leaks_punched == 1 ? "" : "s");
+    if (res.need_check_cleared)
+      printf ("Cleared NEED_CHECK.\n");
+    else if (res.need_check)
+      printf ("The image has NEED_CHECK set.\n");
+    if (corrupt)
+      printf ("%" PRIu64 " errors were found on the image.\n", corrupt);
+    if (leaks)
+      printf ("%" PRIu64 " leaked clusters were found on the image.\n"
+              "This means waste of disk space, but no harm to data.\n",
+              leaks);
+    if (!corrupt && !leaks)
+      printf ("No errors were found on the image.\n");
+    printf ("%" PRIu64 " data clusters, %" PRIu64 " zero clusters, %" PRIu64
+            " L2 tables; image end offset: %" PRIu64 "\n",
+            res.data_clusters, res.zero_clusters, res.l2_tables,
+            res.image_end_offset);
+  }
+  if (qed_close (img) == -1)
+    return EXIT_FAILURE;
+  if (corrupt)
+    return EXIT_CHECK_CORRUPT;
+  if (leaks)
+    return EXIT_CHECK_LEAKS;
+  return EXIT_SUCCESS;
+}
+
+static int
+qed_create_verb (int argc, char **argv)
+{
+  static const struct option long_options[] = {
+    { "format", required_argument, NULL, OPT_FORMAT },
+    { "cluster-size", required_argument, NULL, OPT_CLUSTER_SIZE },
+    { "table-size", required_argument, NULL, OPT_TABLE_SIZE },
+    { "backing", required_argument, NULL, OPT_BACKING },
+    { "backing-format", required_argument, NULL, OPT_BACKING_FORMAT },
+    { NULL }
+  };
+  struct qed_create_options opts = { 0 };
+  unsigned long long v;
+  const char *file;
+  int c;
+
+  while ((c = getopt_long (argc, argv, "f:b:F:", long_options, NULL)) != -1) {
+    switch (c) {
+    case OPT_FORMAT: case 'f': break;
+    case OPT_CLUSTER_SIZE:
+      if (parse_size ("--cluster-size", optarg, &v) == -1)
+        return EXIT_FAILURE;
+      if (v > UINT32_MAX) {
+        fprintf (stderr, "qad-img: --cluster-size=%s: too large\n", optarg);
+        return EXIT_FAILURE;
+      }
+      opts.cluster_size = v;
+      break;
+    case OPT_TABLE_SIZE:
+      if (parse_size ("--table-size", optarg, &v) == -1)
+        return EXIT_FAILURE;
+      if (v == 0 || v > 16) {
+        fprintf (stderr, "qad-img: --table-size=%s: must be 1, 2, 4, 8 "
+                 "or 16\n", optarg);
+        return EXIT_FAILURE;
+      }
+      opts.table_size = v;
+      break;
+    case OPT_BACKING: case 'b': opts.backing = optarg; break;
+    case OPT_BACKING_FORMAT: case 'F': opts.backing_format = optarg; break;
+    default: return EXIT_FAILURE;
+    }
+  }
+  if (optind >= argc || argc - optind > 2 ||
+      (argc - optind == 1 && !opts.backing)) {
+    fprintf (stderr, "usage: qad-img create FILE.qed SIZE [--cluster-size=N] "
+             "[--table-size=N] [--backing=FILE [--backing-format=raw|qed]]\n"
+             "(SIZE may be omitted with --backing)\n");
+    return EXIT_FAILURE;
+  }
+  file = argv[optind];
+  if (argc - optind == 2) {
+    if (parse_size ("SIZE", argv[optind + 1], &v) == -1)
+      return EXIT_FAILURE;
+    if (v == 0 || v % 512 != 0) {
+      fprintf (stderr, "qad-img: SIZE=%s: must be a non-zero multiple of "
+               "512\n", argv[optind + 1]);
+      return EXIT_FAILURE;
+    }
+    opts.size = v;
+  }
+  if (qed_create (file, &opts) == -1)
+    return EXIT_FAILURE;
+  return EXIT_SUCCESS;
+}
+
 const struct qad_format qed_format = {
   .name = "qed",
   .magic = { 'Q', 'E', 'D', '\0' },
+  .create = qed_create_verb,
   .info = qed_info,
+  .check = qed_check_verb,
   .map = qed_map_verb,
 };

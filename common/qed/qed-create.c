@@ -95,7 +95,7 @@ qed_create (const char *filename, const struct qed_create_options *opts)
   if (name_len)
     memcpy (buf + QED_HEADER_BYTES, opts->backing, name_len);
 
-  fd = open (filename, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  fd = open (filename, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd == -1) {
     qad_error ("%s: cannot create: %m", filename);
     return -1;
