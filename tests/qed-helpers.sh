@@ -73,7 +73,7 @@ for i in range(ops):
     if k < 0.55:
         print("write -P 0x%02x %d %d" % (r.randint(1, 255), off, n))
     elif k < 0.8:
-        print("write -z %d %d" % (off, n))
+        print("write -z%s %d %d" % (" -u" if r.random() < 0.5 else "", off, n))
     elif k < 0.9 and trim_as:
         # trim: only whole clusters are discarded by our plugin
         a = -(-off // cs) * cs

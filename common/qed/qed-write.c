@@ -560,10 +560,11 @@ zero_whole_clusters (struct qed_image *img, uint64_t len, uint64_t offset,
       case QED_KIND_ZERO:
         break;
       case QED_KIND_UNALLOCATED:
-        /* Reads zero already unless there is a backing file; a trim
-         * leaves unallocated clusters alone.
+        /* Reads zero already unless there is a backing file.  Over a
+         * backing file, trim too makes zero clusters, so that trimmed
+         * clusters always read as zeroes whatever their state was.
          */
-        if (img->backing && !trim_only)
+        if (img->backing)
           r = set_zero_clusters (img, m.length, offset);
         break;
       }
