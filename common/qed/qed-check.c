@@ -366,7 +366,7 @@ qed_check (struct qed_image *img, bool repair, struct qed_check_result *res,
       if (r == 0 && fdatasync (img->fd) == -1)
         r = -1;
       if (r == 0)
-        img->need_check_on_disk = false;
+        img->need_check_on_disk = img->unchecked = false;
       pthread_mutex_unlock (&img->lock);
       if (r == -1)
         goto out;

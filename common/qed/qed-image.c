@@ -361,6 +361,7 @@ open_in_chain (const char *filename, const struct qed_open_options *opts,
 
   img->need_check_on_disk =
     (img->header.features & QED_F_NEED_CHECK) != 0;
+  img->unchecked = img->need_check_on_disk;
 
   if (!opts->no_backing && open_backing (img, chain) == -1)
     goto err;

@@ -66,6 +66,8 @@ struct qed_image {
   unsigned allocs_in_flight;    /* allocating writes not yet complete */
   uint64_t alloc_gen;           /* bumped when an allocation completes */
   bool need_check_on_disk;      /* NEED_CHECK is set in the file */
+  bool unchecked;               /* opened with NEED_CHECK and not yet
+                                   repaired: never clear it */
   struct qed_range *ranges;     /* guest cluster ranges being changed */
   pthread_cond_t alloc_cond;    /* signalled when a range is released */
 

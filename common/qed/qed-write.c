@@ -679,8 +679,8 @@ qed_flush (struct qed_image *img)
    * is in flight and nothing completed since, NEED_CHECK can go.
    */
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&img->lock);
-  if (img->need_check_on_disk && img->allocs_in_flight == 0 &&
-      img->alloc_gen == gen) {
+  if (img->need_check_on_disk && !img->unchecked &&
+      img->allocs_in_flight == 0 && img->alloc_gen == gen) {
     img->header.features &= ~QED_F_NEED_CHECK;
     if (qed_write_header (img) == -1 || sync_file (img) == -1) {
       img->header.features |= QED_F_NEED_CHECK;
