@@ -492,6 +492,12 @@ qed_map (struct qed_image *img, uint64_t offset, uint64_t len,
       if (qed_l2cache_get (img->l2cache, img->fd, img->dev.name, l2_offset,
                            l2_index, n, entries) == -1)
         return -1;
+      /* Entries may point at clusters allocated since file_end was
+       * read above; file_end only grows while serving.
+       */
+      pthread_mutex_lock (&img->lock);
+      file_end = img->file_end;
+      pthread_mutex_unlock (&img->lock);
       for (i = 0; i < n; ++i) {
         uint64_t e = entries[i];
         uint64_t in_cluster = pos & (g->cluster_size - 1);

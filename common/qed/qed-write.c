@@ -189,6 +189,7 @@ get_l2 (struct qed_image *img, uint64_t l1_index, bool create,
   pthread_mutex_lock (&img->l2_alloc_lock);
   pthread_mutex_lock (&img->lock);
   off = img->l1[l1_index];
+  file_end = img->file_end;
   pthread_mutex_unlock (&img->lock);
   if (off != 0) {
     pthread_mutex_unlock (&img->l2_alloc_lock);
