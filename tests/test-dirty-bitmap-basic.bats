@@ -1,0 +1,191 @@
+#!/usr/bin/env bats
+# nbdkit QED / add-cow / dirty-bitmap bundle
+# Copyright (C) 2026 the project authors
+# SPDX-License-Identifier: BSD-3-Clause
+#
+# dirty-bitmap filter: creation, views, exports, locking, parameters.
+
+load functions.sh
+
+setup ()
+{
+  requires_file "$DIRTY_BITMAP_FILTER"
+  requires nbdinfo --version
+  cd "$BATS_TEST_TMPDIR"
+  truncate -s 8M disk.raw
+}
+
+qdbread () { python3 "$BATS_TEST_DIRNAME/dirty-bitmap-qdbread.py" "$@"; }
+
+@test "dirty-bitmap: creates the QDB file with the named bitmaps" {
+  start_nbdkit sock --filter="$DIRTY_BITMAP_FILTER" file disk.raw \
+    dirty-bitmap=disk.qdb dirty-bitmap-name=b1 dirty-bitmap-name=b2 \
+    dirty-bitmap-granularity=4K
+  run "$QAD_IMG" info disk.qdb --json
+  [ "$status" -eq 0 ]
+  python3 -c '
+import json, sys
+j = json.loads(sys.argv[1])
+assert j["format"] == "qdb"
+assert [b["name"] for b in j["bitmaps"]] == ["b1", "b2"]
+for b in j["bitmaps"]:
+    assert b["enabled"] and b["granularity"] == 4096
+    assert b["disk-size"] == 8 << 20 and b["dirty-bytes"] == 0
+' "$output"
+  # The independent reader agrees.
+  qdbread disk.qdb | python3 -c '
+import json, sys
+j = json.load(sys.stdin)
+assert set(j) == {"b1", "b2"} and j["b1"]["dirty"] == []'
+}
+
+@test "dirty-bitmap: default bitmap name is bitmap0" {
+  start_nbdkit sock --filter="$DIRTY_BITMAP_FILTER" file disk.raw \
+    dirty-bitmap=disk.qdb
+  run "$QAD_IMG" info disk.qdb
+  [[ "$output" == *"bitmap0: enabled, granularity 65536"* ]]
+}
+
+@test "dirty-bitmap: list_exports shows the views, default export is the disk" {
+  start_nbdkit sock --filter="$DIRTY_BITMAP_FILTER" file disk.raw \
+    dirty-bitmap=disk.qdb dirty-bitmap-name=b1 dirty-bitmap-name=b2
+  run nbdinfo --list --json "$(nbd_uri sock)"
+  [ "$status" -eq 0 ]
+  python3 -c '
+import json, sys
+j = json.loads(sys.argv[1])
+names = [e["export-name"] for e in j["exports"]]
+assert "dirty-bitmap:b1" in names and "dirty-bitmap:b2" in names, names
+' "$output"
+  run nbdinfo --size "$(nbd_uri sock)"
+  [ "$output" = 8388608 ]
+  run nbdinfo --can write "$(nbd_uri sock)"
+  [ "$status" -eq 0 ]
+  run nbdinfo --can write "$(nbd_uri sock dirty-bitmap:b1)"
+  [ "$status" -ne 0 ]
+}
+
+@test "dirty-bitmap: view extents are data for dirty granules, hole for clean; reads correct" {
+  requires_nbdsh
+  start_nbdkit sock --filter="$DIRTY_BITMAP_FILTER" file disk.raw \
+    dirty-bitmap=disk.qdb dirty-bitmap-name=b1 dirty-bitmap-granularity=64K
+  nbdsh -u "$(nbd_uri sock)" -c '
+h.pwrite(b"A" * 10, 70000)          # granule 1
+h.zero(65536 * 2, 65536 * 4)        # granules 4, 5
+h.trim(1, 8388607)                  # last granule (127)
+'
+  run nbdinfo --map --json "$(nbd_uri sock dirty-bitmap:b1)"
+  [ "$status" -eq 0 ]
+  python3 -c '
+import json, sys
+m = json.loads(sys.argv[1])
+dirty = [(e["offset"], e["length"]) for e in m if e["type"] == 0]
+clean = [e for e in m if e["type"] != 0]
+assert dirty == [(65536, 65536), (262144, 131072), (8323072, 65536)], dirty
+assert all(e["type"] == 1 for e in clean), clean   # HOLE without ZERO
+assert sum(e["length"] for e in m) == 8 << 20
+' "$output"
+  # The view reads the same data as the disk.
+  nbdsh -u "$(nbd_uri sock dirty-bitmap:b1)" -c '
+assert h.pread(10, 70000) == b"A" * 10
+assert h.is_read_only()
+try:
+    h.pwrite(b"x", 0)
+    assert False, "write to the view succeeded"
+except nbd.Error:
+    pass
+'
+}
+
+@test "dirty-bitmap: unknown view name is refused" {
+  start_nbdkit sock --filter="$DIRTY_BITMAP_FILTER" file disk.raw \
+    dirty-bitmap=disk.qdb
+  run nbdinfo "$(nbd_uri sock dirty-bitmap:nosuch)"
+  [ "$status" -ne 0 ]
+  grep -q 'no bitmap named "nosuch"' sock.log
+}
+
+@test "dirty-bitmap: a second server on the same QDB file is refused" {
+  start_nbdkit sock --filter="$DIRTY_BITMAP_FILTER" file disk.raw \
+    dirty-bitmap=disk.qdb
+  expect_fail_cleanly "disk.qdb: the QDB file is locked by another process" \
+    nbdkit -U sock2 -f --filter="$DIRTY_BITMAP_FILTER" file disk.raw \
+    dirty-bitmap=disk.qdb
+  # qad-img refuses to change it too.
+  expect_fail_cleanly "locked by another process" \
+    "$QAD_IMG" bitmap disk.qdb --clear bitmap0
+  expect_fail_cleanly "refusing to replace a locked file" \
+    "$QAD_IMG" create --format=qdb disk.qdb --size=8M
+  # After the server stops, the file can be used again.
+  stop_nbdkit sock
+  start_nbdkit sock2 --filter="$DIRTY_BITMAP_FILTER" file disk.raw \
+    dirty-bitmap=disk.qdb
+}
+
+@test "dirty-bitmap: disk size must match the QDB file" {
+  "$QAD_IMG" create --format=qdb disk.qdb --size=4M
+  expect_fail_cleanly 'bitmap "bitmap0": disk_size 4194304 does not match the size of the disk being served \(8388608' \
+    nbdkit -U sock -f --filter="$DIRTY_BITMAP_FILTER" file disk.raw \
+    dirty-bitmap=disk.qdb
+}
+
+@test "dirty-bitmap: parameters are checked" {
+  expect_fail_cleanly "dirty-bitmap=FILE.qdb parameter is required" \
+    nbdkit -U sock -f --filter="$DIRTY_BITMAP_FILTER" file disk.raw
+  expect_fail_cleanly "must be a power of 2" \
+    nbdkit -U sock -f --filter="$DIRTY_BITMAP_FILTER" file disk.raw \
+    dirty-bitmap=disk.qdb dirty-bitmap-granularity=1000
+  expect_fail_cleanly "character 0x3a is not allowed" \
+    nbdkit -U sock -f --filter="$DIRTY_BITMAP_FILTER" file disk.raw \
+    dirty-bitmap=disk.qdb dirty-bitmap-name=a:b
+  "$QAD_IMG" create --format=qdb disk.qdb --size=8M --bitmap=b1
+  expect_fail_cleanly 'no bitmap named "b2"' \
+    nbdkit -U sock -f --filter="$DIRTY_BITMAP_FILTER" file disk.raw \
+    dirty-bitmap=disk.qdb dirty-bitmap-name=b2
+}
+
+@test "dirty-bitmap: a bitmap with the IN_USE flag is refused" {
+  "$QAD_IMG" create --format=qdb disk.qdb --size=8M --bitmap=b1
+  # Set IN_USE (flags are at byte 24 of the first directory entry, at
+  # cluster 1 = 65536).
+  python3 -c '
+import sys
+with open("disk.qdb", "r+b") as f:
+    f.seek(65536 + 24); f.write(b"\x00\x03")'
+  expect_fail_cleanly 'bitmap "b1" has the IN_USE flag' \
+    nbdkit -U sock -f --filter="$DIRTY_BITMAP_FILTER" file disk.raw \
+    dirty-bitmap=disk.qdb
+  "$QAD_IMG" bitmap disk.qdb --clear b1
+  start_nbdkit sock --filter="$DIRTY_BITMAP_FILTER" file disk.raw \
+    dirty-bitmap=disk.qdb
+}
+
+@test "dirty-bitmap: concurrent first touches share fdatasyncs (group commit)" {
+  requires_nbdsh
+  truncate -s 64M disk.raw
+  start_nbdkit sock -v --filter="$DIRTY_BITMAP_FILTER" file disk.raw \
+    dirty-bitmap=disk.qdb dirty-bitmap-granularity=4K
+  # 8 clients, each touching 300 fresh granules.
+  pids=()
+  for i in 0 1 2 3 4 5 6 7; do
+    nbdsh -u "$(nbd_uri sock)" -c "
+for k in range(300):
+    h.pwrite(b'x', ($i * 300 + k) * 8192)
+" &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p"; done
+  stop_nbdkit sock
+  line="$(grep 'requests needed new bits' sock.log)"
+  echo "# $line" >&3
+  reqs=$(sed -E 's/.* ([0-9]+) requests needed.*/\1/' <<<"$line")
+  commits=$(sed -E 's/.*, ([0-9]+) commits.*/\1/' <<<"$line")
+  [ "$reqs" -eq 2400 ]
+  [ "$commits" -le "$reqs" ]
+  [ "$commits" -ge 1 ]
+  # Every write is in the persisted bitmap.
+  qdbread disk.qdb | python3 -c '
+import json, sys
+d = set(json.load(sys.stdin)["bitmap0"]["dirty"])
+assert d == set(k * 2 for k in range(2400)), len(d)'
+}
