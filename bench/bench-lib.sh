@@ -1,0 +1,37 @@
+# nbdkit QED / add-cow / dirty-bitmap bundle
+# Copyright (C) 2026 the project authors
+# SPDX-License-Identifier: BSD-3-Clause
+
+# Shared by the bench/*.sh scripts: run fio's nbd engine against a
+# server and print MiB/s or IOPS.
+
+: "${RUNTIME:=10}"            # seconds per pattern
+
+# fio_run URI RW BS IODEPTH [SIZE]: print the throughput in MiB/s.
+fio_run ()
+{
+  local uri="$1" rw="$2" bs="$3" depth="$4" size="${5:-1G}"
+  fio --name=bench --ioengine=nbd --uri="$uri" --rw="$rw" --bs="$bs" \
+      --iodepth="$depth" --size="$size" --runtime="$RUNTIME" \
+      --time_based=0 --numjobs=1 --output-format=json 2>/dev/null |
+    python3 -c '
+import json, sys
+j = json.load(sys.stdin)["jobs"][0]
+bw = j["read"]["bw_bytes"] + j["write"]["bw_bytes"]
+print("%.1f" % (bw / 1048576))'
+}
+
+# wait_socket SOCK: wait for a Unix socket to appear.
+wait_socket ()
+{
+  local i
+  for i in $(seq 1 100); do test -S "$1" && return 0; sleep 0.1; done
+  echo "server did not start on $1" >&2
+  return 1
+}
+
+# ratio A B: A/B with two decimals.
+ratio ()
+{
+  python3 -c "import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); print('%.2f' % (a / b if b else 0))" "$1" "$2"
+}
