@@ -467,6 +467,7 @@ struct op {
   int kind;
   const char *name;
   const char *into;
+  unsigned long long gran;      /* --add */
 };
 
 static int
@@ -529,7 +530,7 @@ qdb_bitmap_verb (int argc, char **argv)
         fprintf (stderr, "qad-img: too many operations\n");
         return EXIT_FAILURE;
       }
-      ops[nr_ops++] = (struct op) { c, optarg, NULL };
+      ops[nr_ops++] = (struct op) { c, optarg, NULL, gran };
       break;
     case OPT_INTO:
       if (nr_ops == 0 || ops[nr_ops - 1].kind != OPT_MERGE) {
@@ -539,8 +540,13 @@ qdb_bitmap_verb (int argc, char **argv)
       ops[nr_ops - 1].into = optarg;
       break;
     case OPT_GRAN: case 'g':
+      /* "--add NAME -g G" sets NAME's granularity; a -g before any
+       * --add sets the default for the following ones.
+       */
       if (parse_size ("--granularity", optarg, &gran) == -1)
         return EXIT_FAILURE;
+      if (nr_ops > 0 && ops[nr_ops - 1].kind == OPT_ADD)
+        ops[nr_ops - 1].gran = gran;
       break;
     case OPT_SIZE:
       if (parse_size ("--size", optarg, &size) == -1)
@@ -589,7 +595,7 @@ qdb_bitmap_verb (int argc, char **argv)
         r = EXIT_FAILURE;
         break;
       }
-      if (qdb_add_bitmap (qdb, ops[i].name, gran, dsize,
+      if (qdb_add_bitmap (qdb, ops[i].name, ops[i].gran, dsize,
                           QDB_FLAG_ENABLED) == -1)
         r = EXIT_FAILURE;
       break;
