@@ -423,8 +423,11 @@ open_backing (void)
                   "(raw or qed)", sidecar, hdr.backing_format);
     return -1;
   }
-  if (backing == NULL)
+  if (backing == NULL) {
+    nbdkit_error ("%s: cannot open the backing file %s (%s) recorded in it",
+                  sidecar, bk, hdr.backing_format);
     return -1;
+  }
   nbdkit_debug ("addcow: backing %s (%s), %" PRIu64 " bytes",
                 bk, hdr.backing_format, backing->size);
   return 0;
