@@ -47,34 +47,46 @@ count_results ()
 {
   # Sum the ":test-result:" lines automake writes in each .trs file.
   local dir="$1" p f
-  p=$(find "$dir" -name '*.trs' -exec grep -h '^:test-result: \(PASS\|SKIP\|XFAIL\)' {} + | wc -l)
-  f=$(find "$dir" -name '*.trs' -exec grep -h '^:test-result: \(FAIL\|XPASS\|ERROR\)' {} + | wc -l)
+  p=$( (find "$dir" -name '*.trs' -exec grep -h '^:test-result: \(PASS\|SKIP\|XFAIL\)' {} + || true) | wc -l)
+  f=$( (find "$dir" -name '*.trs' -exec grep -h '^:test-result: \(FAIL\|XPASS\|ERROR\)' {} + || true) | wc -l)
   passed=$((passed + p)); failed=$((failed + f))
 }
-count_results "$srcdir"
+count_results "$srcdir/common"
+count_results "$srcdir/fuzz"
+count_results "$srcdir/tests"
 # Show the logs of whatever failed.
-find "$srcdir" -name '*.trs' -exec grep -l '^:test-result: \(FAIL\|XPASS\|ERROR\)' {} + |
+(find "$srcdir" -path "$srcdir/build-*" -prune -o -name '*.trs' \
+   -exec grep -l '^:test-result: \(FAIL\|XPASS\|ERROR\)' {} + || true) |
   while read -r trs; do
     step "FAILED: ${trs%.trs}.log"; cat "${trs%.trs}.log" || true
   done
 
+# Copy the sources (tracked and new, not ignored) for a second build:
+# configure refuses a VPATH build from an already configured tree.
+copy_sources ()
+{
+  rm -rf "$1" && mkdir -p "$1"
+  git ls-files -z -c -o --exclude-standard | tar -c --null -T - | tar -x -C "$1"
+}
+
 if test -z "${SKIP_SANITIZERS:-}"; then
-  step "unit tests under ASan + UBSan"
-  rm -rf build-asan && mkdir build-asan
-  (cd build-asan && "$srcdir/configure" --enable-werror --enable-sanitizers -q &&
+  step "unit tests and fuzz replay under ASan + UBSan"
+  copy_sources build-asan
+  (cd build-asan && autoreconf -fi >/dev/null &&
+     ./configure --enable-werror --enable-sanitizers -q &&
      make -j"$JOBS" >/dev/null &&
      ASAN_OPTIONS=detect_leaks=1 make -j"$JOBS" -C common check &&
-     make -j"$JOBS" -C tools check) || status=1
+     ASAN_OPTIONS=detect_leaks=1 make -j"$JOBS" -C fuzz check) || status=1
   count_results "$srcdir/build-asan/common"
-  count_results "$srcdir/build-asan/tools"
+  count_results "$srcdir/build-asan/fuzz"
 fi
 
 if test -z "${SKIP_VALGRIND:-}"; then
   step "unit tests under valgrind"
-  rm -rf build-valgrind && mkdir build-valgrind
-  (cd build-valgrind && "$srcdir/configure" --enable-werror -q &&
-     make -j"$JOBS" >/dev/null && make -j"$JOBS" check-valgrind) || status=1
-  count_results "$srcdir/build-valgrind/common"
+  # Same binaries as the main build; the .trs files are rewritten, so
+  # count them again (the main run's were counted above).
+  make check-valgrind || status=1
+  count_results "$srcdir/common"
 fi
 
 echo
