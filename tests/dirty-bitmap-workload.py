@@ -6,8 +6,9 @@
 # Random NBD workload for the dirty-bitmap tests, and the independent
 # computation of what it touched.
 #
-#   dirty-bitmap-workload.py run URI SEED NOPS LOG [MAXLEN]
-#       Random pwrite / zero / trim requests (unaligned offsets and
+#   dirty-bitmap-workload.py run URI SEED NOPS LOG [MAXLEN [OPS]]
+#       Random pwrite / zero / trim requests (OPS: letters w z t, with
+#       repetition for weight, default wwwzt; unaligned offsets and
 #       lengths too); each request is appended to LOG ("op offset
 #       length", flushed) BEFORE it is sent, so a log survives a kill.
 #   dirty-bitmap-workload.py expect GRANULARITY LOG...
@@ -27,7 +28,7 @@ import sys
 here = os.path.dirname(os.path.abspath(__file__))
 
 
-def run(uri, seed, nops, log, maxlen=200000):
+def run(uri, seed, nops, log, maxlen=200000, ops="wwwzt"):
     import nbd
     rnd = random.Random(seed)
     h = nbd.NBD()
@@ -41,7 +42,7 @@ def run(uri, seed, nops, log, maxlen=200000):
             off = rnd.randrange(0, size - ln)
             if rnd.random() < 0.5:
                 off -= off % 512
-            op = rnd.choice(["w", "w", "w", "z", "t"])
+            op = rnd.choice(ops)
             if op == "z" and not can_zero:
                 op = "w"
             if op == "t" and not can_trim:
@@ -112,7 +113,7 @@ if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "run":
         run(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5],
-            *(int(x) for x in sys.argv[6:7]))
+            *(int(x) for x in sys.argv[6:7]), *sys.argv[7:8])
     elif cmd == "expect":
         print(" ".join(map(str, expect(int(sys.argv[2]), sys.argv[3:]))))
     elif cmd == "changed":
