@@ -15,5 +15,6 @@
 const struct qad_format *const qad_formats[] = {
   &qed_format,
   &qdb_format,
+  &addcow_format,
   NULL
 };

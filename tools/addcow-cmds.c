@@ -1,0 +1,480 @@
+/* nbdkit QED / add-cow / dirty-bitmap bundle
+ * Copyright (C) 2026 the project authors
+ * SPDX-License-Identifier: BSD-3-Clause
+ */
+
+/* qad-img verbs for add-cow sidecars.  All format knowledge is in
+ * common/addcow; this file parses options and prints.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "addcow.h"
+#include "addcow-check.h"
+#include "addcow-file.h"
+#include "cleanup.h"
+#include "ispowerof2.h"
+#include "qad-img.h"
+
+enum { OPT_FORMAT = 256, OPT_JSON, OPT_REPAIR, OPT_CLUSTER_SIZE,
+       OPT_BACKING, OPT_BACKING_FORMAT, OPT_IMAGE, OPT_SIZE };
+
+/* Open FILE, read its header; *DISK_SIZE from the image (0 if it is
+ * missing, with *IMAGE_OK false).
+ */
+static int
+open_sidecar (const char *file, int *fd, struct addcow_header *h,
+              uint64_t *fsz, uint64_t *disk_size, bool *image_ok)
+{
+  CLEANUP_FREE char *image = NULL;
+  struct stat st;
+
+  *fd = open (file, O_RDONLY | O_CLOEXEC);
+  if (*fd == -1) {
+    fprintf (stderr, "qad-img: %s: %s\n", file, strerror (errno));
+    return -1;
+  }
+  if (addcow_read_header (*fd, file, h, fsz) == -1) {
+    close (*fd);
+    return -1;
+  }
+  image = addcow_resolve_name (file, h->image_file);
+  *image_ok = image && stat (image, &st) == 0;
+  *disk_size = *image_ok ? (uint64_t) st.st_size : 0;
+  return 0;
+}
+
+static int
+addcow_info (int argc, char **argv)
+{
+  static const struct option long_options[] = {
+    { "format", required_argument, NULL, OPT_FORMAT },
+    { "json", no_argument, NULL, OPT_JSON },
+    { NULL }
+  };
+  bool json = false, image_ok, all, fresh = false;
+  struct addcow_header h;
+  uint64_t fsz, disk_size, in_image = 0, nclusters, bmlen = 0;
+  CLEANUP_FREE uint8_t *bm = NULL;
+  CLEANUP_FREE char *image = NULL, *bk = NULL;
+  const char *file;
+  int c, fd;
+
+  while ((c = getopt_long (argc, argv, "f:", long_options, NULL)) != -1) {
+    switch (c) {
+    case OPT_FORMAT: case 'f': break;
+    case OPT_JSON: json = true; break;
+    default: return EXIT_FAILURE;
+    }
+  }
+  if (optind != argc - 1) {
+    fprintf (stderr, "usage: qad-img info FILE.add-cow [--json]\n");
+    return EXIT_FAILURE;
+  }
+  file = argv[optind];
+  if (open_sidecar (file, &fd, &h, &fsz, &disk_size, &image_ok) == -1)
+    return EXIT_FAILURE;
+  all = h.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED;
+  nclusters = addcow_nr_clusters (disk_size, h.cluster_bits);
+  if (image_ok && !all) {
+    if (addcow_load_bitmap (fd, file, &h, fsz, disk_size, &bm, &bmlen,
+                            &fresh) == -1) {
+      close (fd);
+      addcow_header_free (&h);
+      return EXIT_FAILURE;
+    }
+    in_image = addcow_bitmap_count (bm, nclusters);
+  }
+  else if (all)
+    in_image = nclusters;
+  close (fd);
+  image = addcow_resolve_name (file, h.image_file);
+  if (h.backing_file)
+    bk = addcow_resolve_name (file, h.backing_file);
+
+  if (json) {
+    printf ("{\n  \"filename\": ");
+    json_string (stdout, file);
+    printf (",\n  \"format\": \"add-cow\",\n"
+            "  \"virtual-size\": %" PRIu64 ",\n"
+            "  \"cluster-size\": %" PRIu64 ",\n"
+            "  \"header-size\": %" PRIu32 ",\n"
+            "  \"features\": %" PRIu64 ",\n"
+            "  \"compat-features\": %" PRIu64 ",\n"
+            "  \"all-allocated\": %s,\n"
+            "  \"fresh\": %s,\n"
+            "  \"clusters\": %" PRIu64 ",\n"
+            "  \"clusters-in-image\": %" PRIu64 ",\n"
+            "  \"image-filename\": ",
+            disk_size, UINT64_C (1) << h.cluster_bits, h.header_size,
+            h.features, h.compat_features, all ? "true" : "false",
+            fresh ? "true" : "false", nclusters, in_image);
+    json_string (stdout, h.image_file);
+    printf (",\n  \"image-full-path\": ");
+    json_string (stdout, image ? image : "");
+    printf (",\n  \"image-exists\": %s,\n  \"image-format\": ",
+            image_ok ? "true" : "false");
+    json_string (stdout, h.image_format);
+    printf (",\n  \"backing-filename\": ");
+    if (h.backing_file) {
+      json_string (stdout, h.backing_file);
+      printf (",\n  \"backing-full-path\": ");
+      json_string (stdout, bk ? bk : "");
+      printf (",\n  \"backing-format\": ");
+      json_string (stdout, h.backing_format);
+    }
+    else
+      printf ("null");
+    printf ("\n}\n");
+  }
+  else {
+    printf ("image:              %s\n"
+            "file format:        add-cow\n"
+            "virtual size:       %" PRIu64 " bytes (the image's size)\n"
+            "cluster size:       %" PRIu64 "\n"
+            "header size:        %" PRIu32 "\n"
+            "image file:         %s (%s)%s\n"
+            "backing file:       %s%s%s%s\n"
+            "compat features:    0x%" PRIx64 "%s\n"
+            "clusters:           %" PRIu64 "\n"
+            "in the image:       %" PRIu64 "%s\n",
+            file, disk_size, UINT64_C (1) << h.cluster_bits, h.header_size,
+            h.image_file, h.image_format, image_ok ? "" : " [missing]",
+            h.backing_file ? h.backing_file : "none",
+            h.backing_file ? " (" : "",
+            h.backing_file ? h.backing_format : "",
+            h.backing_file ? ")" : "",
+            h.compat_features, all ? " (ALL_ALLOCATED)" : "",
+            nclusters, in_image, fresh ? " (fresh: no bitmap yet)" : "");
+  }
+  addcow_header_free (&h);
+  return EXIT_SUCCESS;
+}
+
+static int
+addcow_map_verb (int argc, char **argv)
+{
+  static const struct option long_options[] = {
+    { "format", required_argument, NULL, OPT_FORMAT },
+    { "json", no_argument, NULL, OPT_JSON },
+    { NULL }
+  };
+  bool json = false, image_ok, all, fresh, first = true;
+  struct addcow_header h;
+  uint64_t fsz, disk_size, nclusters, bmlen, c = 0, cs;
+  CLEANUP_FREE uint8_t *bm = NULL;
+  const char *file, *zero_src;
+  int opt, fd;
+
+  while ((opt = getopt_long (argc, argv, "f:", long_options, NULL)) != -1) {
+    switch (opt) {
+    case OPT_FORMAT: case 'f': break;
+    case OPT_JSON: json = true; break;
+    default: return EXIT_FAILURE;
+    }
+  }
+  if (optind != argc - 1) {
+    fprintf (stderr, "usage: qad-img map FILE.add-cow [--json]\n");
+    return EXIT_FAILURE;
+  }
+  file = argv[optind];
+  if (open_sidecar (file, &fd, &h, &fsz, &disk_size, &image_ok) == -1)
+    return EXIT_FAILURE;
+  if (!image_ok) {
+    fprintf (stderr, "qad-img: %s: the image file %s is missing: "
+             "the disk size is unknown\n", file, h.image_file);
+    close (fd);
+    addcow_header_free (&h);
+    return EXIT_FAILURE;
+  }
+  all = h.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED;
+  nclusters = addcow_nr_clusters (disk_size, h.cluster_bits);
+  cs = UINT64_C (1) << h.cluster_bits;
+  if (!all && addcow_load_bitmap (fd, file, &h, fsz, disk_size, &bm, &bmlen,
+                                  &fresh) == -1) {
+    close (fd);
+    addcow_header_free (&h);
+    return EXIT_FAILURE;
+  }
+  close (fd);
+  zero_src = h.backing_file ? "backing" : "zero";
+
+  if (json)
+    printf ("[");
+  while (c < nclusters) {
+    bool v = true;
+    uint64_t run = all ? nclusters : addcow_bitmap_run (bm, c, nclusters, &v);
+    uint64_t start = c * cs;
+    uint64_t end = c + run == nclusters ? disk_size : (c + run) * cs;
+    const char *src = v ? "image" : zero_src;
+    if (json) {
+      printf ("%s\n  { \"start\": %" PRIu64 ", \"length\": %" PRIu64
+              ", \"source\": \"%s\" }", first ? "" : ",", start,
+              end - start, src);
+    }
+    else
+      printf ("%16" PRIu64 " %16" PRIu64 "  %s\n", start, end - start, src);
+    first = false;
+    c += run;
+  }
+  if (json)
+    printf ("%s]\n", first ? "" : "\n");
+  addcow_header_free (&h);
+  return EXIT_SUCCESS;
+}
+
+static void
+print_problem (void *opaque, const char *msg)
+{
+  bool json = *(bool *) opaque;
+  fprintf (json ? stderr : stdout, "%s\n", msg);
+}
+
+static int
+addcow_check_verb (int argc, char **argv)
+{
+  static const struct option long_options[] = {
+    { "format", required_argument, NULL, OPT_FORMAT },
+    { "json", no_argument, NULL, OPT_JSON },
+    { "repair", no_argument, NULL, OPT_REPAIR },
+    { NULL }
+  };
+  bool json = false, repair = false;
+  struct addcow_check_result r;
+  const char *file;
+  int c;
+
+  while ((c = getopt_long (argc, argv, "f:r", long_options, NULL)) != -1) {
+    switch (c) {
+    case OPT_FORMAT: case 'f': break;
+    case OPT_JSON: json = true; break;
+    case OPT_REPAIR: case 'r': repair = true; break;
+    default: return EXIT_FAILURE;
+    }
+  }
+  if (optind != argc - 1) {
+    fprintf (stderr,
+             "usage: qad-img check FILE.add-cow [--repair] [--json]\n");
+    return EXIT_FAILURE;
+  }
+  file = argv[optind];
+  if (addcow_check (file, repair, print_problem, &json, &r) == -1)
+    return EXIT_FAILURE;
+  if (json) {
+    printf ("{\n  \"filename\": ");
+    json_string (stdout, file);
+    printf (",\n  \"format\": \"add-cow\",\n"
+            "  \"check-errors\": 0,\n"
+            "  \"corruptions\": %" PRIu64 ",\n"
+            "  \"corruptions-fixed\": %" PRIu64 ",\n"
+            "  \"clusters\": %" PRIu64 ",\n"
+            "  \"clusters-in-image\": %" PRIu64 ",\n"
+            "  \"all-allocated\": %s\n}\n",
+            r.corruptions, r.repaired, r.nclusters, r.in_image,
+            r.all_allocated ? "true" : "false");
+  }
+  else {
+    if (r.corruptions == 0)
+      printf ("No errors were found on the add-cow file.\n");
+    else
+      printf ("%" PRIu64 " errors were found on the add-cow file.\n",
+              r.corruptions);
+    if (r.repaired)
+      printf ("%" PRIu64 " problems were repaired.\n", r.repaired);
+    printf ("%" PRIu64 "/%" PRIu64 " clusters are in the image%s.\n",
+            r.in_image, r.nclusters,
+            r.all_allocated ? " (ALL_ALLOCATED)" : "");
+  }
+  return r.corruptions ? EXIT_CHECK_CORRUPT : EXIT_SUCCESS;
+}
+
+/* Does PATH start with the QED magic?  Only used to refuse a default
+ * of raw that is probably a mistake; formats are never probed.
+ */
+static bool
+looks_like_qed (const char *path)
+{
+  char magic[4];
+  int f = open (path, O_RDONLY | O_CLOEXEC);
+  bool r = false;
+
+  if (f >= 0) {
+    r = pread (f, magic, 4, 0) == 4 && memcmp (magic, "QED", 4) == 0;
+    close (f);
+  }
+  return r;
+}
+
+static int
+addcow_create_verb (int argc, char **argv)
+{
+  static const struct option long_options[] = {
+    { "format", required_argument, NULL, OPT_FORMAT },
+    { "image", required_argument, NULL, OPT_IMAGE },
+    { "backing", required_argument, NULL, OPT_BACKING },
+    { "backing-format", required_argument, NULL, OPT_BACKING_FORMAT },
+    { "cluster-size", required_argument, NULL, OPT_CLUSTER_SIZE },
+    { "size", required_argument, NULL, OPT_SIZE },
+    { NULL }
+  };
+  const char *image_arg = NULL, *backing_arg = NULL, *bfmt = NULL;
+  unsigned long long cluster_size = 65536, size = 0;
+  bool have_size = false;
+  CLEANUP_FREE char *image_name = NULL, *backing_name = NULL;
+  struct addcow_header h;
+  struct stat st;
+  const char *file;
+  int c, r, ifd;
+
+  while ((c = getopt_long (argc, argv, "f:b:F:", long_options, NULL)) != -1) {
+    switch (c) {
+    case OPT_FORMAT: case 'f': break;
+    case OPT_IMAGE: image_arg = optarg; break;
+    case OPT_BACKING: case 'b': backing_arg = optarg; break;
+    case OPT_BACKING_FORMAT: case 'F': bfmt = optarg; break;
+    case OPT_CLUSTER_SIZE:
+      if (parse_size ("--cluster-size", optarg, &cluster_size) == -1)
+        return EXIT_FAILURE;
+      break;
+    case OPT_SIZE:
+      if (parse_size ("--size", optarg, &size) == -1)
+        return EXIT_FAILURE;
+      have_size = true;
+      break;
+    default: return EXIT_FAILURE;
+    }
+  }
+  /* A trailing SIZE argument, as for the other formats. */
+  if (optind == argc - 2) {
+    if (parse_size ("SIZE", argv[argc - 1], &size) == -1)
+      return EXIT_FAILURE;
+    have_size = true;
+  }
+  else if (optind != argc - 1) {
+    fprintf (stderr,
+             "usage: qad-img create --format=add-cow FILE.add-cow "
+             "--image=DISK.raw\n"
+             "         [--backing=FILE|URI] [--backing-format=raw|qed]\n"
+             "         [--cluster-size=4K..2M] [--size=SIZE | SIZE]\n");
+    return EXIT_FAILURE;
+  }
+  file = argv[optind];
+  if (image_arg == NULL) {
+    fprintf (stderr, "qad-img: create: --image=DISK.raw is required "
+             "for add-cow\n");
+    return EXIT_FAILURE;
+  }
+  if (!is_power_of_2 (cluster_size) ||
+      cluster_size < (1u << ADDCOW_MIN_CLUSTER_BITS) ||
+      cluster_size > (1u << ADDCOW_MAX_CLUSTER_BITS)) {
+    fprintf (stderr, "qad-img: --cluster-size=%llu: must be a power of 2 "
+             "between 4K and 2M\n", cluster_size);
+    return EXIT_FAILURE;
+  }
+  if (bfmt && !backing_arg) {
+    fprintf (stderr, "qad-img: --backing-format needs --backing\n");
+    return EXIT_FAILURE;
+  }
+  if (backing_arg) {
+    bool uri = addcow_name_is_uri (backing_arg);
+    if (!uri && access (backing_arg, R_OK) == -1) {
+      fprintf (stderr, "qad-img: backing file %s: %s\n", backing_arg,
+               strerror (errno));
+      return EXIT_FAILURE;
+    }
+    if (bfmt == NULL) {
+      if (!uri && looks_like_qed (backing_arg)) {
+        fprintf (stderr, "qad-img: the backing file %s starts with a QED "
+                 "header; formats are never probed: say "
+                 "--backing-format=qed (or raw)\n", backing_arg);
+        return EXIT_FAILURE;
+      }
+      bfmt = "raw";
+    }
+    if (strcmp (bfmt, "raw") != 0 && strcmp (bfmt, "qed") != 0) {
+      fprintf (stderr, "qad-img: --backing-format=%s: must be raw or qed\n",
+               bfmt);
+      return EXIT_FAILURE;
+    }
+    if (uri && strcmp (bfmt, "raw") != 0) {
+      fprintf (stderr, "qad-img: an NBD backing must have format raw\n");
+      return EXIT_FAILURE;
+    }
+    /* Without a size, a missing image takes a raw backing's size. */
+    if (!have_size && !uri && strcmp (bfmt, "raw") == 0 &&
+        stat (image_arg, &st) == -1 && stat (backing_arg, &st) == 0) {
+      size = st.st_size;
+      have_size = true;
+    }
+    backing_name = addcow_relative_name (file, backing_arg);
+    if (backing_name == NULL)
+      return EXIT_FAILURE;
+  }
+
+  /* The image: create it or grow it to SIZE when asked. */
+  ifd = open (image_arg, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (ifd == -1 || fstat (ifd, &st) == -1) {
+    fprintf (stderr, "qad-img: %s: %s\n", image_arg, strerror (errno));
+    return EXIT_FAILURE;
+  }
+  if (have_size && S_ISREG (st.st_mode) && (uint64_t) st.st_size != size) {
+    if ((uint64_t) st.st_size > size) {
+      fprintf (stderr, "qad-img: %s is %" PRIu64 " bytes, larger than "
+               "--size=%llu (refusing to shrink it)\n", image_arg,
+               (uint64_t) st.st_size, size);
+      close (ifd);
+      return EXIT_FAILURE;
+    }
+    if (ftruncate (ifd, size) == -1) {
+      fprintf (stderr, "qad-img: %s: %s\n", image_arg, strerror (errno));
+      close (ifd);
+      return EXIT_FAILURE;
+    }
+  }
+  else if (!have_size && st.st_size == 0)
+    fprintf (stderr, "qad-img: warning: %s is empty (give --size)\n",
+             image_arg);
+  if (fstat (ifd, &st) == -1) {
+    close (ifd);
+    return EXIT_FAILURE;
+  }
+  close (ifd);
+  size = st.st_size;
+
+  image_name = addcow_relative_name (file, image_arg);
+  if (image_name == NULL)
+    return EXIT_FAILURE;
+  if (addcow_header_init (&h, log_2_bits (cluster_size), image_name, "raw",
+                          backing_name, backing_arg ? bfmt : NULL) == -1)
+    return EXIT_FAILURE;
+  r = addcow_create_file (file, &h, true, size);
+  addcow_header_free (&h);
+  if (r == -1)
+    return EXIT_FAILURE;
+  printf ("Formatting '%s', fmt=add-cow image=%s size=%llu cluster_size=%llu",
+          file, image_name, size, cluster_size);
+  if (backing_name)
+    printf (" backing_file=%s backing_fmt=%s", backing_name, bfmt);
+  printf ("\n");
+  return EXIT_SUCCESS;
+}
+
+const struct qad_format addcow_format = {
+  .name = "add-cow",
+  .aliases = "addcow acow",
+  .magic = { 'A', 'C', 'O', 'W' },
+  .create = addcow_create_verb,
+  .info = addcow_info,
+  .check = addcow_check_verb,
+  .map = addcow_map_verb,
+};
