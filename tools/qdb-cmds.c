@@ -543,10 +543,15 @@ qdb_bitmap_verb (int argc, char **argv)
       /* "--add NAME -g G" sets NAME's granularity; a -g before any
        * --add sets the default for the following ones.
        */
-      if (parse_size ("--granularity", optarg, &gran) == -1)
-        return EXIT_FAILURE;
-      if (nr_ops > 0 && ops[nr_ops - 1].kind == OPT_ADD)
-        ops[nr_ops - 1].gran = gran;
+      {
+        unsigned long long g;
+        if (parse_size ("--granularity", optarg, &g) == -1)
+          return EXIT_FAILURE;
+        if (nr_ops > 0 && ops[nr_ops - 1].kind == OPT_ADD)
+          ops[nr_ops - 1].gran = g;
+        else
+          gran = g;
+      }
       break;
     case OPT_SIZE:
       if (parse_size ("--size", optarg, &size) == -1)
