@@ -125,3 +125,15 @@ setup ()
       "$QAD_IMG" "$verb" d.add-cow
   done
 }
+
+@test "addcow cli: create over a QED backing takes its virtual size; the filter serves it" {
+  requires qemu-img --version
+  requires_addcow
+  qemu-img create -q -f qed -b base.img -F raw base.qed 3M
+  "$QAD_IMG" create --format=add-cow d.add-cow --image=d.raw --backing=base.qed \
+    --backing-format=qed
+  [ "$(stat -c %s d.raw)" = $((3 * 1024 * 1024)) ]
+  reference_of base.img 3M ref.raw
+  start_nbdkit s --filter="$ADDCOW_FILTER" file d.raw addcow=d.add-cow
+  "$ADDCOW_WORKLOAD" compare "$(nbd_uri s)" ref.raw
+}

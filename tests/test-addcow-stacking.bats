@@ -71,17 +71,24 @@ setup ()
   qemu-io -f qed -c 'write -P 0x5a 1M 128K' base.qed >/dev/null
   reference_of base.img 4M ref.raw
   python3 -c 'f = open("ref.raw", "r+b"); f.seek(1 << 20); f.write(b"\x5a" * 131072)'
-  run nbdkit -U - --filter="$ADDCOW_FILTER" file disk.raw addcow=disk.add-cow \
-    addcow-backing=base.qed addcow-backing-format=qed --run true
-  if [[ "$output" =~ "not supported by this build" ]]; then
-    rm -f disk.add-cow
-    skip "QED backing not built (common/qed/qed-backing.h missing)"
-  fi
-  rm -f disk.add-cow
   start_addcow s addcow-backing=base.qed addcow-backing-format=qed
   "$ADDCOW_WORKLOAD" compare "$(nbd_uri s)" ref.raw
+  # Extents: the QED image's allocated cluster and its backing's data.
+  run nbdinfo --map "$(nbd_uri s)"
+  echo "$output"
+  [[ "${lines[0]}" =~ ^\ +0\ +3145728\ +0\ +data ]]
+  [[ "${lines[1]}" =~ ^\ +3145728\ +1048576\ +3\ +hole,zero ]]
   "$ADDCOW_WORKLOAD" run "$(nbd_uri s)" ref.raw 300 45
   stop_nbdkit s
   start_addcow s
   "$ADDCOW_WORKLOAD" compare "$(nbd_uri s)" ref.raw
+  "$ADDCOW_WORKLOAD" check-image disk.add-cow disk.raw ref.raw
+}
+
+@test "addcow stacking: a QED backing without an explicit format is refused, not probed" {
+  requires qemu-img --version
+  qemu-img create -q -f qed base.qed 4M
+  expect_fail_cleanly 'starts with a QED header; formats are never probed' \
+    nbdkit -U - --filter="$ADDCOW_FILTER" file disk.raw addcow=disk.add-cow \
+      addcow-backing=base.qed --run true
 }

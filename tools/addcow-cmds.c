@@ -25,6 +25,7 @@
 #include "cleanup.h"
 #include "ispowerof2.h"
 #include "qad-img.h"
+#include "qed-image.h"
 
 enum { OPT_FORMAT = 256, OPT_JSON, OPT_REPAIR, OPT_CLUSTER_SIZE,
        OPT_BACKING, OPT_BACKING_FORMAT, OPT_IMAGE, OPT_SIZE };
@@ -410,11 +411,14 @@ addcow_create_verb (int argc, char **argv)
       fprintf (stderr, "qad-img: an NBD backing must have format raw\n");
       return EXIT_FAILURE;
     }
-    /* Without a size, a missing image takes a raw backing's size. */
-    if (!have_size && !uri && strcmp (bfmt, "raw") == 0 &&
-        stat (image_arg, &st) == -1 && stat (backing_arg, &st) == 0) {
-      size = st.st_size;
+    /* Without a size, a missing image takes the backing's size. */
+    if (!have_size && !uri && stat (image_arg, &st) == -1) {
+      struct qad_blockdev *b = qed_open_backing (backing_arg, bfmt, false);
+      if (b == NULL)
+        return EXIT_FAILURE;
+      size = b->size;
       have_size = true;
+      qad_blockdev_close (b);
     }
     backing_name = addcow_relative_name (file, backing_arg);
     if (backing_name == NULL)

@@ -57,11 +57,8 @@
 #include "minmax.h"
 #include "nbd-backing.h"
 #include "qad-error.h"
+#include "qed-image.h"
 #include "rangelock.h"
-
-#ifdef HAVE_QED_BACKING
-#include "qed-backing.h"
-#endif
 
 /* Bitmap bytes per dirty-tracking chunk. */
 #define CHUNK 4096
@@ -409,15 +406,9 @@ open_backing (void)
   }
   else if (strcmp (hdr.backing_format, "raw") == 0)
     backing = qad_raw_open (bk);
-  else if (strcmp (hdr.backing_format, "qed") == 0) {
-#ifdef HAVE_QED_BACKING
-    backing = qed_open_backing (bk, "qed");
-#else
-    nbdkit_error ("%s: QED backing files are not supported by this build",
-                  sidecar);
-    return -1;
-#endif
-  }
+  else if (strcmp (hdr.backing_format, "qed") == 0)
+    /* Read-only, with its own backing chain, read-locked as QEMU does. */
+    backing = qed_open_backing (bk, "qed", true);
   else {
     nbdkit_error ("%s: backing file format \"%s\" is not supported "
                   "(raw or qed)", sidecar, hdr.backing_format);
