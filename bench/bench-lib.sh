@@ -10,15 +10,17 @@
 # fio_run URI RW BS IODEPTH [SIZE]: print the throughput in MiB/s.
 fio_run ()
 {
-  local uri="$1" rw="$2" bs="$3" depth="$4" size="${5:-1G}"
+  local uri="$1" rw="$2" bs="$3" depth="$4" size="${5:-1G}" out
+  out="$(mktemp)"
   fio --name=bench --ioengine=nbd --uri="$uri" --rw="$rw" --bs="$bs" \
       --iodepth="$depth" --size="$size" --runtime="$RUNTIME" \
-      --time_based=0 --numjobs=1 --output-format=json 2>/dev/null |
-    python3 -c '
+      --numjobs=1 --output-format=json --output="$out" >/dev/null 2>&1
+  python3 -c '
 import json, sys
-j = json.load(sys.stdin)["jobs"][0]
+j = json.load(open(sys.argv[1]))["jobs"][0]
 bw = j["read"]["bw_bytes"] + j["write"]["bw_bytes"]
-print("%.1f" % (bw / 1048576))'
+print("%.1f" % (bw / 1048576))' "$out"
+  rm -f "$out"
 }
 
 # wait_socket SOCK: wait for a Unix socket to appear.

@@ -33,7 +33,7 @@ start_server ()
     ours)
       nbdkit -f -U "$sock" --threads=16 "$top/qed.so" file="$tmp/ours.qed" & ;;
     qemu-nbd)
-      qemu-nbd -f qed --cache=writeback --aio=threads -e 16 -k "$sock" \
+      qemu-nbd -t -f qed --cache=writeback --aio=threads -e 16 -k "$sock" \
         "$tmp/qemu.qed" & ;;
     file)
       nbdkit -f -U "$sock" --threads=16 file "$tmp/disk.raw" & ;;
@@ -44,7 +44,7 @@ start_server ()
 
 stop_server ()
 {
-  kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
+  kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true
 }
 
 fresh_images ()
