@@ -1,0 +1,122 @@
+#!/bin/bash
+# nbdkit QED / add-cow / dirty-bitmap bundle
+# Copyright (C) 2026 the project authors
+# SPDX-License-Identifier: BSD-3-Clause
+#
+# Benchmark of nbdkit-dirty-bitmap-filter: fio (nbd engine) writes
+# through the filter over the file plugin, versus the file plugin
+# alone.  Prints throughput and the ratio filter / plain for:
+#   - sequential 1M writes over the whole disk, first touch (every
+#     granule is clean when written: each write waits for a bitmap sync);
+#   - random 4K writes, first touch (fresh 4K-granularity bitmap);
+#   - random 4K writes and sequential 1M writes once every granule is
+#     dirty (the steady state: only an in-memory bit test).
+# Not run by "make check".  Usage (from the build tree):
+#   bench/dirty-bitmap.sh [SIZE] [SECONDS]     (default 1G, 5)
+# REPS=N repetitions (default 3); the median is reported.
+# Environment: DIRTY_BITMAP_FILTER (default ./dirty-bitmap.so), WORKDIR.
+
+set -euo pipefail
+size="${1:-1G}"
+secs="${2:-5}"
+filter="${DIRTY_BITMAP_FILTER:-$(pwd)/dirty-bitmap.so}"
+work="${WORKDIR:-$(mktemp -d -p /var/tmp)}"
+trap 'cleanup' EXIT
+pids=()
+cleanup ()
+{
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  test -n "${WORKDIR:-}" || rm -rf "$work"
+}
+
+test -f "$filter" || { echo "$0: filter not found: $filter" >&2; exit 1; }
+cd "$work"
+echo "work dir $work, disk $size, $secs s per random run"
+# A fully allocated disk, so the plugin writes in place.
+fallocate -l "$size" disk.raw 2>/dev/null || truncate -s "$size" disk.raw
+dd if=/dev/zero of=disk.raw bs=1M count=$(( $(stat -c %s disk.raw) >> 20 )) \
+  conv=notrunc status=none
+sync
+
+serve ()                        # serve NAME ARGS...
+{
+  local name="$1"; shift
+  rm -f "$name.sock" "$name.pid"
+  nbdkit -U "$work/$name.sock" -P "$work/$name.pid" "$@"
+  pids+=("$(cat "$name.pid")")
+}
+stop ()                         # stop NAME
+{
+  local p; p="$(cat "$1.pid")"
+  kill "$p"; while kill -0 "$p" 2>/dev/null; do sleep 0.1; done
+}
+
+# fio_bw NAME RW BS [time]: run fio against server NAME, print KiB/s.
+fio_bw ()
+{
+  local name="$1" rw="$2" bs="$3" timed="${4:-}"
+  local args=(--name=job --ioengine=nbd --uri="nbd+unix:///?socket=$work/$name.sock"
+              --rw="$rw" --bs="$bs" --iodepth=16 --numjobs=1
+              --direct=0 --output-format=json)
+  if test -n "$timed"; then
+    args+=(--time_based --runtime="$secs" --size="$size")
+  else
+    args+=(--size="$size")
+  fi
+  fio "${args[@]}" 2>/dev/null |
+    python3 -c '
+import json, sys
+s = sys.stdin.read()               # fio prints a line before the JSON
+print(json.loads(s[s.index("{"):])["jobs"][0]["write"]["bw"])'
+}
+
+ratio () { python3 -c "print('%.3f' % ($1 / $2))"; }
+report ()                       # report LABEL PLAIN FILTERED
+{
+  printf '%-42s plain %9s KiB/s   filter %9s KiB/s   ratio %s\n' \
+    "$1" "$2" "$3" "$(ratio "$3" "$2")"
+}
+
+median () { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
+
+# Warm up: one plain pass over the disk.
+serve plain file disk.raw
+fio_bw plain write 1M >/dev/null
+stop plain
+
+reps="${REPS:-3}"
+P_SEQ=() P_RAND=() F_SEQ_FIRST=() F_SEQ_DIRTY=() F_RAND_FIRST=() F_RAND_DIRTY=()
+for rep in $(seq 1 "$reps"); do
+  # Plain file plugin.
+  serve plain file disk.raw
+  P_SEQ+=("$(fio_bw plain write 1M)")
+  P_RAND+=("$(fio_bw plain randwrite 4K timed)")
+  stop plain
+
+  # Filter, fresh 64K bitmap: a first-touch sequential pass, then the
+  # steady state (every granule dirty).
+  rm -f d64.qdb
+  serve f64 --filter="$filter" file disk.raw dirty-bitmap=d64.qdb
+  F_SEQ_FIRST+=("$(fio_bw f64 write 1M)")
+  F_SEQ_DIRTY+=("$(fio_bw f64 write 1M)")
+  F_RAND_DIRTY+=("$(fio_bw f64 randwrite 4K timed)")
+  stop f64
+
+  # Filter, fresh 4K bitmap: random first touches.
+  rm -f d4.qdb
+  serve f4 --filter="$filter" file disk.raw dirty-bitmap=d4.qdb \
+    dirty-bitmap-granularity=4K
+  F_RAND_FIRST+=("$(fio_bw f4 randwrite 4K timed)")
+  stop f4
+done
+
+echo
+echo "median of $reps runs each:"
+report "seq 1M qd16, first touch (64K granules)" \
+  "$(median "${P_SEQ[@]}")" "$(median "${F_SEQ_FIRST[@]}")"
+report "seq 1M qd16, already dirty" \
+  "$(median "${P_SEQ[@]}")" "$(median "${F_SEQ_DIRTY[@]}")"
+report "rand 4K qd16, first touch (4K granules)" \
+  "$(median "${P_RAND[@]}")" "$(median "${F_RAND_FIRST[@]}")"
+report "rand 4K qd16, already dirty (64K granules)" \
+  "$(median "${P_RAND[@]}")" "$(median "${F_RAND_DIRTY[@]}")"
