@@ -188,4 +188,13 @@ for k in range(300):
 import json, sys
 d = set(json.load(sys.stdin)["bitmap0"]["dirty"])
 assert d == set(k * 2 for k in range(2400)), len(d)'
+  # Writing the same granules again after a restart costs no sync.
+  start_nbdkit sock2 -v --filter="$DIRTY_BITMAP_FILTER" file disk.raw \
+    dirty-bitmap=disk.qdb
+  nbdsh -u "$(nbd_uri sock2)" -c "
+for k in range(2400):
+    h.pwrite(b'y', k * 8192 + 1)
+"
+  stop_nbdkit sock2
+  grep -q ' 0 requests needed new bits, 0 commits' sock2.log
 }

@@ -1249,6 +1249,12 @@ qdb_write (struct qdb_io *io, struct qdb_file *qdb, bool allocate_all)
                    "the bitmap directory") == -1)
       return -1;
   }
+  /* Everything else is durable before the header makes it a QDB file,
+   * so a crash while creating a file leaves one that is refused (bad
+   * magic), never one that parses with garbage behind it.
+   */
+  if (io_sync (io) == -1)
+    return -1;
   if (io_pwrite (io, c0, cs, 0, "the header") == -1)
     return -1;
   if (io_sync (io) == -1)
