@@ -148,24 +148,30 @@ same_bytes ()
   cmp "$1" "$2"
 }
 
-# map_of IMAGE_OR_URI [FORMAT]: qemu-img map as normalised lines
-# "start length data zero", adjacent equal ranges merged, so that maps
-# from different sources compare with diff.
+# normalize_map: read qemu-img map --output=json from stdin and print
+# lines "start length data zero", adjacent equal ranges merged, so that
+# maps from different sources compare with diff.
+normalize_map ()
+{
+  python3 -c '
+import json, sys
+out = []
+for e in json.load(sys.stdin):
+    key = [e["data"], e["zero"]]
+    if out and out[-1][2:] == key and out[-1][0] + out[-1][1] == e["start"]:
+        out[-1][1] += e["length"]
+    else:
+        out.append([e["start"], e["length"]] + key)
+for s, l, d, z in out:
+    print(s, l, "data" if d else "-", "zero" if z else "-")
+'
+}
+
+# map_of IMAGE_OR_URI [FORMAT]: qemu-img map, normalised.
 map_of ()
 {
   local src="$1" fmt="${2:-}"
   local args=(--output=json)
   test -n "$fmt" && args+=(-f "$fmt")
-  qemu-img map "${args[@]}" "$src" | python3 -c '
-import json, sys
-out = []
-for e in json.load(sys.stdin):
-    key = (e["data"], e["zero"])
-    if out and out[-1][2:] == list(key) and out[-1][0] + out[-1][1] == e["start"]:
-        out[-1][1] += e["length"]
-    else:
-        out.append([e["start"], e["length"], key[0], key[1]])
-for s, l, d, z in out:
-    print(s, l, "data" if d else "-", "zero" if z else "-")
-'
+  qemu-img map "${args[@]}" "$src" | normalize_map
 }

@@ -92,6 +92,8 @@ interop_case ()
     map_of disk.qed qed > map.qemu
     map_of "$(nbd_uri "$sock")" raw > map.nbd
     diff -u map.qemu map.nbd
+    "$QAD_IMG" map --json disk.qed | normalize_map > map.tool
+    diff -u map.qemu map.tool
     stop_nbdkit "$sock"
   else
     echo "# qemu cannot open cs=$cs ts=$ts: filled through the plugin" >&3

@@ -122,6 +122,14 @@ main (int argc, char **argv)
     exit (EXIT_SUCCESS);
   }
 
+  if (strcmp (verb, "create") != 0 && strcmp (verb, "info") != 0 &&
+      strcmp (verb, "check") != 0 && strcmp (verb, "map") != 0 &&
+      strcmp (verb, "bitmap") != 0) {
+    fprintf (stderr, "qad-img: unknown verb: %s\n", verb);
+    usage (stderr);
+    exit (EXIT_FAILURE);
+  }
+
   /* Find --format= (or -f F) and the first non-option argument (the
    * file) without disturbing the verb's own option parsing.
    */
