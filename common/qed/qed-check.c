@@ -110,6 +110,18 @@ write_entry (struct checker *c, uint64_t table_off, uint64_t index,
   return 0;
 }
 
+/* Read the L2 table at OFF into c->table (little-endian entries). */
+static int
+read_table (struct checker *c, uint64_t off)
+{
+  if (full_pread (c->img->fd, c->table, c->img->geom.table_bytes, off) == -1) {
+    qad_error ("%s: cannot read the L2 table at %" PRIu64 ": %m",
+               c->img->dev.name, off);
+    return -1;
+  }
+  return 0;
+}
+
 static int
 check_l2 (struct checker *c, uint64_t l1_index, uint64_t l2_off)
 {
@@ -117,11 +129,8 @@ check_l2 (struct checker *c, uint64_t l1_index, uint64_t l2_off)
   const struct qed_geometry *g = &img->geom;
   uint64_t j;
 
-  if (full_pread (img->fd, c->table, g->table_bytes, l2_off) == -1) {
-    qad_error ("%s: cannot read the L2 table at %" PRIu64 ": %m",
-               img->dev.name, l2_off);
+  if (read_table (c, l2_off) == -1)
     return -1;
-  }
   for (j = 0; j < g->table_entries; ++j) {
     uint64_t v = load_le64 (&c->table[j]);
     uint64_t guest = (l1_index << (g->cluster_bits + g->table_bits)) |
@@ -200,11 +209,8 @@ reclaim_leaks (struct checker *c)
     uint64_t l2_off = img->l1[i];
     if (l2_off == 0)
       continue;
-    if (full_pread (img->fd, c->table, g->table_bytes, l2_off) == -1) {
-      qad_error ("%s: cannot read the L2 table at %" PRIu64 ": %m",
-                 img->dev.name, l2_off);
+    if (read_table (c, l2_off) == -1)
       return -1;
-    }
     for (j = 0; j < g->table_entries; ++j) {
       uint64_t v = load_le64 (&c->table[j]);
       if (v > QED_ENTRY_ZERO && (v >> g->cluster_bits) >= used_count &&

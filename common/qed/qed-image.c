@@ -76,15 +76,7 @@ static int
 dev_pread (struct qad_blockdev *dev, void *buf, uint64_t count,
            uint64_t offset)
 {
-  struct qed_image *img = (struct qed_image *) dev;
-  uint64_t n = 0;
-
-  if (offset < dev->size)
-    n = MIN (count, dev->size - offset);
-  if (n > 0 && qed_pread (img, buf, n, offset) == -1)
-    return -1;
-  memset ((char *) buf + n, 0, count - n);
-  return 0;
+  return qed_pread ((struct qed_image *) dev, buf, count, offset);
 }
 
 static int

@@ -39,16 +39,13 @@ raw_pread (struct qad_blockdev *dev, void *buf, uint64_t count,
            uint64_t offset)
 {
   struct raw_dev *r = (struct raw_dev *) dev;
-  uint64_t n = 0;
 
-  if (offset < dev->size)
-    n = MIN (count, dev->size - offset);
-  if (n > 0 && pread_or_zero (r->fd, buf, n, offset) == -1) {
+  /* The file may have shrunk since it was opened: zeroes, not EIO. */
+  if (pread_or_zero (r->fd, buf, count, offset) == -1) {
     qad_error ("%s: read failed: offset=%" PRIu64 " count=%" PRIu64 ": %m",
-               dev->name, offset, n);
+               dev->name, offset, count);
     return -1;
   }
-  memset ((char *) buf + n, 0, count - n);
   return 0;
 }
 

@@ -17,6 +17,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Extent flags, with the same meaning as NBD's base:allocation. */
 #define QAD_EXTENT_HOLE 1       /* not allocated */
@@ -25,7 +26,9 @@
 struct qad_blockdev;
 
 struct qad_blockdev_ops {
-  /* Read COUNT bytes at OFFSET; bytes past the size read as zero. */
+  /* Read COUNT bytes at OFFSET, all inside the device (the wrapper
+   * qad_blockdev_pread handles the part past the size).
+   */
   int (*pread) (struct qad_blockdev *dev, void *buf, uint64_t count,
                 uint64_t offset);
   /* Describe the extent starting at OFFSET: *LEN (1..MAX bytes) share
@@ -42,11 +45,19 @@ struct qad_blockdev {
   char *name;                   /* for error messages (owned) */
 };
 
+/* Read COUNT bytes at OFFSET; bytes past the size read as zero. */
 static inline int
 qad_blockdev_pread (struct qad_blockdev *dev, void *buf, uint64_t count,
                     uint64_t offset)
 {
-  return dev->ops->pread (dev, buf, count, offset);
+  uint64_t inside = 0;
+
+  if (offset < dev->size)
+    inside = dev->size - offset < count ? dev->size - offset : count;
+  if (inside > 0 && dev->ops->pread (dev, buf, inside, offset) == -1)
+    return -1;
+  memset ((char *) buf + inside, 0, count - inside);
+  return 0;
 }
 
 static inline int
