@@ -496,17 +496,36 @@ do_crash (const char *uri, const char *dir, uint64_t seed)
   uint8_t *ref = read_file (refpath, &refsize);
   uint64_t id = read_id (dir) + 1, last_flushed = id - 1;
   unsigned long writes = 0, flushes = 0;
+  uint8_t *before;
 
   rng_state = seed * 2654435761u + 7;
   size = nbd_get_size (nbd);
   if (size != refsize)
     return EXIT_FAILURE;
+  before = malloc (size);
+  if (before == NULL)
+    return EXIT_FAILURE;
   for (;;) {
     struct op ops[MAX_BATCH];
     size_t n = 1 + rnd_below (MAX_BATCH), i, k = 0;
     uint64_t nsec = size / SECTOR;
+    uint64_t batch_first = id;
+    /* Sometimes a flush in flight with the batch's writes: it only
+     * covers what completed before it was sent (the earlier batches),
+     * but it races the copy-ups of this batch: a bit persisted before
+     * its data was written would show up after the crash.
+     */
+    bool concurrent_flush = rnd_below (3) == 0;
+    int64_t flush_cookie = -1;
 
+    if (concurrent_flush)
+      memcpy (before, ref, size);
     for (i = 0; i < n; ++i) {
+      if (concurrent_flush && i == n / 2) {
+        flush_cookie = nbd_aio_flush (nbd, NBD_NULL_COMPLETION, 0);
+        if (flush_cookie == -1)
+          goto lost;
+      }
       uint64_t len = 1 + rnd_below (64 * 3), off = rnd_below (nsec), s;
       int tries;
       for (tries = 0; tries < 20; ++tries) {
@@ -540,6 +559,18 @@ do_crash (const char *uri, const char *dir, uint64_t seed)
       memcpy (ref + ops[i].off, ops[i].data, ops[i].len);
       free (ops[i].data);
       writes++;
+    }
+    if (flush_cookie != -1) {
+      int rr;
+      while ((rr = nbd_aio_command_completed (nbd, flush_cookie)) == 0)
+        if (nbd_poll (nbd, -1) == -1)
+          goto lost;
+      if (rr == -1)
+        goto lost;
+      write_file_atomic (refpath, before, size);
+      write_id (dir, batch_first - 1);
+      last_flushed = batch_first - 1;
+      flushes++;
     }
     if (rnd_below (4) == 0) {
       if (nbd_flush (nbd, 0) == -1)

@@ -51,3 +51,39 @@ crash_rounds ()
   truncate -s 4M flushed.ref
   crash_rounds 3 addcow-cluster-size=4K
 }
+
+@test "addcow crash: kill -9 during copy-ups from a slow NBD backing" {
+  requires_file "$(nbdkit --dump-config | sed -n 's/^filterdir=//p')/nbdkit-delay-filter.so"
+  random_file base.img $((4 * 1024 * 1024)) 64
+  random_file disk.raw $((4 * 1024 * 1024)) 65
+  reference_of base.img 4M flushed.ref
+  start_nbdkit b -r --filter=delay file base.img delay-read=5ms
+  crash_rounds 4 addcow-backing="$(nbd_uri "$PWD/b")"
+}
+
+@test "addcow crash: a flush during a copy-up never persists the bit before the data" {
+  requires_nbdsh
+  requires_file "$(nbdkit --dump-config | sed -n 's/^filterdir=//p')/nbdkit-delay-filter.so"
+  random_file base.img $((1024 * 1024)) 66
+  truncate -s 1M disk.raw
+  # Each backing read takes 2 s: the copy-up below is still waiting for
+  # it when the flush completes and the server is killed.
+  start_nbdkit b -r --filter=delay file base.img delay-read=2
+  start_addcow s addcow-backing="$(nbd_uri "$PWD/b")"
+  pid="$(server_pid s)"
+  nbdsh_on s '
+import os, time
+h.aio_pwrite(b"x" * 10, 2 * 65536 + 5)     # copy-up of cluster 2
+time.sleep(0.5)
+h2 = nbd.NBD()
+h2.connect_uri(h.get_uri())
+h2.flush()                                  # persists whatever bits are set
+os.kill('"$pid"', 9)
+'
+  sleep 0.5
+  ! kill -0 "$pid" 2>/dev/null
+  # Bit 2 must not be on disk: its data was never written.
+  [ "$(od -A n -t x1 -j 65536 -N 1 disk.add-cow | tr -d ' ')" = 00 ]
+  start_addcow s
+  nbdsh_on s 'assert h.pread(65536, 2 * 65536) == open("base.img", "rb").read()[2 * 65536:3 * 65536]'
+}
