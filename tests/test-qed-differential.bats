@@ -54,6 +54,7 @@ make_base ()
 differential ()
 {
   local cs="$1" backing="$2" seed bargs sock total=0
+  SIZE="${3:-$SIZE}"
   bargs="$(make_base "$backing")"
   for seed in $(seq 1 $SEEDS); do
     # shellcheck disable=SC2086
@@ -99,3 +100,9 @@ differential ()
 @test "qed differential: 1M clusters, no backing"   { differential 1048576 none; }
 @test "qed differential: 1M clusters, raw backing"  { differential 1048576 raw; }
 @test "qed differential: 1M clusters, qed backing"  { differential 1048576 qed; }
+@test "qed differential: 64K clusters, size not a multiple of the cluster, raw backing" {
+  differential 65536 raw $(( 16 * 1024 * 1024 + 1536 ))
+}
+@test "qed differential: 4K clusters, size not a multiple of the cluster, no backing" {
+  differential 4096 none $(( 8 * 1024 * 1024 + 512 ))
+}

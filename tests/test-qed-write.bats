@@ -222,6 +222,14 @@ assert h.pread(512, 131072 + 512) == bytes(512)
   run qemu-nbd -f qed -k "$BATS_TEST_TMPDIR/q.sock" disk.qed
   test "$status" -ne 0
   stop_nbdkit "$SOCK"
+  # Backing files are locked shared: readable, not writable by others.
+  truncate -s 16M base.raw
+  qemu-img create -q -f qed -b base.raw -F raw over.qed 16M
+  serve_qed "$SOCK" over.qed
+  qemu-img info base.raw >/dev/null
+  run qemu-io -f raw -c "write 0 512" base.raw
+  grep -qi "lock" <<<"$output"
+  stop_nbdkit "$SOCK"
   # Now the other way round: qemu-nbd holds it.
   qemu-nbd -f qed -k "$BATS_TEST_TMPDIR/q.sock" --pid-file="$BATS_TEST_TMPDIR/q.pid" -f qed disk.qed &
   for i in $(seq 50); do test -S "$BATS_TEST_TMPDIR/q.sock" && break; sleep 0.1; done
