@@ -482,10 +482,12 @@ qed_pwrite (struct qed_image *img, const void *vbuf, uint64_t count,
   return 0;
 }
 
-/* Zero [offset, offset+len) of allocated clusters in place. */
+/* Zero [offset, offset+len) of allocated clusters in place.  With
+ * FAST, fail with ENOTSUP rather than write zeroes.
+ */
 static int
 zero_in_place (struct qed_image *img, uint64_t host, uint64_t len,
-               bool may_trim)
+               bool may_trim, bool fast)
 {
   int mode = may_trim ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
     : FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
@@ -498,6 +500,10 @@ zero_in_place (struct qed_image *img, uint64_t host, uint64_t len,
                  host, len) == 0)
     return 0;
   /* No fallocate support: write zeroes. */
+  if (fast) {
+    errno = ENOTSUP;
+    return -1;
+  }
   zeroes = calloc (1, MIN (len, UINT64_C (1) << 20));
   if (zeroes == NULL) {
     qad_error ("%s: %m", img->dev.name);
@@ -538,7 +544,7 @@ set_zero_clusters (struct qed_image *img, uint64_t len, uint64_t offset)
 /* Zero or trim whole clusters in [offset, offset+len) (cluster-aligned). */
 static int
 zero_whole_clusters (struct qed_image *img, uint64_t len, uint64_t offset,
-                     bool may_trim, bool trim_only)
+                     bool may_trim, bool trim_only, bool fast)
 {
   const struct qed_geometry *g = &img->geom;
 
@@ -556,7 +562,7 @@ zero_whole_clusters (struct qed_image *img, uint64_t len, uint64_t offset,
       switch (m.kind) {
       case QED_KIND_DATA:
         r = zero_in_place (img, m.host_offset, m.length,
-                           may_trim || trim_only);
+                           may_trim || trim_only, fast);
         break;
       case QED_KIND_ZERO:
         break;
@@ -595,7 +601,7 @@ partial_zero (struct qed_image *img, uint64_t len, uint64_t offset,
       (m.kind == QED_KIND_UNALLOCATED && !img->backing))
     return 0;
   if (m.kind == QED_KIND_DATA && m.length == len)
-    return zero_in_place (img, m.host_offset, len, false);
+    return zero_in_place (img, m.host_offset, len, false, fast);
   if (fast) {
     errno = ENOTSUP;
     return -1;
@@ -630,7 +636,7 @@ qed_zero (struct qed_image *img, uint64_t count, uint64_t offset,
   }
   body = count & ~(cs - 1);
   if (body) {
-    if (zero_whole_clusters (img, body, offset, may_trim, false) == -1)
+    if (zero_whole_clusters (img, body, offset, may_trim, false, fast) == -1)
       return -1;
     offset += body;
     count -= body;
@@ -657,7 +663,7 @@ qed_trim (struct qed_image *img, uint64_t count, uint64_t offset, bool fua)
   if (offset + count == img->dev.size)
     end = offset + count;
   if (start < end &&
-      zero_whole_clusters (img, end - start, start, true, true) == -1)
+      zero_whole_clusters (img, end - start, start, true, true, false) == -1)
     return -1;
   if (fua)
     return sync_file (img);
