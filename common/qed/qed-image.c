@@ -376,10 +376,6 @@ qed_open (const char *filename, const struct qed_open_options *opts)
   return open_in_chain (filename, opts, &chain);
 }
 
-/* Implemented in qed-write.c: final flush and NEED_CHECK clearing. */
-extern int qed_close_writable (struct qed_image *img);
-extern void qed_free_write_state (struct qed_image *img);
-
 int
 qed_close (struct qed_image *img)
 {
@@ -387,9 +383,9 @@ qed_close (struct qed_image *img)
 
   if (img == NULL)
     return 0;
+  /* The final flush also clears NEED_CHECK when it may. */
   if (!img->readonly && img->fd >= 0 && img->l1)
-    r = qed_close_writable (img);
-  qed_free_write_state (img);
+    r = qed_flush (img);
   qad_blockdev_close (img->backing);
   qed_l2cache_free (img->l2cache);
   if (img->fd >= 0)

@@ -697,14 +697,3 @@ qed_flush (struct qed_image *img)
   }
   return 0;
 }
-
-int
-qed_close_writable (struct qed_image *img)
-{
-  return qed_flush (img);
-}
-
-void
-qed_free_write_state (struct qed_image *img)
-{
-}
