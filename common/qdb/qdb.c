@@ -1147,7 +1147,8 @@ qdb_write (struct qdb_io *io, struct qdb_file *qdb, bool allocate_all)
       uint8_t *e = c0 + off + 8 + i * QDB_FEATURE_NAME_ENTRY;
       e[0] = qdb->feature_names[i].type;
       e[1] = qdb->feature_names[i].bit;
-      strncpy ((char *) e + 2, qdb->feature_names[i].name, 46);
+      memcpy (e + 2, qdb->feature_names[i].name,
+              strnlen (qdb->feature_names[i].name, 46));
     }
     off += 8 + len;
   }
