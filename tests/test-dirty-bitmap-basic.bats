@@ -198,3 +198,25 @@ for k in range(2400):
   stop_nbdkit sock2
   grep -q ' 0 requests needed new bits, 0 commits' sock2.log
 }
+
+@test "dirty-bitmap: the view of a disabled bitmap is frozen, an enabled one is live" {
+  requires_nbdsh
+  "$QAD_IMG" create --format=qdb disk.qdb --size=8M --bitmap=live --bitmap=frozen
+  start_nbdkit sock --filter="$DIRTY_BITMAP_FILTER" file disk.raw \
+    dirty-bitmap=disk.qdb
+  nbdsh -u "$(nbd_uri sock)" -c 'h.pwrite(b"1", 0)'
+  stop_nbdkit sock
+  "$QAD_IMG" bitmap disk.qdb --disable frozen
+  start_nbdkit sock --filter="$DIRTY_BITMAP_FILTER" file disk.raw \
+    dirty-bitmap=disk.qdb
+  nbdsh -u "$(nbd_uri sock)" -c 'h.pwrite(b"2", 5 << 20)'
+  # live: granules 0 and 80; frozen: granule 0 only.
+  run nbdinfo --map "$(nbd_uri sock dirty-bitmap:live)"
+  [ "$(awk '$3 == 0 { print $1, $2 }' <<<"$output" | tr '\n' ' ')" = \
+    "0 65536 5242880 65536 " ]
+  run nbdinfo --map "$(nbd_uri sock dirty-bitmap:frozen)"
+  [ "$(awk '$3 == 0 { print $1, $2 }' <<<"$output" | tr '\n' ' ')" = \
+    "0 65536 " ]
+  run nbdinfo --list "$(nbd_uri sock)"
+  [[ "$output" == *"dirty bitmap frozen (disabled, granularity 65536)"* ]]
+}
