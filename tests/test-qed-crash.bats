@@ -34,12 +34,17 @@ crash_loop ()
   fi
   for i in $(seq 1 $CRASHES); do
     qemu-img convert -O raw disk.qed initial.raw
-    rm -f log
+    rm -f log; touch log
     sock="$BATS_TEST_TMPDIR/s$i"
     serve_qed "$sock" disk.qed
     python3 "$BATS_TEST_DIRNAME/crash-workload.py" run \
       "$(nbd_uri "$sock")" $SIZE $i log &
     local client=$!
+    # Let the workload get going (one flushed round) before the random
+    # delay, so that every crash lands in the middle of real work.
+    local w
+    for w in $(seq 1 300); do test -s log && break; sleep 0.1; done
+    test -s log
     sleep "0.$(( RANDOM % 8 + 2 ))"
     kill -9 "$(server_pid "$sock")"
     wait "$client" || true
