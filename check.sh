@@ -89,6 +89,26 @@ if test -z "${SKIP_VALGRIND:-}"; then
   count_results "$srcdir/common"
 fi
 
+# make install puts the objects where nbdkit looks for short names.
+if test "$(id -u)" -eq 0 && test -z "${SKIP_INSTALL_TEST:-}"; then
+  step "make install: short names"
+  install_ok=0
+  make install >/dev/null &&
+    nbdkit qed --dump-plugin | grep -q '^name=qed$' &&
+    test -f "$(pkg-config --variable=filterdir nbdkit)/nbdkit-addcow-filter.so" &&
+    test -f "$(pkg-config --variable=filterdir nbdkit)/nbdkit-dirty-bitmap-filter.so" &&
+    test -f /usr/local/share/man/man1/nbdkit-qed-plugin.1 && install_ok=1
+  make uninstall >/dev/null || true
+  if test "$install_ok" -eq 1; then
+    echo "installed and found by short name: ok"
+    passed=$((passed + 1))
+  else
+    echo "FAILED: make install / short names"
+    failed=$((failed + 1))
+  fi
+fi
+
+
 echo
 echo "$passed passed, $failed failed"
 test "$failed" -eq 0 || status=1
