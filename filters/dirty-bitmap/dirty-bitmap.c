@@ -11,12 +11,12 @@
  * Lifecycle.  .config resolves the QDB path (nbdkit chdirs to /).
  * .get_ready opens the file, creating it (empty) when missing, takes
  * an OFD write lock on it (a second server is refused), and validates
- * an existing file fully (common/qdb), giving every enabled bitmap a
- * data cluster for every table entry (qdb_allocate_all), so that the
- * hot path never allocates.  .after_fork opens a shared context on the
- * plugin to learn the disk size: a new (empty) file gets its header,
- * directory and bitmaps written then; an existing one must describe a
- * disk of exactly that size.
+ * an existing file fully (common/qdb).  .after_fork opens a shared
+ * context on the plugin to learn the disk size: a new (empty) file gets
+ * its header, directory and bitmaps written then; an existing one must
+ * describe a disk of exactly that size, and only then is it changed:
+ * every enabled bitmap gets a data cluster for every table entry
+ * (qdb_allocate_all), so that the hot path never allocates.
  *
  * Tracking (the persist-before-write protocol of the spec).  Every
  * write, write-zeroes and trim calls mark_dirty before it is passed
@@ -331,13 +331,8 @@ dirtybitmap_get_ready (int thread_model)
       return -1;
     }
   }
-  if (qdb_clear_unknown_autoclear (&qdb_io, qdb) == -1)
-    return -1;
-  for (i = 0; i < qdb->nr_bitmaps; ++i)
-    if (qdb->bitmaps[i].flags & QDB_FLAG_ENABLED)
-      if (qdb_allocate_all (&qdb_io, qdb, &qdb->bitmaps[i]) == -1)
-        return -1;
-  return setup_tracking ();
+  /* Nothing is written until .after_fork has checked the disk size. */
+  return 0;
 }
 
 static int
@@ -389,7 +384,18 @@ dirtybitmap_after_fork (nbdkit_backend *backend)
                     qdb->bitmaps[i].disk_size, disk_size);
       return -1;
     }
-  return 0;
+
+  /* The file is valid and describes this disk: open it for writing as
+   * the spec says (clear unknown autoclear bits first), then give every
+   * enabled bitmap all its data clusters.
+   */
+  if (qdb_clear_unknown_autoclear (&qdb_io, qdb) == -1)
+    return -1;
+  for (i = 0; i < qdb->nr_bitmaps; ++i)
+    if (qdb->bitmaps[i].flags & QDB_FLAG_ENABLED)
+      if (qdb_allocate_all (&qdb_io, qdb, &qdb->bitmaps[i]) == -1)
+        return -1;
+  return setup_tracking ();
 }
 
 static void
