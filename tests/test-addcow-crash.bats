@@ -87,3 +87,26 @@ os.kill('"$pid"', 9)
   start_addcow s
   nbdsh_on s 'assert h.pread(65536, 2 * 65536) == open("base.img", "rb").read()[2 * 65536:3 * 65536]'
 }
+
+@test "addcow flush order: the plugin is flushed before the bitmap is written" {
+  requires_nbdsh
+  requires nbdkit eval --version
+  random_file base.img $((1024 * 1024)) 67
+  truncate -s 1M disk.raw
+  # A plugin whose flush takes a copy of the sidecar: at that moment
+  # the new bit must not be in the file yet.
+  start_nbdkit s --filter="$ADDCOW_FILTER" eval \
+    get_size='echo 1048576' can_write='exit 0' can_flush='exit 0' \
+    pread="dd if=$PWD/disk.raw iflag=skip_bytes,count_bytes skip=\$4 count=\$3 status=none" \
+    pwrite="dd of=$PWD/disk.raw oflag=seek_bytes conv=notrunc seek=\$4 status=none" \
+    flush="cp $PWD/disk.add-cow $PWD/at-flush.add-cow" \
+    addcow=disk.add-cow addcow-image=disk.raw addcow-backing=base.img
+  nbdsh_on s 'h.pwrite(b"o" * 100, 3 * 65536 + 7)
+h.flush()'
+  [ "$(od -A n -t x1 -j 65536 -N 1 at-flush.add-cow | tr -d ' ')" = 00 ]
+  [ "$(od -A n -t x1 -j 65536 -N 1 disk.add-cow | tr -d ' ')" = 08 ]
+  # And FUA goes the same way.
+  nbdsh_on s 'h.pwrite(b"p" * 100, 5 * 65536 + 7, nbd.CMD_FLAG_FUA)'
+  [ "$(od -A n -t x1 -j 65536 -N 1 at-flush.add-cow | tr -d ' ')" = 08 ]
+  [ "$(od -A n -t x1 -j 65536 -N 1 disk.add-cow | tr -d ' ')" = 28 ]
+}
