@@ -23,13 +23,14 @@ setup ()
 concurrent ()
 {
   local cs="$1" chunk="$2" backing="$3" size=$((48 * 1024 * 1024))
+  shift 3
   if test "$backing" = raw; then
     random_file base.raw $size 5
     qemu-img create -q -f qed -o cluster_size=$cs -b base.raw -F raw disk.qed $size
   else
     qemu-img create -q -f qed -o cluster_size=$cs disk.qed $size
   fi
-  serve_qed "$BATS_TEST_TMPDIR/s" disk.qed --threads=16
+  serve_qed "$BATS_TEST_TMPDIR/s" disk.qed --threads=16 "$@"
   "$TESTS_BIN/qed-concurrent" "$(nbd_uri "$BATS_TEST_TMPDIR/s")" \
     $size $chunk 8 expected.raw
   stop_nbdkit "$BATS_TEST_TMPDIR/s"
@@ -66,4 +67,10 @@ concurrent ()
 
 @test "qed concurrent: 1M clusters, 100000-byte chunks" {
   concurrent 1048576 100000 none
+}
+
+@test "qed concurrent: 4K clusters with a one-table L2 cache (eviction races)" {
+  # 16 KiB tables, 16 KiB cache: every table switch evicts, while other
+  # threads load tables and update entries.
+  concurrent 4096 1000 none l2-cache-size=16K
 }

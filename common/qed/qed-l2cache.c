@@ -7,10 +7,13 @@
  *
  * The cache holds a fixed number of slots, chosen from the byte limit,
  * so memory is bounded whatever the image size.  Replacement is least
- * recently used by a global tick.  One mutex protects the slots; a
- * miss reads the table while holding it.  That serialises misses only:
- * hits copy a few entries out and return.  Callers never keep pointers
- * into the cache, so eviction cannot pull a table from under them.
+ * recently used by a global tick.  One mutex protects the slots, and is
+ * never held across I/O: a miss marks its slot "loading", reads the
+ * table with the mutex released, then publishes it.  Others who want
+ * that table (or to update one of its entries) wait on a condition
+ * variable meanwhile; loading slots are never evicted.  Callers never
+ * keep pointers into the cache, so eviction cannot pull a table from
+ * under them.
  */
 
 #include <config.h>
@@ -18,6 +21,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,11 +35,13 @@
 struct l2_slot {
   uint64_t offset;              /* 0 = empty slot */
   uint64_t last_use;
+  bool loading;                 /* being read: entries not valid yet */
   uint64_t *entries;            /* host-endian, allocated on first use */
 };
 
 struct qed_l2cache {
   pthread_mutex_t lock;         /* protects everything below */
+  pthread_cond_t loaded;        /* a slot finished loading */
   uint64_t table_bytes;
   uint64_t nr_entries;
   size_t nr_slots;
@@ -58,6 +64,7 @@ qed_l2cache_new (uint64_t table_bytes, uint64_t max_bytes)
   c->table_bytes = table_bytes;
   c->nr_entries = table_bytes / 8;
   pthread_mutex_init (&c->lock, NULL);
+  pthread_cond_init (&c->loaded, NULL);
   return c;
 
  enomem:
@@ -78,6 +85,7 @@ qed_l2cache_free (struct qed_l2cache *c)
   for (i = 0; i < c->nr_slots; ++i)
     free (c->slots[i].entries);
   free (c->slots);
+  pthread_cond_destroy (&c->loaded);
   pthread_mutex_destroy (&c->lock);
   free (c);
 }
@@ -94,20 +102,43 @@ find_slot (struct qed_l2cache *c, uint64_t offset)
   return NULL;
 }
 
-/* With the lock held: an empty or least recently used slot. */
+/* With the lock held: wait while the slot for OFFSET is loading, then
+ * return it (or NULL when it is not cached).
+ */
+static struct l2_slot *
+find_loaded_slot (struct qed_l2cache *c, uint64_t offset)
+{
+  struct l2_slot *s;
+
+  while ((s = find_slot (c, offset)) != NULL && s->loading)
+    pthread_cond_wait (&c->loaded, &c->lock);
+  return s;
+}
+
+/* With the lock held: an empty or least recently used slot that is
+ * not loading, waiting for one if every slot is loading.
+ */
 static struct l2_slot *
 victim_slot (struct qed_l2cache *c)
 {
-  struct l2_slot *v = &c->slots[0];
+  struct l2_slot *v;
   size_t i;
 
-  for (i = 0; i < c->nr_slots; ++i) {
-    if (c->slots[i].offset == 0)
-      return &c->slots[i];
-    if (c->slots[i].last_use < v->last_use)
-      v = &c->slots[i];
+  for (;;) {
+    v = NULL;
+    for (i = 0; i < c->nr_slots; ++i) {
+      struct l2_slot *s = &c->slots[i];
+      if (s->loading)
+        continue;
+      if (s->offset == 0)
+        return s;
+      if (v == NULL || s->last_use < v->last_use)
+        v = s;
+    }
+    if (v)
+      return v;
+    pthread_cond_wait (&c->loaded, &c->lock);
   }
-  return v;
 }
 
 /* With the lock held: prepare a slot for OFFSET, contents unset. */
@@ -137,6 +168,7 @@ qed_l2cache_get (struct qed_l2cache *c, int fd, const char *filename,
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&c->lock);
   struct l2_slot *s;
   uint64_t i;
+  int r;
 
   if (index >= c->nr_entries || count > c->nr_entries - index) {
     qad_error ("%s: internal error: L2 index %" PRIu64 "+%" PRIu64
@@ -145,19 +177,28 @@ qed_l2cache_get (struct qed_l2cache *c, int fd, const char *filename,
     return -1;
   }
 
-  s = find_slot (c, table_offset);
+  s = find_loaded_slot (c, table_offset);
   if (s == NULL) {
     s = claim_slot (c, table_offset);
     if (s == NULL)
       return -1;
-    if (full_pread (fd, s->entries, c->table_bytes, table_offset) == -1) {
+    s->offset = table_offset;
+    s->loading = true;
+    /* Read with the lock released; others wait for this slot only. */
+    pthread_mutex_unlock (&c->lock);
+    r = full_pread (fd, s->entries, c->table_bytes, table_offset);
+    if (r == 0)
+      for (i = 0; i < c->nr_entries; ++i)
+        s->entries[i] = load_le64 (&s->entries[i]);
+    pthread_mutex_lock (&c->lock);
+    s->loading = false;
+    pthread_cond_broadcast (&c->loaded);
+    if (r == -1) {
+      s->offset = 0;
       qad_error ("%s: cannot read L2 table at offset %" PRIu64 ": %m",
                  filename, table_offset);
       return -1;
     }
-    for (i = 0; i < c->nr_entries; ++i)
-      s->entries[i] = load_le64 (&s->entries[i]);
-    s->offset = table_offset;
   }
   s->last_use = ++c->tick;
   memcpy (out, &s->entries[index], count * sizeof *out);
@@ -169,7 +210,10 @@ qed_l2cache_set (struct qed_l2cache *c, uint64_t table_offset,
                  uint64_t index, uint64_t value)
 {
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&c->lock);
-  struct l2_slot *s = find_slot (c, table_offset);
+  /* A table still loading may have read the entry before the caller
+   * wrote it: wait, then update.
+   */
+  struct l2_slot *s = find_loaded_slot (c, table_offset);
 
   if (s && index < c->nr_entries)
     s->entries[index] = value;
@@ -179,7 +223,7 @@ int
 qed_l2cache_insert_empty (struct qed_l2cache *c, uint64_t table_offset)
 {
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&c->lock);
-  struct l2_slot *s = find_slot (c, table_offset);
+  struct l2_slot *s = find_loaded_slot (c, table_offset);
 
   if (s == NULL)
     s = claim_slot (c, table_offset);
@@ -196,6 +240,9 @@ qed_l2cache_clear (struct qed_l2cache *c)
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&c->lock);
   size_t i;
 
-  for (i = 0; i < c->nr_slots; ++i)
+  for (i = 0; i < c->nr_slots; ++i) {
+    while (c->slots[i].loading)
+      pthread_cond_wait (&c->loaded, &c->lock);
     c->slots[i].offset = 0;
+  }
 }
