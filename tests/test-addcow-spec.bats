@@ -44,3 +44,17 @@ setup ()
   python3 "$SPEC" read disk.add-cow rebuilt.raw
   cmp rebuilt.raw ref.raw
 }
+
+@test "addcow spec: ALL_ALLOCATED on a foreign-layout sidecar keeps its names in place" {
+  truncate -s 1M disk.raw
+  python3 "$SPEC" write disk.add-cow disk.raw 1048576 16 base.img raw
+  head -c 4096 disk.add-cow > before.hdr
+  start_addcow s
+  nbdsh_on s 'h.pwrite(b"a" * (1 << 20), 0); h.flush()'
+  stop_nbdkit s
+  [ "$(field_le64 disk.add-cow 32)" = 1 ]
+  # Only bytes 32..39 changed in the header.
+  cmp -l before.hdr <(head -c 4096 disk.add-cow) | awk '{ print $1 }' | tr '\n' ' ' > changed
+  [ "$(cat changed)" = "33 " ]
+  "$QAD_IMG" check disk.add-cow
+}

@@ -186,7 +186,8 @@ addcow_check (const char *path, bool repair, addcow_problem_fn problem,
   if (r->nclusters > 0 && r->in_image == r->nclusters) {
     if (repair) {
       h.compat_features |= ADDCOW_COMPAT_ALL_ALLOCATED;
-      if (fdatasync (fd) == -1 || addcow_write_header (fd, path, &h) == -1) {
+      if (fdatasync (fd) == -1 ||
+          addcow_write_compat_features (fd, path, h.compat_features) == -1) {
         qad_error ("%s: setting ALL_ALLOCATED: %m", path);
         goto out;
       }

@@ -35,6 +35,7 @@
 
 #include "addcow.h"
 #include "addcow-file.h"
+#include "byte-swapping.h"
 #include "cleanup.h"
 #include "full-io.h"
 #include "minmax.h"
@@ -234,6 +235,19 @@ addcow_write_header (int fd, const char *path, const struct addcow_header *h)
     return -1;
   if (full_pwrite (fd, buf, h->header_size, 0) == -1) {
     qad_error ("%s: writing add-cow header: %m", path);
+    return -1;
+  }
+  return 0;
+}
+
+int
+addcow_write_compat_features (int fd, const char *path, uint64_t compat)
+{
+  uint8_t buf[8];
+
+  store_le64 (buf, compat);
+  if (full_pwrite (fd, buf, sizeof buf, ADDCOW_OFF_COMPAT_FEATURES) == -1) {
+    qad_error ("%s: writing compat features: %m", path);
     return -1;
   }
   return 0;

@@ -666,7 +666,8 @@ do_flush (nbdkit_next *next, int *err)
       ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bitmap_lock);
       hdr.compat_features |= ADDCOW_COMPAT_ALL_ALLOCATED;
     }
-    if (addcow_write_header (fd, sidecar, &hdr) == -1) {
+    if (addcow_write_compat_features (fd, sidecar,
+                                      hdr.compat_features) == -1) {
       *err = errno ? errno : EIO;
       ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bitmap_lock);
       hdr.compat_features &= ~ADDCOW_COMPAT_ALL_ALLOCATED;
