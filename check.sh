@@ -66,7 +66,13 @@ count_results "$srcdir/tests"
 copy_sources ()
 {
   rm -rf "$1" && mkdir -p "$1"
-  git ls-files -z -c -o --exclude-standard | tar -c --null -T - | tar -x -C "$1"
+  if git rev-parse --git-dir >/dev/null 2>&1; then
+    git ls-files -z -c -o --exclude-standard | tar -c --null -T - | tar -x -C "$1"
+  else
+    # A release tarball: copy it, then clean the copy.
+    tar -c --exclude=./build-asan . | tar -x -C "$1"
+    (cd "$1" && { test ! -f Makefile || make distclean >/dev/null; })
+  fi
 }
 
 if test -z "${SKIP_SANITIZERS:-}"; then

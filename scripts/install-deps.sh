@@ -14,7 +14,6 @@ packages=(
   build-essential autoconf automake libtool pkg-config perl
   nbdkit nbdkit-plugin-dev libnbd-dev libnbd-bin python3-libnbd
   qemu-utils bats bats-assert bats-support fio valgrind
-  clang libclang-rt-14-dev
   guestfish libguestfs-tools linux-image-amd64
 )
 
