@@ -17,6 +17,13 @@ setup ()
 
 qdbread () { python3 "$BATS_TEST_DIRNAME/dirty-bitmap-qdbread.py" "$@"; }
 
+teardown ()
+{
+  # The persist-failure test makes disk.qdb immutable for a while.
+  chattr -i "$BATS_TEST_TMPDIR/disk.qdb" 2>/dev/null || true
+  cleanup_servers
+}
+
 @test "dirty-bitmap: creates the QDB file with the named bitmaps" {
   start_nbdkit sock --filter="$DIRTY_BITMAP_FILTER" file disk.raw \
     dirty-bitmap=disk.qdb dirty-bitmap-name=b1 dirty-bitmap-name=b2 \
@@ -221,4 +228,36 @@ for k in range(2400):
     "0 65536 " ]
   run nbdinfo --list "$(nbd_uri sock)"
   [[ "$output" == *"dirty bitmap frozen (disabled, granularity 65536)"* ]]
+}
+
+@test "dirty-bitmap: if the bitmap cannot be persisted, the write is not passed down" {
+  requires_nbdsh
+  requires which chattr
+  # Needs root and a filesystem with the immutable flag (ext4, xfs).
+  touch probe; chattr +i probe 2>/dev/null || skip "chattr +i not supported here"
+  chattr -i probe
+  start_nbdkit sock --filter="$DIRTY_BITMAP_FILTER" file disk.raw \
+    dirty-bitmap=disk.qdb
+  nbdsh -u "$(nbd_uri sock)" -c 'h.pwrite(b"a", 0)'
+  chattr +i disk.qdb
+  run nbdsh -u "$(nbd_uri sock)" -c '
+try:
+    h.pwrite(b"b", 1 << 20)     # a clean granule: its bit cannot be saved
+    print("unexpected success")
+except nbd.Error as e:
+    print("failed as expected:", e)
+try:
+    h.pwrite(b"c", 1)           # an already dirty granule: refused too
+    print("unexpected success")
+except nbd.Error as e:
+    print("failed as expected:", e)
+'
+  chattr -i disk.qdb
+  echo "$output"
+  [[ "$output" != *"unexpected success"* ]]
+  [ "$(echo "$output" | grep -c "failed as expected")" -eq 2 ]
+  grep -q "refusing all further writes" sock.log
+  # Neither write reached the disk.
+  [ "$(od -An -c -j $((1 << 20)) -N 1 disk.raw | tr -d ' ')" = '\0' ]
+  [ "$(od -An -c -j 1 -N 1 disk.raw | tr -d ' ')" = '\0' ]
 }
