@@ -286,6 +286,8 @@ open_in_chain (const char *filename, const struct qed_open_options *opts,
   pthread_mutex_init (&img->lock, NULL);
   pthread_mutex_init (&img->l2_alloc_lock, NULL);
   pthread_cond_init (&img->alloc_cond, NULL);
+  pthread_mutex_init (&img->sync_lock, NULL);
+  pthread_cond_init (&img->sync_done, NULL);
 
   img->fd = open (filename, (opts->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
   if (img->fd == -1) {
@@ -395,6 +397,8 @@ qed_close (struct qed_image *img)
   free (img->dev.name);
   pthread_cond_destroy (&img->alloc_cond);
   pthread_mutex_destroy (&img->l2_alloc_lock);
+  pthread_cond_destroy (&img->sync_done);
+  pthread_mutex_destroy (&img->sync_lock);
   pthread_mutex_destroy (&img->lock);
   free (img);
   return r;

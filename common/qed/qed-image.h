@@ -73,6 +73,17 @@ struct qed_image {
 
   pthread_mutex_t l2_alloc_lock; /* serialises creating L2 tables; taken
                                     before lock, never after */
+
+  /* Group commit (qed-write.c): concurrent callers that need their
+   * completed writes durable share one fdatasync.
+   */
+  pthread_mutex_t sync_lock;    /* protects the fields below */
+  pthread_cond_t sync_done;
+  uint64_t sync_requested;      /* tickets handed out */
+  uint64_t sync_completed;      /* every ticket <= this is durable */
+  uint64_t sync_failed;         /* tickets <= this got an error */
+  int sync_errno;
+  bool sync_running;
 };
 
 extern struct qed_image *qed_open (const char *filename,
