@@ -99,6 +99,8 @@ f = open("ref.raw", "r+b"); f.seek(12345); f.write(b"A" * 100000)'
   [[ "$output" =~ \"can_trim\":\ true ]]
   [[ "$output" =~ \"can_multi_conn\":\ true ]]
   [[ "$output" =~ base:allocation ]]
+  # The cluster size is the preferred block size.
+  [[ "$output" =~ \"block_size_preferred\":\ 65536 ]]
 }
 
 @test "addcow: no backing file: unwritten clusters read as zeroes" {

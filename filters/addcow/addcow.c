@@ -719,6 +719,25 @@ addcow_finalize (nbdkit_next *next, void *handle)
   return 0;
 }
 
+/* Advertise the cluster size as the preferred block size, so that
+ * well-behaved clients write whole clusters and avoid copy-up reads.
+ */
+static int
+addcow_block_size (nbdkit_next *next, void *handle, uint32_t *minimum,
+                   uint32_t *preferred, uint32_t *maximum)
+{
+  if (next->block_size (next, minimum, preferred, maximum) == -1)
+    return -1;
+  if (*minimum == 0) {          /* the plugin has no constraints */
+    *minimum = 1;
+    *preferred = 4096;
+    *maximum = 0xffffffff;
+  }
+  if (csize > *preferred && csize <= *maximum)
+    *preferred = csize;
+  return 0;
+}
+
 /* ---- can_* : every one explicit (see DESIGN: nbdkit 1.32 facts) ---- */
 
 static int
@@ -1223,6 +1242,7 @@ static struct nbdkit_filter filter = {
   .close             = addcow_close,
   .prepare           = addcow_prepare,
   .finalize          = addcow_finalize,
+  .block_size        = addcow_block_size,
   .can_write         = addcow_can_write,
   .can_flush         = addcow_can_flush,
   .can_fua           = addcow_can_fua,
