@@ -163,3 +163,24 @@ assert h.pread(1 << 20, 1 << 20) == bytes(1 << 20)'
     addcow-backing=base.img
   "$ADDCOW_WORKLOAD" compare "$(nbd_uri s)" ref.raw
 }
+
+@test "addcow: qemu-img sees accurate extents and keeps the disk sparse" {
+  requires qemu-img --version
+  truncate -s 64M sparse.img
+  dd if=base.img of=sparse.img conv=notrunc status=none        # 1M data
+  truncate -s 64M disk.raw
+  start_addcow s addcow-backing=sparse.img
+  nbdsh_on s 'h.pwrite(b"w" * 65536, 32 << 20)'
+  run map_of "$(nbd_uri s)" raw
+  echo "$output"
+  [ "${lines[0]}" = "0 1048576 data -" ]
+  [ "${lines[1]}" = "1048576 32505856 - zero" ]
+  [ "${lines[2]}" = "33554432 65536 data -" ]
+  [ "${lines[3]}" = "33619968 33488896 - zero" ]
+  qemu-img convert -f raw -O qcow2 "$(nbd_uri s)" out.qcow2
+  run map_of out.qcow2 qcow2
+  echo "$output"
+  [ "${lines[0]}" = "0 1048576 data -" ]
+  [ "${lines[2]}" = "33554432 65536 data -" ]
+  [ "$(qemu-img info --output=json out.qcow2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["actual-size"] < 8 << 20)')" = True ]
+}
