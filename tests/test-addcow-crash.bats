@@ -110,3 +110,71 @@ h.flush()'
   [ "$(od -A n -t x1 -j 65536 -N 1 at-flush.add-cow | tr -d ' ')" = 08 ]
   [ "$(od -A n -t x1 -j 65536 -N 1 disk.add-cow | tr -d ' ')" = 28 ]
 }
+
+@test "addcow multi-conn: with a plugin that is not multi-conn, a flush persists only its own connection's bits" {
+  requires_nbdsh
+  requires nbdkit eval --version
+  random_file base.img $((1024 * 1024)) 68
+  truncate -s 1M disk.raw
+  # The eval plugin does not offer multi-conn, so the filter does not
+  # either, and must not assume that one connection's flush covers
+  # another's writes.
+  start_nbdkit s --filter="$ADDCOW_FILTER" eval \
+    get_size='echo 1048576' can_write='exit 0' can_flush='exit 0' \
+    pread="dd if=$PWD/disk.raw iflag=skip_bytes,count_bytes skip=\$4 count=\$3 status=none" \
+    pwrite="dd of=$PWD/disk.raw oflag=seek_bytes conv=notrunc seek=\$4 status=none" \
+    flush='exit 0' \
+    addcow=disk.add-cow addcow-image=disk.raw addcow-backing=base.img
+  nbdsh_on s '
+assert not h.can_multi_conn()
+h.pwrite(b"a" * 10, 3 * 65536 + 1)           # bit 3, through connection 1
+h2 = nbd.NBD()
+h2.connect_uri(h.get_uri())
+h2.pwrite(b"b" * 10, 5 * 65536 + 1)          # bit 5, through connection 2
+h2.flush()
+with open("disk.add-cow", "rb") as f:
+    f.seek(65536)
+    assert f.read(1) == b"\x20", "connection 2 persisted a bit of connection 1"
+h.flush()
+with open("disk.add-cow", "rb") as f:
+    f.seek(65536)
+    assert f.read(1) == b"\x28"
+'
+}
+
+@test "addcow multi-conn: with a multi-conn plugin, a flush on any connection persists every bit" {
+  requires_nbdsh
+  random_file base.img $((1024 * 1024)) 69
+  truncate -s 1M disk.raw
+  start_addcow s addcow-backing=base.img
+  nbdsh_on s '
+assert h.can_multi_conn()
+h.pwrite(b"a" * 10, 3 * 65536 + 1)
+h2 = nbd.NBD()
+h2.connect_uri(h.get_uri())
+h2.flush()
+with open("disk.add-cow", "rb") as f:
+    f.seek(65536)
+    assert f.read(1) == b"\x08"
+'
+}
+
+@test "addcow crash: kill -9 with a plugin without multi-conn (per-connection persistence)" {
+  requires_file "$(nbdkit --dump-config | sed -n 's/^filterdir=//p')/nbdkit-multi-conn-filter.so"
+  random_file base.img $((4 * 1024 * 1024)) 70
+  random_file disk.raw $((4 * 1024 * 1024)) 71
+  reference_of base.img 4M flushed.ref
+  local i
+  for i in 1 2 3; do
+    start_nbdkit s --filter="$ADDCOW_FILTER" --filter=multi-conn file disk.raw \
+      multi-conn-mode=disable addcow=disk.add-cow addcow-backing=base.img
+    "$ADDCOW_WORKLOAD" crash "$(nbd_uri s)" . "$i" > crash.out &
+    local client=$!
+    sleep "0.$((3 + RANDOM % 6))"
+    stop_nbdkit s KILL
+    wait "$client"
+    start_addcow s
+    "$ADDCOW_WORKLOAD" crash-verify "$(nbd_uri s)" .
+    stop_nbdkit s
+  done
+}

@@ -65,3 +65,23 @@ diff_round ()
   "$ADDCOW_WORKLOAD" run "$(nbd_uri s)" ref.raw 800 7
   "$ADDCOW_WORKLOAD" compare "$(nbd_uri s)" ref.raw
 }
+
+@test "addcow differential: plugin without multi-conn (per-connection persistence), with restarts" {
+  requires_file "$(nbdkit --dump-config | sed -n 's/^filterdir=//p')/nbdkit-multi-conn-filter.so"
+  random_file base.img $((6 * 1024 * 1024)) 15
+  truncate -s 8M disk.raw
+  reference_of base.img 8M ref.raw
+  start_nbdkit s --filter="$ADDCOW_FILTER" --filter=multi-conn file disk.raw \
+    multi-conn-mode=disable addcow=disk.add-cow addcow-backing=base.img
+  [ "$(nbdinfo --can multi-conn "$(nbd_uri s)"; echo $?)" != 0 ]
+  "$ADDCOW_WORKLOAD" run "$(nbd_uri s)" ref.raw 500 8
+  stop_nbdkit s
+  "$ADDCOW_WORKLOAD" check-image disk.add-cow disk.raw ref.raw
+  start_nbdkit s --filter="$ADDCOW_FILTER" --filter=multi-conn file disk.raw \
+    multi-conn-mode=disable addcow=disk.add-cow addcow-on-read=true
+  "$ADDCOW_WORKLOAD" run "$(nbd_uri s)" ref.raw 500 9
+  "$ADDCOW_WORKLOAD" compare "$(nbd_uri s)" ref.raw
+  stop_nbdkit s
+  [ "$(field_le64 disk.add-cow 32)" = 1 ]
+  "$ADDCOW_WORKLOAD" check-image disk.add-cow disk.raw ref.raw
+}

@@ -27,8 +27,12 @@
  *    write the snapshot and fdatasync the sidecar; all under
  *    flush_lock so that an older snapshot never overwrites a newer
  *    one.  Bits set after the snapshot wait for the next flush, so
- *    every persisted bit has persisted data (multi-conn plugins: a
- *    flush on any connection flushes all of them).
+ *    every persisted bit has persisted data.  That relies on a flush
+ *    through one connection flushing what the others wrote, which is
+ *    what a multi-conn plugin promises.  With a plugin that is not
+ *    multi-conn, each connection instead remembers the clusters whose
+ *    bits it set (struct handle: pending) and its flush persists only
+ *    those, through the "ondisk" bitmap of bits allowed on disk.
  *  - ALL_ALLOCATED is persisted by the flush that writes the last bit.
  */
 
@@ -93,8 +97,13 @@ static pthread_mutex_t bitmap_lock = PTHREAD_MUTEX_INITIALIZER;
  */
 static uint8_t *bitmap;                 /* NULL when all allocated */
 static uint64_t bmlen;
-static uint8_t *dirty;                  /* one flag per CHUNK of bitmap */
+static uint8_t *dirty;                  /* one flag per CHUNK of bitmap
+                                           (of ondisk when !multi_conn) */
 static uint64_t nr_set;
+static bool multi_conn;                 /* the plugin's can_multi_conn */
+static uint8_t *ondisk;                 /* !multi_conn: bits allowed on
+                                           disk (set after a flush) */
+static uint64_t nr_ondisk;              /* !multi_conn: bits in ondisk */
 
 /* Set once every bit is 1 (or the sidecar says ALL_ALLOCATED): from
  * then on every request passes straight through.  Only goes false ->
@@ -109,8 +118,17 @@ static pthread_mutex_t flush_lock = PTHREAD_MUTEX_INITIALIZER;
 /* Bit-0 cluster work; see rangelock.h. */
 static struct rangelock clusters = RANGELOCK_INIT;
 
+struct cluster_range {
+  uint64_t start, end;
+};
+
 struct handle {
   bool can_write;               /* the plugin connection accepts writes */
+  /* !multi_conn: clusters whose bits this connection set since its
+   * last flush (bitmap_lock protects these three).
+   */
+  struct cluster_range *pending;
+  size_t nr_pending, alloc_pending;
 };
 
 static void
@@ -133,6 +151,7 @@ addcow_unload (void)
   qad_blockdev_close (backing);
   addcow_header_free (&hdr);
   free (bitmap);
+  free (ondisk);
   free (dirty);
   rangelock_free (&clusters);
   free (sidecar);
@@ -457,7 +476,7 @@ addcow_get_ready (int thread_model)
 
 /* First connection: load or size the bitmap for the plugin's size. */
 static int
-setup_bitmap (uint64_t size)
+setup_bitmap (uint64_t size, bool plugin_multi_conn)
 {
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&state_lock);
   uint64_t file_size;
@@ -475,6 +494,7 @@ setup_bitmap (uint64_t size)
   }
   disk_size = size;
   nclusters = addcow_nr_clusters (size, cbits);
+  multi_conn = plugin_multi_conn;
   if (all_allocated) {
     ready = true;
     return 0;
@@ -501,6 +521,15 @@ setup_bitmap (uint64_t size)
     return -1;
   }
   nr_set = addcow_bitmap_count (bitmap, nclusters);
+  if (!multi_conn) {
+    ondisk = malloc (bmlen ? bmlen : 1);
+    if (ondisk == NULL) {
+      nbdkit_error ("malloc: %m");
+      return -1;
+    }
+    memcpy (ondisk, bitmap, bmlen);
+    nr_ondisk = nr_set;
+  }
   nbdkit_debug ("addcow: disk %" PRIu64 " bytes, %" PRIu64 " clusters of %"
                 PRIu64 ", %" PRIu64 " in the image%s",
                 size, nclusters, csize, nr_set, fresh ? " (new bitmap)" : "");
@@ -530,7 +559,10 @@ addcow_open (nbdkit_next_open *next, nbdkit_context *nxdata,
 static void
 addcow_close (void *handle)
 {
-  free (handle);
+  struct handle *h = handle;
+
+  free (h->pending);
+  free (h);
 }
 
 static int
@@ -547,7 +579,10 @@ addcow_prepare (nbdkit_next *next, void *handle, int readonly)
   if (r == -1)
     return -1;
   h->can_write = r;
-  return setup_bitmap (size);
+  r = next->can_multi_conn (next);
+  if (r == -1)
+    return -1;
+  return setup_bitmap (size, r == 1);
 }
 
 /* ---- bitmap helpers ---- */
@@ -576,17 +611,42 @@ bit_run (uint64_t c, uint64_t end, bool *v)
   return addcow_bitmap_run (bitmap, c, end, v);
 }
 
-/* Set the bits of clusters [C0, C1): their data has been written. */
-static void
-set_bits (uint64_t c0, uint64_t c1)
+/* Set the bits of clusters [C0, C1): their data has been written
+ * through connection H.
+ */
+static int
+set_bits (struct handle *h, uint64_t c0, uint64_t c1, int *err)
 {
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bitmap_lock);
   uint64_t c;
 
+  if (!multi_conn) {
+    struct cluster_range *last =
+      h->nr_pending ? &h->pending[h->nr_pending - 1] : NULL;
+    if (last && last->end == c0)
+      last->end = c1;
+    else {
+      if (h->nr_pending == h->alloc_pending) {
+        size_t n = h->alloc_pending ? h->alloc_pending * 2 : 64;
+        struct cluster_range *p = realloc (h->pending, n * sizeof *p);
+        if (p == NULL) {
+          *err = errno;
+          nbdkit_error ("realloc: %m");
+          return -1;
+        }
+        h->pending = p;
+        h->alloc_pending = n;
+      }
+      h->pending[h->nr_pending].start = c0;
+      h->pending[h->nr_pending].end = c1;
+      h->nr_pending++;
+    }
+  }
   for (c = c0; c < c1; ++c) {
     if (!addcow_bit (bitmap, c)) {
       addcow_set_bit (bitmap, c);
-      dirty[(c >> 3) / CHUNK] = 1;
+      if (multi_conn)
+        dirty[(c >> 3) / CHUNK] = 1;
       nr_set++;
     }
   }
@@ -594,6 +654,7 @@ set_bits (uint64_t c0, uint64_t c1)
     nbdkit_debug ("addcow: every cluster is in the image now");
     all_allocated = true;
   }
+  return 0;
 }
 
 /* ---- the flush sequence ---- */
@@ -603,40 +664,67 @@ struct chunk_copy {
   uint8_t data[CHUNK];
 };
 
+/* Copy the dirty chunks of SRC and clear their flags.  Caller holds
+ * bitmap_lock.  Returns the number of copies, or -1.
+ */
+static ssize_t
+collect_dirty (const uint8_t *src, struct chunk_copy **copies_ret, int *err)
+{
+  uint64_t nchunks = bmlen / CHUNK + (bmlen % CHUNK != 0), k;
+  struct chunk_copy *copies = NULL;
+  size_t n = 0, i;
+
+  for (k = 0; k < nchunks; ++k)
+    n += dirty[k];
+  if (n) {
+    copies = malloc (n * sizeof *copies);
+    if (copies == NULL) {
+      *err = errno;
+      nbdkit_error ("malloc: %m");
+      return -1;
+    }
+  }
+  for (i = 0, k = 0; k < nchunks; ++k) {
+    if (dirty[k]) {
+      copies[i].index = k;
+      memcpy (copies[i].data, src + k * CHUNK,
+              MIN ((uint64_t) CHUNK, bmlen - k * CHUNK));
+      dirty[k] = 0;
+      i++;
+    }
+  }
+  *copies_ret = copies;
+  return n;
+}
+
 static int
-do_flush (nbdkit_next *next, int *err)
+do_flush (nbdkit_next *next, struct handle *h, int *err)
 {
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&flush_lock);
   CLEANUP_FREE struct chunk_copy *copies = NULL;
-  size_t nr_copies = 0, i;
-  uint64_t nchunks, k;
+  CLEANUP_FREE struct cluster_range *pending = NULL;
+  size_t nr_pending = 0, i;
+  ssize_t nr_copies = 0;
   bool set_all = false;
   int r;
 
   if (bitmap) {
     ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bitmap_lock);
-    nchunks = bmlen / CHUNK + (bmlen % CHUNK != 0);
-    for (k = 0; k < nchunks; ++k)
-      nr_copies += dirty[k];
-    if (nr_copies) {
-      copies = malloc (nr_copies * sizeof *copies);
-      if (copies == NULL) {
-        *err = errno;
-        nbdkit_error ("malloc: %m");
+    if (multi_conn) {
+      /* Every bit set so far: the plugin flush below covers its data. */
+      nr_copies = collect_dirty (bitmap, &copies, err);
+      if (nr_copies == -1)
         return -1;
-      }
+      set_all = nr_set == nclusters && nclusters > 0 &&
+        !(hdr.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED);
     }
-    for (i = 0, k = 0; k < nchunks; ++k) {
-      if (dirty[k]) {
-        copies[i].index = k;
-        memcpy (copies[i].data, bitmap + k * CHUNK,
-                MIN ((uint64_t) CHUNK, bmlen - k * CHUNK));
-        dirty[k] = 0;
-        i++;
-      }
+    else {
+      /* Only this connection's bits: their data went through it. */
+      pending = h->pending;
+      nr_pending = h->nr_pending;
+      h->pending = NULL;
+      h->nr_pending = h->alloc_pending = 0;
     }
-    set_all = nr_set == nclusters && nclusters > 0 &&
-      !(hdr.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED);
   }
 
   /* 1. The plugin: the data behind every bit in the snapshot. */
@@ -644,8 +732,33 @@ do_flush (nbdkit_next *next, int *err)
   if (r == -1 || (r == 1 && next->flush (next, 0, err) == -1))
     goto redirty;
 
+  if (bitmap && !multi_conn) {
+    ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bitmap_lock);
+    for (i = 0; i < nr_pending; ++i) {
+      uint64_t c;
+      for (c = pending[i].start; c < pending[i].end; ++c) {
+        if (!addcow_bit (ondisk, c)) {
+          addcow_set_bit (ondisk, c);
+          dirty[(c >> 3) / CHUNK] = 1;
+          nr_ondisk++;
+        }
+      }
+    }
+    nr_copies = collect_dirty (ondisk, &copies, err);
+    if (nr_copies == -1)
+      return -1;
+    set_all = nr_ondisk == nclusters && nclusters > 0 &&
+      !(hdr.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED);
+    /* From here on the bits are in ondisk: a failure re-dirties the
+     * chunks, which is enough.
+     */
+    free (pending);
+    pending = NULL;
+    nr_pending = 0;
+  }
+
   /* 2. The bitmap, then the header. */
-  for (i = 0; i < nr_copies; ++i) {
+  for (i = 0; i < (size_t) nr_copies; ++i) {
     uint64_t off = copies[i].index * CHUNK;
     if (full_pwrite (fd, copies[i].data, MIN ((uint64_t) CHUNK, bmlen - off),
                      hdr.header_size + off) == -1) {
@@ -685,20 +798,39 @@ do_flush (nbdkit_next *next, int *err)
  redirty:
   {
     ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bitmap_lock);
-    for (i = 0; i < nr_copies; ++i)
+    for (i = 0; i < (size_t) nr_copies; ++i)
       dirty[copies[i].index] = 1;
+    /* Give the connection its pending ranges back. */
+    for (i = 0; i < nr_pending; ++i) {
+      if (h->nr_pending == h->alloc_pending) {
+        size_t n = h->alloc_pending ? h->alloc_pending * 2 : 64;
+        struct cluster_range *p = realloc (h->pending, n * sizeof *p);
+        if (p == NULL) {
+          /* Those clusters keep bit 1 in memory but will not be
+           * persisted: after a restart they read from the backing.
+           */
+          nbdkit_error ("realloc: %m");
+          break;
+        }
+        h->pending = p;
+        h->alloc_pending = n;
+      }
+      h->pending[h->nr_pending++] = pending[i];
+    }
   }
   return -1;
 }
 
 static bool
-have_dirty (void)
+have_dirty (struct handle *h)
 {
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bitmap_lock);
   uint64_t k;
 
   if (bitmap == NULL)
     return false;
+  if (!multi_conn)
+    return h->nr_pending > 0;
   if (nr_set == nclusters && nclusters > 0 &&
       !(hdr.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED))
     return true;
@@ -714,7 +846,7 @@ addcow_finalize (nbdkit_next *next, void *handle)
 {
   int err = 0;
 
-  if (have_dirty () && do_flush (next, &err) == -1)
+  if (have_dirty (handle) && do_flush (next, handle, &err) == -1)
     return -1;
   return 0;
 }
@@ -847,7 +979,7 @@ image_zero (nbdkit_next *next, uint64_t count, uint64_t offset,
  * bit after the write.
  */
 static int
-copy_up (nbdkit_next *next, uint64_t c, const void *data,
+copy_up (nbdkit_next *next, struct handle *h, uint64_t c, const void *data,
          uint64_t doff, uint64_t dlen, int *err)
 {
   uint64_t start = c * csize;
@@ -867,8 +999,7 @@ copy_up (nbdkit_next *next, uint64_t c, const void *data,
     memset (buf + (doff - start), 0, dlen);
   if (next->pwrite (next, buf, len, start, 0, err) == -1)
     return -1;
-  set_bits (c, c + 1);
-  return 0;
+  return set_bits (h, c, c + 1, err);
 }
 
 enum op { OP_WRITE, OP_ZERO };
@@ -877,8 +1008,8 @@ enum op { OP_WRITE, OP_ZERO };
  * FLAGS never contains FUA here.
  */
 static int
-write_slow (nbdkit_next *next, enum op op, const char *buf, uint32_t count,
-            uint64_t offset, uint32_t flags, int *err)
+write_slow (nbdkit_next *next, struct handle *h, enum op op, const char *buf,
+            uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
   uint64_t c0 = offset >> cbits;
   uint64_t c1 = ((offset + count - 1) >> cbits) + 1;
@@ -916,7 +1047,8 @@ write_slow (nbdkit_next *next, enum op op, const char *buf, uint32_t count,
         uint64_t cend = MIN (cstart + csize, disk_size);
         if (pos != cstart || rend < cend) {
           uint64_t l = MIN (rend, cend) - pos;
-          if (copy_up (next, cc, op == OP_WRITE ? buf + (pos - offset) : NULL,
+          if (copy_up (next, h, cc,
+                       op == OP_WRITE ? buf + (pos - offset) : NULL,
                        pos, l, err) == -1)
             goto out;
           pos += l;
@@ -933,7 +1065,8 @@ write_slow (nbdkit_next *next, enum op op, const char *buf, uint32_t count,
           }
           else if (image_zero (next, l, pos, flags, err) == -1)
             goto out;
-          set_bits (cc, (wend + csize - 1) >> cbits);
+          if (set_bits (h, cc, (wend + csize - 1) >> cbits, err) == -1)
+            goto out;
           pos = wend;
         }
       }
@@ -952,9 +1085,9 @@ write_slow (nbdkit_next *next, enum op op, const char *buf, uint32_t count,
  * bit and the plugin can FUA) or the full flush sequence.
  */
 static int
-finish_fua (nbdkit_next *next, int *err)
+finish_fua (nbdkit_next *next, struct handle *h, int *err)
 {
-  return do_flush (next, err);
+  return do_flush (next, h, err);
 }
 
 /* ---- NBD operations ---- */
@@ -1014,8 +1147,9 @@ addcow_pread (nbdkit_next *next, void *handle, void *vbuf, uint32_t count,
           r = backing_read (cbuf, clen, cstart, err);
           if (r == 0)
             r = next->pwrite (next, cbuf, clen, cstart, 0, err);
+          if (r == 0)
+            r = set_bits (h, cc, cc + 1, err);
           if (r == 0) {
-            set_bits (cc, cc + 1);
             memcpy (buf + (s - offset), cbuf + (s - cstart), e - s);
           }
           free (cbuf);
@@ -1045,9 +1179,10 @@ addcow_pwrite (nbdkit_next *next, void *handle, const void *buf,
     if (next->pwrite (next, buf, count, offset, 0, err) == -1)
       return -1;
   }
-  else if (write_slow (next, OP_WRITE, buf, count, offset, 0, err) == -1)
+  else if (write_slow (next, handle, OP_WRITE, buf, count, offset, 0,
+                       err) == -1)
     return -1;
-  return fua ? finish_fua (next, err) : 0;
+  return fua ? finish_fua (next, handle, err) : 0;
 }
 
 static int
@@ -1078,9 +1213,10 @@ addcow_zero (nbdkit_next *next, void *handle, uint32_t count,
     if (image_zero (next, count, offset, pflags, err) == -1)
       return -1;
   }
-  else if (write_slow (next, OP_ZERO, NULL, count, offset, pflags, err) == -1)
+  else if (write_slow (next, handle, OP_ZERO, NULL, count, offset, pflags,
+                       err) == -1)
     return -1;
-  return fua ? finish_fua (next, err) : 0;
+  return fua ? finish_fua (next, handle, err) : 0;
 }
 
 static int
@@ -1109,13 +1245,13 @@ addcow_trim (nbdkit_next *next, void *handle, uint32_t count,
       return -1;
     offset = rend;
   }
-  return fua ? finish_fua (next, err) : 0;
+  return fua ? finish_fua (next, handle, err) : 0;
 }
 
 static int
 addcow_flush (nbdkit_next *next, void *handle, uint32_t flags, int *err)
 {
-  return do_flush (next, err);
+  return do_flush (next, handle, err);
 }
 
 /* Copy the plugin's extents for [OFFSET, OFFSET+COUNT) into EXTENTS.
