@@ -85,3 +85,41 @@ diff_round ()
   [ "$(field_le64 disk.add-cow 32)" = 1 ]
   "$ADDCOW_WORKLOAD" check-image disk.add-cow disk.raw ref.raw
 }
+
+@test "addcow differential: qemu-io -f raw on the NBD URI (seeded writes and write-zeroes)" {
+  requires qemu-io --version
+  random_file base.img $((2 * 1024 * 1024)) 16
+  truncate -s 3M disk.raw
+  reference_of base.img 3M ref.raw
+  start_addcow s addcow-backing=base.img addcow-cluster-size=4K
+  # A seeded script: qemu-io commands, and the same on the reference.
+  python3 - <<'PY'
+import random
+r = random.Random(16)
+size = 3 << 20
+ref = bytearray(open("ref.raw", "rb").read())
+cmds = []
+for i in range(150):
+    length = r.choice([1, 100, 511, 4096, 5000, 70000])
+    off = r.randrange(0, size - length)
+    if r.random() < 0.7:
+        pat = r.randrange(1, 256)
+        cmds.append("write -P %d %d %d" % (pat, off, length))
+        ref[off:off + length] = bytes([pat]) * length
+    else:
+        cmds.append("write -z %d %d" % (off, length))
+        ref[off:off + length] = bytes(length)
+    if i % 25 == 0:
+        cmds.append("flush")
+open("cmds", "w").write("\n".join(cmds) + "\n")
+open("ref.raw", "wb").write(ref)
+PY
+  args=()
+  while read -r c; do args+=(-c "$c"); done < cmds
+  qemu-io -f raw "${args[@]}" "$(nbd_uri s)" > qemu-io.out
+  ! grep -i error qemu-io.out
+  [ "$(grep -c "^wrote" qemu-io.out)" -eq 150 ]
+  "$ADDCOW_WORKLOAD" compare "$(nbd_uri s)" ref.raw
+  stop_nbdkit s
+  "$ADDCOW_WORKLOAD" check-image disk.add-cow disk.raw ref.raw
+}
