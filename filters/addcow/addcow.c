@@ -86,14 +86,17 @@ static struct qad_blockdev *backing;    /* NULL: none (zeroes) */
 /* Set up once by the first .prepare. */
 static pthread_mutex_t state_lock = PTHREAD_MUTEX_INITIALIZER;
 /* state_lock protects: ready, and the setting of disk_size, nclusters,
- * bitmap, bmlen, dirty, nr_set (afterwards only bitmap_lock matters).
+ * multi_conn, bitmap, bmlen, dirty, nr_set, ondisk (afterwards only
+ * bitmap_lock matters).
  */
 static bool ready;
 static uint64_t disk_size, nclusters;
 
 static pthread_mutex_t bitmap_lock = PTHREAD_MUTEX_INITIALIZER;
-/* bitmap_lock protects: bitmap, dirty, nr_set, hdr.compat_features.
- * Never held across I/O.
+/* bitmap_lock protects: bitmap, dirty, nr_set, ondisk, nr_ondisk,
+ * hdr.compat_features, and each handle's pending list.  Never held
+ * across I/O.  (multi_conn is set once, under state_lock, before any
+ * I/O.)
  */
 static uint8_t *bitmap;                 /* NULL when all allocated */
 static uint64_t bmlen;
@@ -107,10 +110,22 @@ static uint64_t nr_ondisk;              /* !multi_conn: bits in ondisk */
 
 /* Set once every bit is 1 (or the sidecar says ALL_ALLOCATED): from
  * then on every request passes straight through.  Only goes false ->
- * true, so reading it without a lock is safe (a stale false only
- * sends the request down the checked path).
+ * true, so it is read with an atomic load and no lock (a stale false
+ * only sends the request down the checked path).
  */
-static volatile bool all_allocated;
+static bool all_allocated_flag;
+
+static inline bool
+all_allocated (void)
+{
+  return __atomic_load_n (&all_allocated_flag, __ATOMIC_ACQUIRE);
+}
+
+static inline void
+set_all_allocated (void)
+{
+  __atomic_store_n (&all_allocated_flag, true, __ATOMIC_RELEASE);
+}
 
 /* Serialises the flush sequence (snapshot, plugin flush, persist). */
 static pthread_mutex_t flush_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -468,7 +483,7 @@ addcow_get_ready (int thread_model)
   if (hdr.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED) {
     nbdkit_debug ("addcow: %s is ALL_ALLOCATED: serving the image alone",
                   sidecar);
-    all_allocated = true;
+    set_all_allocated ();
     return 0;
   }
   return open_backing ();
@@ -495,7 +510,7 @@ setup_bitmap (uint64_t size, bool plugin_multi_conn)
   disk_size = size;
   nclusters = addcow_nr_clusters (size, cbits);
   multi_conn = plugin_multi_conn;
-  if (all_allocated) {
+  if (all_allocated ()) {
     ready = true;
     return 0;
   }
@@ -534,7 +549,7 @@ setup_bitmap (uint64_t size, bool plugin_multi_conn)
                 PRIu64 ", %" PRIu64 " in the image%s",
                 size, nclusters, csize, nr_set, fresh ? " (new bitmap)" : "");
   if (nr_set == nclusters && nclusters > 0)
-    all_allocated = true;       /* the header is updated at next flush */
+    set_all_allocated ();       /* the header is updated at next flush */
   ready = true;
   return 0;
 }
@@ -593,7 +608,7 @@ range_all_set (uint64_t c0, uint64_t c1)
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bitmap_lock);
   bool v;
 
-  if (all_allocated)
+  if (all_allocated ())
     return true;
   return addcow_bitmap_run (bitmap, c0, c1, &v) == c1 - c0 && v;
 }
@@ -604,7 +619,7 @@ bit_run (uint64_t c, uint64_t end, bool *v)
 {
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bitmap_lock);
 
-  if (all_allocated) {
+  if (all_allocated ()) {
     *v = true;
     return end - c;
   }
@@ -650,9 +665,9 @@ set_bits (struct handle *h, uint64_t c0, uint64_t c1, int *err)
       nr_set++;
     }
   }
-  if (nr_set == nclusters && !all_allocated) {
+  if (nr_set == nclusters && !all_allocated ()) {
     nbdkit_debug ("addcow: every cluster is in the image now");
-    all_allocated = true;
+    set_all_allocated ();
   }
   return 0;
 }
@@ -1081,8 +1096,8 @@ write_slow (nbdkit_next *next, struct handle *h, enum op op, const char *buf,
   return ret;
 }
 
-/* After a request with FUA: the request's own FUA (when it changed no
- * bit and the plugin can FUA) or the full flush sequence.
+/* After a request with FUA that could not simply pass FUA down (it
+ * set bits, or the plugin cannot FUA): the full flush sequence.
  */
 static int
 finish_fua (nbdkit_next *next, struct handle *h, int *err)
@@ -1101,7 +1116,7 @@ addcow_pread (nbdkit_next *next, void *handle, void *vbuf, uint32_t count,
   uint64_t end = offset + count;
   uint64_t c1 = ((end - 1) >> cbits) + 1;
 
-  if (all_allocated)
+  if (all_allocated ())
     return next->pread (next, buf, count, offset, flags, err);
 
   while (offset < end) {
@@ -1338,7 +1353,7 @@ addcow_extents (nbdkit_next *next, void *handle, uint32_t count,
   uint64_t c1 = ((end - 1) >> cbits) + 1;
   bool short_ = false;
 
-  if (all_allocated)
+  if (all_allocated ())
     return plugin_extents (next, count, offset, flags, extents, &short_, err);
 
   while (offset < end) {
