@@ -29,6 +29,9 @@ export LIBGUESTFS_BACKEND=direct LIBGUESTFS_BACKEND_SETTINGS=force_tcg
 
 step () { printf '\n=== %s ===\n' "$*"; }
 
+# Server tests also run against the sanitizer build of the objects.
+ASAN_SERVER_TESTS="${ASAN_SERVER_TESTS:-test-qed-write.bats test-qed-concurrent.bats test-qed-differential.bats test-qed-corrupt.bats test-addcow-differential.bats test-dirty-bitmap-differential.bats}"
+
 step "autoreconf"
 autoreconf -fi >/dev/null
 
@@ -83,6 +86,15 @@ if test -z "${SKIP_SANITIZERS:-}"; then
      make -j"$JOBS" >/dev/null &&
      ASAN_OPTIONS=detect_leaks=1 make -j"$JOBS" -C common check &&
      ASAN_OPTIONS=detect_leaks=1 make -j"$JOBS" -C fuzz check) || status=1
+  # The instrumented plugin and filters inside a real (uninstrumented)
+  # nbdkit: preload the runtimes into nbdkit only.
+  step "server tests with the ASan + UBSan plugin and filters"
+  (cd build-asan &&
+     NBDKIT_PRELOAD="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)" \
+     ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+     UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+     make -j"$JOBS" -C tests check TESTS="$ASAN_SERVER_TESTS") || status=1
+  count_results "$srcdir/build-asan/tests"
   count_results "$srcdir/build-asan/common"
   count_results "$srcdir/build-asan/fuzz"
 fi

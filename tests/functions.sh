@@ -52,7 +52,10 @@ start_nbdkit ()
   local sock="$1"; shift
   local pidfile="$sock.pid"
   rm -f "$sock" "$pidfile"
-  nbdkit -U "$sock" -P "$pidfile" -f "$@" >"$sock.log" 2>&1 &
+  # NBDKIT_PRELOAD: the sanitizer runtime, when the objects under test
+  # were built with --enable-sanitizers (nbdkit itself is not).
+  env ${NBDKIT_PRELOAD:+LD_PRELOAD="$NBDKIT_PRELOAD"} \
+    nbdkit -U "$sock" -P "$pidfile" -f "$@" >"$sock.log" 2>&1 &
   local pid=$!
   echo "$pid" >> "$(_pids_file)"
   local i
