@@ -70,3 +70,21 @@ assert b == open("base.img", "rb").read()[65536 * 2 + 65530:65536 * 2 + 65540]'
   [ "$(field_le64 disk.add-cow 32)" = 1 ]
   cmp disk.raw ref.raw
 }
+
+@test "addcow on-read: a remote backing is fetched once" {
+  # The backing over NBD through the log filter: every read it serves
+  # is logged; reading the disk twice fetches each cluster once.
+  start_nbdkit b -r --filter=log file base.img logfile="$PWD/backing.log"
+  start_addcow s addcow-backing="$(nbd_uri "$PWD/b")" addcow-on-read=true
+  "$ADDCOW_WORKLOAD" compare "$(nbd_uri s)" ref.raw
+  "$ADDCOW_WORKLOAD" compare "$(nbd_uri s)" ref.raw
+  stop_nbdkit s
+  # Sum of the counts of the Read requests the backing served: its
+  # size (3M + 5000), rounded up to whole clusters at the end.
+  total=$(python3 -c 'import re, sys
+print(sum(int(m, 0) for m in re.findall(r" Read .*?count=(0x[0-9a-f]+)",
+                                        open(sys.argv[1]).read())))' backing.log)
+  echo "backing bytes read: $total"
+  [ "$total" -le $((4 * 1024 * 1024)) ]
+  [ "$total" -ge $((3 * 1024 * 1024 + 5000)) ]
+}
