@@ -44,6 +44,11 @@ extern const struct qad_format *const qad_formats[];
 extern int parse_size (const char *what, const char *str,
                        unsigned long long *ret);
 
+/* A check's problem reporter: OPAQUE points to the bool "--json";
+ * messages go to stdout, or to stderr when stdout carries JSON.
+ */
+extern void print_check_problem (void *opaque, const char *msg);
+
 /* Minimal JSON output helpers. */
 extern void json_string (FILE *fp, const char *s);
 extern void json_string_n (FILE *fp, const char *s, size_t n);

@@ -264,13 +264,6 @@ qed_map_verb (int argc, char **argv)
   return EXIT_SUCCESS;
 }
 
-static void
-print_problem (void *opaque, const char *msg)
-{
-  bool json = *(bool *) opaque;
-  fprintf (json ? stderr : stdout, "%s\n", msg);
-}
-
 static int
 qed_check_verb (int argc, char **argv)
 {
@@ -308,7 +301,7 @@ qed_check_verb (int argc, char **argv)
   img = qed_open (argv[optind], &opts);
   if (img == NULL)
     return EXIT_FAILURE;
-  if (qed_check (img, repair, &res, print_problem, &json) == -1) {
+  if (qed_check (img, repair, &res, print_check_problem, &json) == -1) {
     qed_close (img);
     return EXIT_FAILURE;
   }

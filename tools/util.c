@@ -79,3 +79,12 @@ json_string (FILE *fp, const char *s)
 {
   json_string_n (fp, s, strlen (s));
 }
+
+void
+print_check_problem (void *opaque, const char *msg)
+{
+  bool json = *(bool *) opaque;
+
+  /* With --json, stdout carries only the JSON document. */
+  fprintf (json ? stderr : stdout, "%s\n", msg);
+}
