@@ -170,3 +170,12 @@ f = open("disk.add-cow", "r+b"); f.seek(int(sys.argv[1])); f.write(b"\xff")' "$i
     fi
   done
 }
+
+@test "addcow: an image that changes size while served is refused, not misread" {
+  start_addcow s addcow-backing=base.img
+  nbdinfo --size "$(nbd_uri s)"
+  truncate -s 2M disk.raw
+  expect_fail_cleanly '.' \
+    nbdinfo --size "$(nbd_uri s)"
+  grep -q 'disk.add-cow: the image.s size changed from 1048576 to 2097152' s.log
+}
