@@ -66,9 +66,9 @@ crash_rounds ()
   requires_file "$(nbdkit --dump-config | sed -n 's/^filterdir=//p')/nbdkit-delay-filter.so"
   random_file base.img $((1024 * 1024)) 66
   truncate -s 1M disk.raw
-  # Each backing read takes 2 s: the copy-up below is still waiting for
+  # Each backing read takes 4 s: the copy-up below is still waiting for
   # it when the flush completes and the server is killed.
-  start_nbdkit b -r --filter=delay file base.img delay-read=2
+  start_nbdkit b -r --filter=delay file base.img delay-read=4
   start_addcow s addcow-backing="$(nbd_uri "$PWD/b")"
   pid="$(server_pid s)"
   nbdsh_on s '
