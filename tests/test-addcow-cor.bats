@@ -88,3 +88,19 @@ print(sum(int(m, 0) for m in re.findall(r" Read .*?count=(0x[0-9a-f]+)",
   [ "$total" -le $((4 * 1024 * 1024)) ]
   [ "$total" -ge $((3 * 1024 * 1024 + 5000)) ]
 }
+
+@test "addcow on-read: NBD_CMD_CACHE prefetches clusters into the image" {
+  requires_nbdsh
+  start_addcow s addcow-backing=base.img addcow-on-read=true
+  nbdsh_on s '
+assert h.can_cache()
+h.cache(2 * 65536, 4 * 65536)
+'
+  stop_nbdkit s
+  [ "$(od -A n -t x1 -j 65536 -N 1 disk.add-cow | tr -d ' ')" = 30 ]
+  cmp <(dd if=disk.raw bs=64K skip=4 count=2 status=none) \
+      <(dd if=base.img bs=64K skip=4 count=2 status=none)
+  # Without copy-on-read there is nothing to cache into.
+  start_addcow s
+  nbdsh_on s 'assert not h.can_cache()'
+}

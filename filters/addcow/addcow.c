@@ -935,10 +935,15 @@ addcow_can_multi_conn (nbdkit_next *next, void *handle)
   return next->can_multi_conn (next);
 }
 
+/* With copy-on-read, NBD_CMD_CACHE prefetches: nbdkit emulates it
+ * with a pread, which copies the clusters into the image.
+ */
 static int
 addcow_can_cache (nbdkit_next *next, void *handle)
 {
-  return NBDKIT_CACHE_NONE;
+  struct handle *h = handle;
+
+  return on_read && h->can_write ? NBDKIT_CACHE_EMULATE : NBDKIT_CACHE_NONE;
 }
 
 /* ---- I/O helpers ---- */
