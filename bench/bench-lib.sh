@@ -37,3 +37,9 @@ ratio ()
 {
   python3 -c "import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); print('%.2f' % (a / b if b else 0))" "$1" "$2"
 }
+
+# median N...: the median of the numbers given.
+median ()
+{
+  python3 -c "import statistics, sys; print('%.1f' % statistics.median(map(float, sys.argv[1:])))" "$@"
+}

@@ -13,12 +13,14 @@
 # writes for the QED servers.  Then the peak RSS of our plugin serving
 # a 16 TiB sparse QED image under random reads.
 #
-# Not part of check.sh.  RUNTIME=seconds per pattern (default 10).
+# Not part of check.sh.  RUNTIME=seconds per pattern (default 10),
+# REPEAT=runs per figure, the median is printed (default 3).
 
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top="$(pwd)"
 . bench/bench-lib.sh
+: "${REPEAT:=3}"
 
 tmp="$(mktemp -d /var/tmp/qed-bench.XXXXXX)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
@@ -58,28 +60,30 @@ fresh_images ()
 declare -A result
 patterns=("write 1M 8" "read 1M 8" "randwrite 4k 16" "randread 4k 16")
 
-fresh_images
 for p in "${patterns[@]}"; do
   set -- $p
-  # Writes start from fresh images (allocating); reads read what the
-  # previous sequential write left.
-  case "$1" in write|randwrite) fresh_images ;; esac
-  if test "$1" = randread; then
+  declare -A runs=()
+  for rep in $(seq 1 "$REPEAT"); do
+    # Writes start from fresh images (allocating writes for QED); reads
+    # read a disk that a sequential write filled.
+    fresh_images
     for kind in ours qemu-nbd file; do
       start_server "$kind"
-      fio_run "$uri" write 1M 8 >/dev/null
+      case "$1" in
+        read|randread) fio_run "$uri" write 1M 8 >/dev/null ;;
+      esac
+      runs[$kind]+="$(fio_run "$uri" "$1" "$2" "$3") "
       stop_server
     done
-  fi
-  for kind in ours qemu-nbd file; do
-    start_server "$kind"
-    result["$1,$kind"]=$(fio_run "$uri" "$1" "$2" "$3")
-    stop_server
   done
+  for kind in ours qemu-nbd file; do
+    result["$1,$kind"]=$(median ${runs[$kind]})
+  done
+  unset runs
 done
 
-printf '\n%-16s %12s %12s %12s %10s %10s\n' pattern "ours MiB/s" \
-  "qemu-nbd" "file" "ours/qnbd" "ours/file"
+printf '\nmedian of %d runs\n%-16s %12s %12s %12s %10s %10s\n' "$REPEAT" \
+  pattern "ours MiB/s" "qemu-nbd" "file" "ours/qnbd" "ours/file"
 for p in "${patterns[@]}"; do
   set -- $p
   o=${result["$1,ours"]} q=${result["$1,qemu-nbd"]} f=${result["$1,file"]}
