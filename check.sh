@@ -111,11 +111,15 @@ fi
 if test "$(id -u)" -eq 0 && test -z "${SKIP_INSTALL_TEST:-}"; then
   step "make install: short names"
   install_ok=0
+  smoke="$(mktemp -d)"
   make install >/dev/null &&
     nbdkit qed --dump-plugin | grep -q '^name=qed$' &&
-    test -f "$(pkg-config --variable=filterdir nbdkit)/nbdkit-addcow-filter.so" &&
-    test -f "$(pkg-config --variable=filterdir nbdkit)/nbdkit-dirty-bitmap-filter.so" &&
+    truncate -s 1M "$smoke/disk.raw" &&
+    nbdkit -U - --filter=dirty-bitmap --filter=addcow file "$smoke/disk.raw" \
+      addcow="$smoke/disk.add-cow" dirty-bitmap="$smoke/disk.qdb" \
+      --run 'nbdinfo --size "$uri"' | grep -q '^1048576$' &&
     test -f /usr/local/share/man/man1/nbdkit-qed-plugin.1 && install_ok=1
+  rm -rf "$smoke"
   make uninstall >/dev/null || true
   if test "$install_ok" -eq 1; then
     echo "installed and found by short name: ok"

@@ -234,13 +234,6 @@ addcow_map_verb (int argc, char **argv)
   return EXIT_SUCCESS;
 }
 
-static void
-print_problem (void *opaque, const char *msg)
-{
-  bool json = *(bool *) opaque;
-  fprintf (json ? stderr : stdout, "%s\n", msg);
-}
-
 static int
 addcow_check_verb (int argc, char **argv)
 {
@@ -269,7 +262,7 @@ addcow_check_verb (int argc, char **argv)
     return EXIT_FAILURE;
   }
   file = argv[optind];
-  if (addcow_check (file, repair, print_problem, &json, &r) == -1)
+  if (addcow_check (file, repair, print_check_problem, &json, &r) == -1)
     return EXIT_FAILURE;
   if (json) {
     printf ("{\n  \"filename\": ");
