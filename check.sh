@@ -30,7 +30,10 @@ export LIBGUESTFS_BACKEND=direct LIBGUESTFS_BACKEND_SETTINGS=force_tcg
 step () { printf '\n=== %s ===\n' "$*"; }
 
 # Server tests also run against the sanitizer build of the objects.
-ASAN_SERVER_TESTS="${ASAN_SERVER_TESTS:-test-qed-write.bats test-qed-concurrent.bats test-qed-differential.bats test-qed-corrupt.bats test-addcow-differential.bats test-dirty-bitmap-differential.bats}"
+# Only tests whose servers start successfully: with the sanitizer
+# runtimes preloaded, an nbdkit that exits with an error can deadlock in
+# a library destructor at exit (glibc's locale lock, seen in p11-kit).
+ASAN_SERVER_TESTS="${ASAN_SERVER_TESTS:-test-qed-concurrent.bats test-qed-differential.bats test-qed-crash.bats test-addcow-differential.bats test-dirty-bitmap-differential.bats}"
 
 step "autoreconf"
 autoreconf -fi >/dev/null

@@ -16,6 +16,13 @@ export PYENV_VERSION=system
 export LIBGUESTFS_BACKEND=direct LIBGUESTFS_BACKEND_SETTINGS=force_tcg
 export LC_ALL=C
 
+# NBDKIT_PRELOAD: the sanitizer runtimes, when the objects under test
+# were built with --enable-sanitizers (nbdkit itself is not).  Every
+# nbdkit the tests start, directly or through start_nbdkit, gets them.
+if test -n "${NBDKIT_PRELOAD:-}"; then
+  nbdkit () { LD_PRELOAD="$NBDKIT_PRELOAD" command nbdkit "$@"; }
+fi
+
 QED_PLUGIN="$abs_top_builddir/qed.so"
 ADDCOW_FILTER="$abs_top_builddir/addcow.so"
 DIRTY_BITMAP_FILTER="$abs_top_builddir/dirty-bitmap.so"
@@ -52,10 +59,7 @@ start_nbdkit ()
   local sock="$1"; shift
   local pidfile="$sock.pid"
   rm -f "$sock" "$pidfile"
-  # NBDKIT_PRELOAD: the sanitizer runtime, when the objects under test
-  # were built with --enable-sanitizers (nbdkit itself is not).
-  env ${NBDKIT_PRELOAD:+LD_PRELOAD="$NBDKIT_PRELOAD"} \
-    nbdkit -U "$sock" -P "$pidfile" -f "$@" >"$sock.log" 2>&1 &
+  nbdkit -U "$sock" -P "$pidfile" -f "$@" >"$sock.log" 2>&1 &
   local pid=$!
   echo "$pid" >> "$(_pids_file)"
   local i
