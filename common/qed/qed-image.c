@@ -285,7 +285,7 @@ open_in_chain (const char *filename, const struct qed_open_options *opts,
   img->readonly = opts->readonly;
   pthread_mutex_init (&img->lock, NULL);
   pthread_mutex_init (&img->l2_alloc_lock, NULL);
-  pthread_cond_init (&img->alloc_cond, NULL);
+  rangelock_init (&img->changing);
   pthread_mutex_init (&img->sync_lock, NULL);
   pthread_cond_init (&img->sync_done, NULL);
 
@@ -395,7 +395,7 @@ qed_close (struct qed_image *img)
   free (img->l1);
   free (img->backing_path);
   free (img->dev.name);
-  pthread_cond_destroy (&img->alloc_cond);
+  rangelock_free (&img->changing);
   pthread_mutex_destroy (&img->l2_alloc_lock);
   pthread_cond_destroy (&img->sync_done);
   pthread_mutex_destroy (&img->sync_lock);

@@ -18,11 +18,10 @@
 #include "blockdev.h"
 #include "qed-header.h"
 #include "qed-l2cache.h"
+#include "rangelock.h"
 
 #define QED_DEFAULT_L2_CACHE_BYTES (UINT64_C (32) * 1024 * 1024)
 #define QED_MAX_CHAIN_DEPTH 32
-
-struct qed_range;
 
 struct qed_open_options {
   bool readonly;
@@ -68,11 +67,11 @@ struct qed_image {
   bool need_check_on_disk;      /* NEED_CHECK is set in the file */
   bool unchecked;               /* opened with NEED_CHECK and not yet
                                    repaired: never clear it */
-  struct qed_range *ranges;     /* guest cluster ranges being changed */
-  pthread_cond_t alloc_cond;    /* signalled when a range is released */
 
   pthread_mutex_t l2_alloc_lock; /* serialises creating L2 tables; taken
                                     before lock, never after */
+  struct rangelock changing;    /* guest clusters whose L2 entries are
+                                   being changed (qed-write.c) */
 
   /* Group commit (qed-write.c): concurrent callers that need their
    * completed writes durable share one fdatasync.

@@ -8,7 +8,8 @@
  * Allocation.  New data clusters and L2 tables are appended at
  * img->file_end, reserved under img->lock and written with no lock
  * held.  A guest cluster whose L2 entry is about to change (allocation,
- * zero cluster) is covered by a range lock: the writer takes the range,
+ * zero cluster) is covered by a range lock (img->changing, see
+ * common/utils/rangelock.h): the writer takes the range,
  * looks the cluster up again, and only then allocates, so two writers
  * never both allocate the same cluster and nothing leaks.  Writes into
  * clusters that are already allocated go straight to the file with no
@@ -47,45 +48,32 @@
 #include "qad-error.h"
 #include "qed-image.h"
 
-/* A locked range of guest clusters [first, last]. */
-struct qed_range {
-  uint64_t first, last;
-  struct qed_range *next;
-};
-
 /* Most clusters one allocating write handles at once. */
 #define MAX_ALLOC_CLUSTERS 256
 
-static void
-range_lock (struct qed_image *img, struct qed_range *r)
+/* Lock the guest clusters under [offset, offset+len) against other
+ * changes to their L2 entries.
+ */
+static int
+lock_clusters (struct qed_image *img, uint64_t offset, uint64_t len)
 {
-  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&img->lock);
-  struct qed_range *p;
+  uint64_t first = offset >> img->geom.cluster_bits;
+  uint64_t end = ((offset + len - 1) >> img->geom.cluster_bits) + 1;
 
- again:
-  for (p = img->ranges; p; p = p->next) {
-    if (p->first <= r->last && r->first <= p->last) {
-      pthread_cond_wait (&img->alloc_cond, &img->lock);
-      goto again;
-    }
+  if (rangelock_acquire (&img->changing, first, end) == -1) {
+    qad_error ("%s: cluster range lock: %m", img->dev.name);
+    return -1;
   }
-  r->next = img->ranges;
-  img->ranges = r;
+  return 0;
 }
 
 static void
-range_unlock (struct qed_image *img, struct qed_range *r)
+unlock_clusters (struct qed_image *img, uint64_t offset, uint64_t len)
 {
-  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&img->lock);
-  struct qed_range **pp;
+  uint64_t first = offset >> img->geom.cluster_bits;
+  uint64_t end = ((offset + len - 1) >> img->geom.cluster_bits) + 1;
 
-  for (pp = &img->ranges; *pp; pp = &(*pp)->next) {
-    if (*pp == r) {
-      *pp = r->next;
-      break;
-    }
-  }
-  pthread_cond_broadcast (&img->alloc_cond);
+  rangelock_release (&img->changing, first, end);
 }
 
 int
@@ -476,7 +464,6 @@ int
 qed_pwrite (struct qed_image *img, const void *vbuf, uint64_t count,
             uint64_t offset, bool fua)
 {
-  const struct qed_geometry *g = &img->geom;
   const char *buf = vbuf;
   bool wrote_in_place = false;
 
@@ -497,18 +484,16 @@ qed_pwrite (struct qed_image *img, const void *vbuf, uint64_t count,
       wrote_in_place = true;
     }
     else {
-      struct qed_range range;
       uint64_t len = clip_alloc_run (img, offset, m.length);
       int r;
 
-      range.first = offset >> g->cluster_bits;
-      range.last = (offset + len - 1) >> g->cluster_bits;
-      range_lock (img, &range);
+      if (lock_clusters (img, offset, len) == -1)
+        return -1;
       /* Look again: another writer may have allocated meanwhile. */
       r = qed_map (img, offset, len, &m);
       if (r == 0 && m.kind != QED_KIND_DATA)
         r = alloc_write (img, m.kind, buf, m.length, offset, fua);
-      range_unlock (img, &range);
+      unlock_clusters (img, offset, len);
       if (r == -1)
         return -1;
       if (m.kind == QED_KIND_DATA)
@@ -587,17 +572,14 @@ static int
 zero_whole_clusters (struct qed_image *img, uint64_t len, uint64_t offset,
                      bool may_trim, bool trim_only, bool fast)
 {
-  const struct qed_geometry *g = &img->geom;
 
   while (len > 0) {
     struct qed_mapping m;
-    struct qed_range range;
     uint64_t n = clip_alloc_run (img, offset, len);
     int r = 0;
 
-    range.first = offset >> g->cluster_bits;
-    range.last = (offset + n - 1) >> g->cluster_bits;
-    range_lock (img, &range);
+    if (lock_clusters (img, offset, n) == -1)
+      return -1;
     r = qed_map (img, offset, n, &m);
     if (r == 0) {
       switch (m.kind) {
@@ -617,7 +599,7 @@ zero_whole_clusters (struct qed_image *img, uint64_t len, uint64_t offset,
         break;
       }
     }
-    range_unlock (img, &range);
+    unlock_clusters (img, offset, n);
     if (r == -1)
       return -1;
     offset += m.length;

@@ -27,6 +27,15 @@ overlaps (const struct rangelock *rl, uint64_t start, uint64_t end)
   return false;
 }
 
+void
+rangelock_init (struct rangelock *rl)
+{
+  pthread_mutex_init (&rl->lock, NULL);
+  pthread_cond_init (&rl->cond, NULL);
+  rl->ranges = NULL;
+  rl->nr = rl->alloc = 0;
+}
+
 int
 rangelock_acquire (struct rangelock *rl, uint64_t start, uint64_t end)
 {

@@ -6,12 +6,14 @@
 /* A lock on ranges of clusters.  rangelock_acquire blocks until no
  * other holder's range overlaps [START, END), then records the range;
  * rangelock_release removes it and wakes the waiters.  Used to
- * serialise copy-up, zeroing and copy-on-read of bit-0 clusters (see
- * addcow.c); clusters whose bit is already 1 are never locked.
+ * serialise the changes to a cluster's mapping: copy-up, zeroing and
+ * copy-on-read of bit-0 clusters in add-cow (addcow.c), allocation and
+ * zero clusters in QED (qed-write.c).  Clusters that are already
+ * mapped are written without it.
  */
 
-#ifndef ADDCOW_RANGELOCK_H
-#define ADDCOW_RANGELOCK_H
+#ifndef QAD_RANGELOCK_H
+#define QAD_RANGELOCK_H
 
 #include <pthread.h>
 #include <stddef.h>
@@ -36,6 +38,8 @@ extern int rangelock_acquire (struct rangelock *rl, uint64_t start,
                               uint64_t end);
 extern void rangelock_release (struct rangelock *rl, uint64_t start,
                                uint64_t end);
+/* For a rangelock inside a heap object (RANGELOCK_INIT for statics). */
+extern void rangelock_init (struct rangelock *rl);
 extern void rangelock_free (struct rangelock *rl);
 
-#endif /* ADDCOW_RANGELOCK_H */
+#endif /* QAD_RANGELOCK_H */
