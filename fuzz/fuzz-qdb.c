@@ -75,7 +75,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
         uint64_t run = qdb_bits_run (bm->bits, n, bm->nr_granules);
         if (run == 0)
           abort ();
-        if (qdb_bit_test (bm->bits, n))
+        if (bit_test (bm->bits, n))
           total += run;
         n += run;
       }

@@ -414,7 +414,7 @@ do_check_image (const char *sidecar, const char *image, const char *refpath)
     uint64_t start = c << h.cluster_bits;
     uint64_t len = imgsize - start < (UINT64_C (1) << h.cluster_bits)
       ? imgsize - start : UINT64_C (1) << h.cluster_bits;
-    if (!all && !addcow_bit (bm, c))
+    if (!all && !bit_test (bm, c))
       continue;
     nset++;
     if (memcmp (img + start, ref + start, len) != 0) {

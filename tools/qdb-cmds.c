@@ -434,7 +434,7 @@ qdb_map (int argc, char **argv)
     printf ("[");
   for (n = 0; n < bm->nr_granules; ) {
     uint64_t run = qdb_bits_run (bm->bits, n, bm->nr_granules);
-    bool dirty = qdb_bit_test (bm->bits, n);
+    bool dirty = bit_test (bm->bits, n);
     uint64_t start = n * bm->granularity;
     uint64_t end = (n + run) * bm->granularity;
 
@@ -483,7 +483,7 @@ merge (struct qdb_file *qdb, struct qdb_bitmap *src, struct qdb_bitmap *dst)
   }
   for (n = 0; n < src->nr_granules; ) {
     uint64_t run = qdb_bits_run (src->bits, n, src->nr_granules);
-    if (qdb_bit_test (src->bits, n)) {
+    if (bit_test (src->bits, n)) {
       uint64_t start = n * src->granularity;
       uint64_t end = (n + run) * src->granularity;
       if (end > src->disk_size)

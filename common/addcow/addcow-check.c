@@ -155,14 +155,14 @@ addcow_check (const char *path, bool repair, addcow_problem_fn problem,
       goto out;
     }
     for (c = 0; c < n * 8; ++c) {
-      if (!addcow_bit (buf, c))
+      if (!bit_test (buf, c))
         continue;
       if (first + c < r->nclusters)
         r->in_image++;
       else {
         past++;
         if (repair) {
-          buf[c >> 3] &= ~(1 << (c & 7));
+          bit_clear (buf, c);
           dirty = true;
         }
       }

@@ -341,7 +341,7 @@ uint64_t
 addcow_bitmap_run (const uint8_t *bm, uint64_t start, uint64_t end,
                    bool *value)
 {
-  bool v = addcow_bit (bm, start);
+  bool v = bit_test (bm, start);
   uint8_t full = v ? 0xff : 0x00;
   uint64_t c = start + 1;
 
@@ -352,7 +352,7 @@ addcow_bitmap_run (const uint8_t *bm, uint64_t start, uint64_t end,
       c += 8;
       continue;
     }
-    if (addcow_bit (bm, c) != v)
+    if (bit_test (bm, c) != v)
       break;
     c++;
   }
@@ -367,7 +367,7 @@ addcow_bitmap_count (const uint8_t *bm, uint64_t n)
   for (i = 0; i < n / 8; ++i)
     count += __builtin_popcount (bm[i]);
   for (i = n & ~UINT64_C (7); i < n; ++i)
-    count += addcow_bit (bm, i);
+    count += bit_test (bm, i);
   return count;
 }
 
@@ -377,7 +377,7 @@ addcow_bitmap_first_set_from (const uint8_t *bm, uint64_t len, uint64_t n)
   uint64_t i;
 
   for (i = n; i < len * 8 && (i & 7) != 0; ++i)
-    if (addcow_bit (bm, i))
+    if (bit_test (bm, i))
       return i;
   for (; i < len * 8; i += 8)
     if (bm[i >> 3] != 0)

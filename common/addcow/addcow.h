@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lsb-bits.h"
+
 #define ADDCOW_MAGIC "ACOW"             /* ASCII, 4 bytes, no NUL */
 #define ADDCOW_FIXED_HEADER 76          /* bytes 0..75 */
 #define ADDCOW_MIN_CLUSTER_BITS 12      /* 4 KiB */
@@ -116,18 +118,7 @@ addcow_bitmap_size (uint64_t disk_size, uint32_t cluster_bits)
   return (bytes + cs - 1) & ~(cs - 1);
 }
 
-/* Bit k of byte j is cluster 8j+k. */
-static inline bool
-addcow_bit (const uint8_t *bm, uint64_t cluster)
-{
-  return (bm[cluster >> 3] >> (cluster & 7)) & 1;
-}
-
-static inline void
-addcow_set_bit (uint8_t *bm, uint64_t cluster)
-{
-  bm[cluster >> 3] |= 1 << (cluster & 7);
-}
+/* Bit k of byte j is cluster 8j+k: bit_test / bit_set (lsb-bits.h). */
 
 /* Length of the run of clusters [START, END) that share the bit of
  * cluster START; *VALUE gets that bit.  START < END.

@@ -36,11 +36,11 @@ main (void)
 
   /* LSB first: cluster 8j+k is bit k of byte j. */
   memset (bm, 0, sizeof bm);
-  addcow_set_bit (bm, 0);
-  addcow_set_bit (bm, 9);
-  addcow_set_bit (bm, 15);
+  bit_set (bm, 0);
+  bit_set (bm, 9);
+  bit_set (bm, 15);
   assert (bm[0] == 0x01 && bm[1] == 0x82);
-  assert (addcow_bit (bm, 9) && !addcow_bit (bm, 10));
+  assert (bit_test (bm, 9) && !bit_test (bm, 10));
 
   /* Runs against a naive implementation on pseudo-random bitmaps. */
   srand (1);
@@ -56,23 +56,23 @@ main (void)
     end = start + 1 + rand () % (sizeof bm * 8 - start);
     len = addcow_bitmap_run (bm, start, end, &v);
     assert (len >= 1 && start + len <= end);
-    assert (v == addcow_bit (bm, start));
+    assert (v == bit_test (bm, start));
     for (k = start; k < start + len; ++k)
-      assert (addcow_bit (bm, k) == v);
+      assert (bit_test (bm, k) == v);
     if (start + len < end)
-      assert (addcow_bit (bm, start + len) != v);
+      assert (bit_test (bm, start + len) != v);
 
     n = rand () % (sizeof bm * 8 + 1);
     {
       uint64_t c = 0;
       for (k = 0; k < n; ++k)
-        c += addcow_bit (bm, k);
+        c += bit_test (bm, k);
       assert (addcow_bitmap_count (bm, n) == c);
     }
     {
       uint64_t first = UINT64_MAX;
       for (k = n; k < sizeof bm * 8; ++k)
-        if (addcow_bit (bm, k)) {
+        if (bit_test (bm, k)) {
           first = k;
           break;
         }

@@ -87,7 +87,7 @@ main (void)
   assert (full_pwrite (fd, &one, 1, 65536 + 2) == 0);
   assert (addcow_load_bitmap (fd, path, &h2, 65536 + bmlen, 10 << 20,
                               &bm, &bmlen, &fresh) == 0);
-  assert (!fresh && addcow_bit (bm, 16) && !addcow_bit (bm, 15));
+  assert (!fresh && bit_test (bm, 16) && !bit_test (bm, 15));
   free (bm);
 
   /* A disk too small for that bit: refused (image shrank). */

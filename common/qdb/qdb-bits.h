@@ -13,17 +13,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-static inline bool
-qdb_bit_test (const uint8_t *bits, uint64_t n)
-{
-  return (bits[n >> 3] >> (n & 7)) & 1;
-}
-
-static inline void
-qdb_bit_set (uint8_t *bits, uint64_t n)
-{
-  bits[n >> 3] |= 1 << (n & 7);
-}
+#include "lsb-bits.h"
 
 /* True when every bit in [first, last] is set. */
 static inline bool
@@ -32,7 +22,7 @@ qdb_bits_all_set (const uint8_t *bits, uint64_t first, uint64_t last)
   uint64_t n = first;
 
   while (n <= last && (n & 7))
-    if (!qdb_bit_test (bits, n++))
+    if (!bit_test (bits, n++))
       return false;
   while (n + 7 <= last) {
     if (bits[n >> 3] != 0xff)
@@ -40,7 +30,7 @@ qdb_bits_all_set (const uint8_t *bits, uint64_t first, uint64_t last)
     n += 8;
   }
   while (n <= last)
-    if (!qdb_bit_test (bits, n++))
+    if (!bit_test (bits, n++))
       return false;
   return true;
 }
@@ -52,13 +42,13 @@ qdb_bits_set_range (uint8_t *bits, uint64_t first, uint64_t last)
   uint64_t n = first;
 
   while (n <= last && (n & 7))
-    qdb_bit_set (bits, n++);
+    bit_set (bits, n++);
   while (n + 7 <= last) {
     bits[n >> 3] = 0xff;
     n += 8;
   }
   while (n <= last)
-    qdb_bit_set (bits, n++);
+    bit_set (bits, n++);
 }
 
 /* Length of the run of bits equal to bit FIRST, starting at FIRST and
@@ -67,18 +57,18 @@ qdb_bits_set_range (uint8_t *bits, uint64_t first, uint64_t last)
 static inline uint64_t
 qdb_bits_run (const uint8_t *bits, uint64_t first, uint64_t limit)
 {
-  bool v = qdb_bit_test (bits, first);
+  bool v = bit_test (bits, first);
   uint8_t whole = v ? 0xff : 0;
   uint64_t n = first + 1;
 
   while (n < limit && (n & 7))
-    if (qdb_bit_test (bits, n) != v)
+    if (bit_test (bits, n) != v)
       return n - first;
     else
       n++;
   while (n + 8 <= limit && bits[n >> 3] == whole)
     n += 8;
-  while (n < limit && qdb_bit_test (bits, n) == v)
+  while (n < limit && bit_test (bits, n) == v)
     n++;
   return n - first;
 }

@@ -858,7 +858,7 @@ qdb_load_bits (struct qdb_io *io, struct qdb_file *qdb,
   }
   /* Bits past nr_granules are ignored: keep them 0 in memory. */
   for (n = bm->nr_granules; n < bm->bits_len * 8 && (n & 7); ++n)
-    bm->bits[n >> 3] &= ~(1 << (n & 7));
+    bit_clear (bm->bits, n);
   if (n < bm->bits_len * 8)
     memset (bm->bits + (n >> 3), 0, bm->bits_len - (n >> 3));
   return 0;
@@ -1350,7 +1350,7 @@ qdb_dirty_bytes (const struct qdb_bitmap *bm)
 
   /* The last granule may be short. */
   if (bm->nr_granules > 0 &&
-      qdb_bit_test (bm->bits, bm->nr_granules - 1) &&
+      bit_test (bm->bits, bm->nr_granules - 1) &&
       bm->disk_size % bm->granularity)
     n -= bm->granularity - bm->disk_size % bm->granularity;
   return n;

@@ -54,8 +54,8 @@ make_file (bool allocate_all)
   /* b1: cluster 0 mixed, cluster 1 clean, cluster 2 all ones, 3 mixed. */
   qdb_bits_set_range (qdb->bitmaps[0].bits, 5, 17);
   qdb_bits_set_range (qdb->bitmaps[0].bits, 2 * 4096, 3 * 4096 - 1);
-  qdb_bit_set (qdb->bitmaps[0].bits, 16383);
-  qdb_bit_set (qdb->bitmaps[1].bits, 100);
+  bit_set (qdb->bitmaps[0].bits, 16383);
+  bit_set (qdb->bitmaps[1].bits, 100);
   qdb_io_init_mem (&io, &mb, "t.qdb");
   assert (qdb_write (&io, qdb, allocate_all) == 0);
   qdb_free (qdb);
@@ -92,9 +92,9 @@ test_round_trip (bool allocate_all)
   assert (qdb_dirty_granules (b1) == 13 + 4096 + 1);
   assert (qdb_dirty_bytes (b1) == (13 + 4096 + 1) * 512);
   assert (qdb_dirty_granules (b2) == 1);
-  assert (!qdb_bit_test (b1->bits, 4));
-  assert (qdb_bit_test (b1->bits, 5) && qdb_bit_test (b1->bits, 17));
-  assert (!qdb_bit_test (b1->bits, 18));
+  assert (!bit_test (b1->bits, 4));
+  assert (bit_test (b1->bits, 5) && bit_test (b1->bits, 17));
+  assert (!bit_test (b1->bits, 18));
   if (!allocate_all) {
     assert (b1->table[1] == 0);
     assert (b1->table[2] == QDB_ENTRY_ALL_ONES);

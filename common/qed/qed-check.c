@@ -35,6 +35,7 @@
 #include "checked-overflow.h"
 #include "cleanup.h"
 #include "full-io.h"
+#include "lsb-bits.h"
 #include "minmax.h"
 #include "rounding.h"
 #include "qad-error.h"
@@ -72,13 +73,7 @@ say (struct checker *c, const char *fs, ...)
 static bool
 is_used (struct checker *c, uint64_t cl)
 {
-  return c->used[cl >> 3] & (1 << (cl & 7));
-}
-
-static void
-mark (struct checker *c, uint64_t cl)
-{
-  c->used[cl >> 3] |= 1 << (cl & 7);
+  return bit_test (c->used, cl);
 }
 
 /* Mark N clusters from byte offset OFF; false if any was marked. */
@@ -91,7 +86,7 @@ mark_range (struct checker *c, uint64_t off, uint64_t n)
     if (is_used (c, first + i))
       return false;
   for (i = 0; i < n; ++i)
-    mark (c, first + i);
+    bit_set (c->used, first + i);
   return true;
 }
 
@@ -239,8 +234,8 @@ reclaim_leaks (struct checker *c)
     if (lo >= cl)
       break;
     moves[i].dest = lo * cs;
-    mark (c, lo);
-    c->used[cl >> 3] &= ~(1 << (cl & 7));
+    bit_set (c->used, lo);
+    bit_clear (c->used, cl);
     while (top > 0 && !is_used (c, top - 1))
       top--;
   }

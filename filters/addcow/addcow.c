@@ -658,8 +658,8 @@ set_bits (struct handle *h, uint64_t c0, uint64_t c1, int *err)
     }
   }
   for (c = c0; c < c1; ++c) {
-    if (!addcow_bit (bitmap, c)) {
-      addcow_set_bit (bitmap, c);
+    if (!bit_test (bitmap, c)) {
+      bit_set (bitmap, c);
       if (multi_conn)
         dirty[(c >> 3) / CHUNK] = 1;
       nr_set++;
@@ -752,8 +752,8 @@ do_flush (nbdkit_next *next, struct handle *h, int *err)
     for (i = 0; i < nr_pending; ++i) {
       uint64_t c;
       for (c = pending[i].start; c < pending[i].end; ++c) {
-        if (!addcow_bit (ondisk, c)) {
-          addcow_set_bit (ondisk, c);
+        if (!bit_test (ondisk, c)) {
+          bit_set (ondisk, c);
           dirty[(c >> 3) / CHUNK] = 1;
           nr_ondisk++;
         }

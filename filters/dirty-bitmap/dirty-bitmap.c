@@ -786,7 +786,7 @@ dirtybitmap_extents (nbdkit_next *next, void *handle,
     uint64_t n = off / bm->granularity;
     uint64_t run = qdb_bits_run (bm->bits, n, bm->nr_granules);
     uint64_t run_end = MIN ((n + run) * bm->granularity, bm->disk_size);
-    uint32_t type = qdb_bit_test (bm->bits, n) ? 0 : NBDKIT_EXTENT_HOLE;
+    uint32_t type = bit_test (bm->bits, n) ? 0 : NBDKIT_EXTENT_HOLE;
 
     if (nbdkit_add_extent (extents, off, run_end - off, type) == -1) {
       *err = errno;
