@@ -292,23 +292,6 @@ addcow_check_verb (int argc, char **argv)
   return r.corruptions ? EXIT_CHECK_CORRUPT : EXIT_SUCCESS;
 }
 
-/* Does PATH start with the QED magic?  Only used to refuse a default
- * of raw that is probably a mistake; formats are never probed.
- */
-static bool
-looks_like_qed (const char *path)
-{
-  char magic[4];
-  int f = open (path, O_RDONLY | O_CLOEXEC);
-  bool r = false;
-
-  if (f >= 0) {
-    r = pread (f, magic, 4, 0) == 4 && memcmp (magic, "QED", 4) == 0;
-    close (f);
-  }
-  return r;
-}
-
 static int
 addcow_create_verb (int argc, char **argv)
 {
@@ -387,7 +370,7 @@ addcow_create_verb (int argc, char **argv)
       return EXIT_FAILURE;
     }
     if (bfmt == NULL) {
-      if (!uri && looks_like_qed (backing_arg)) {
+      if (!uri && qed_file_has_magic (backing_arg)) {
         fprintf (stderr, "qad-img: the backing file %s starts with a QED "
                  "header; formats are never probed: say "
                  "--backing-format=qed (or raw)\n", backing_arg);

@@ -15,6 +15,8 @@
 #include <config.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -64,6 +66,21 @@ bool
 qed_probe_magic (const void *buf, size_t len)
 {
   return len >= 4 && memcmp (buf, QED_MAGIC, 4) == 0;
+}
+
+bool
+qed_file_has_magic (const char *path)
+{
+  unsigned char magic[4];
+  int fd = open (path, O_RDONLY | O_CLOEXEC);
+  bool r = false;
+
+  if (fd >= 0) {
+    r = pread (fd, magic, sizeof magic, 0) == (ssize_t) sizeof magic &&
+      qed_probe_magic (magic, sizeof magic);
+    close (fd);
+  }
+  return r;
 }
 
 uint64_t

@@ -107,4 +107,10 @@ extern char *qed_features_string (uint64_t features, char *buf, size_t n);
 /* True when BUF (4 bytes or more) starts with the QED magic. */
 extern bool qed_probe_magic (const void *buf, size_t len);
 
+/* True when the file at PATH can be read and starts with the QED
+ * magic.  For warnings only: callers that must not probe (add-cow
+ * records formats) use it to refuse a likely mistake, never to choose.
+ */
+extern bool qed_file_has_magic (const char *path);
+
 #endif /* QAD_QED_HEADER_H */

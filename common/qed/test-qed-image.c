@@ -321,6 +321,12 @@ main (void)
   build (&b, "onqcow2.qed", 8 * CS, "fake.qcow2", 0); close (b.fd);
   expect_open_error ("onqcow2.qed", "qcow2");
 
+  /* The magic check used to refuse likely format mistakes. */
+  assert (qed_file_has_magic (path_of ("good.qed")));
+  assert (!qed_file_has_magic (path_of ("base.raw")));
+  assert (!qed_file_has_magic (path_of ("empty.qed")));
+  assert (!qed_file_has_magic (path_of ("missing")));
+
   /* Backing name resolution. */
   {
     char *r = qed_resolve_backing_name ("/a/b/c.qed", "d.raw");

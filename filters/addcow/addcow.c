@@ -267,23 +267,6 @@ addcow_thread_model (void)
   return NBDKIT_THREAD_MODEL_PARALLEL;
 }
 
-/* Does the file at PATH start with the QED magic?  Used only to refuse
- * a default "raw" that is probably a mistake, never to choose a format.
- */
-static bool
-looks_like_qed (const char *path)
-{
-  char magic[4];
-  int f = open (path, O_RDONLY | O_CLOEXEC);
-  bool r = false;
-
-  if (f >= 0) {
-    r = pread (f, magic, 4, 0) == 4 && memcmp (magic, "QED", 4) == 0;
-    close (f);
-  }
-  return r;
-}
-
 static int
 create_sidecar (void)
 {
@@ -313,7 +296,7 @@ create_sidecar (void)
     bfmt = backing_format_param;
     if (bfmt == NULL) {
       if (!addcow_name_is_uri (backing_param) &&
-          looks_like_qed (backing_param)) {
+          qed_file_has_magic (backing_param)) {
         nbdkit_error ("%s: the backing file %s starts with a QED header; "
                       "formats are never probed: say "
                       "addcow-backing-format=qed (or =raw)",
