@@ -37,6 +37,22 @@ usage (FILE *fp)
 "--format= is given.  See qad-img(1).\n");
 }
 
+enum verb { VERB_CREATE, VERB_INFO, VERB_CHECK, VERB_MAP, VERB_BITMAP,
+            NR_VERBS };
+static const char *const verb_names[NR_VERBS] = {
+  "create", "info", "check", "map", "bitmap"
+};
+
+/* The implementation of verb V in format F, or NULL. */
+static qad_verb
+verb_of (const struct qad_format *f, enum verb v)
+{
+  const qad_verb fns[NR_VERBS] = {
+    f->create, f->info, f->check, f->map, f->bitmap
+  };
+  return fns[v];
+}
+
 static bool
 name_matches (const struct qad_format *f, const char *name)
 {
@@ -103,6 +119,7 @@ main (int argc, char **argv)
 {
   const struct qad_format *fmt = NULL;
   const char *verb, *file = NULL;
+  enum verb v;
   const char *format_name = NULL;
   qad_verb fn;
   int i;
@@ -122,9 +139,9 @@ main (int argc, char **argv)
     exit (EXIT_SUCCESS);
   }
 
-  if (strcmp (verb, "create") != 0 && strcmp (verb, "info") != 0 &&
-      strcmp (verb, "check") != 0 && strcmp (verb, "map") != 0 &&
-      strcmp (verb, "bitmap") != 0) {
+  for (v = 0; v < NR_VERBS && strcmp (verb, verb_names[v]) != 0; ++v)
+    ;
+  if (v == NR_VERBS) {
     fprintf (stderr, "qad-img: unknown verb: %s\n", verb);
     usage (stderr);
     exit (EXIT_FAILURE);
@@ -150,7 +167,7 @@ main (int argc, char **argv)
 
   if (format_name)
     fmt = format_by_name (format_name);
-  else if (strcmp (verb, "create") == 0)
+  else if (v == VERB_CREATE)
     fmt = format_by_name ("qed");
   else if (file)
     fmt = format_by_magic (file);
@@ -162,16 +179,7 @@ main (int argc, char **argv)
   if (!fmt)
     exit (EXIT_FAILURE);
 
-  if (strcmp (verb, "create") == 0) fn = fmt->create;
-  else if (strcmp (verb, "info") == 0) fn = fmt->info;
-  else if (strcmp (verb, "check") == 0) fn = fmt->check;
-  else if (strcmp (verb, "map") == 0) fn = fmt->map;
-  else if (strcmp (verb, "bitmap") == 0) fn = fmt->bitmap;
-  else {
-    fprintf (stderr, "qad-img: unknown verb: %s\n", verb);
-    usage (stderr);
-    exit (EXIT_FAILURE);
-  }
+  fn = verb_of (fmt, v);
   if (!fn) {
     fprintf (stderr, "qad-img: %s: the %s format has no %s verb\n",
              file ? file : "", fmt->name, verb);
