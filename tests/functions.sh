@@ -64,7 +64,13 @@ start_nbdkit ()
   echo "$pid" >> "$(_pids_file)"
   local i
   for i in $(seq 1 300); do
-    if test -s "$pidfile" && test -S "$sock"; then return 0; fi
+    if test -s "$pidfile" && test -S "$sock"; then
+      # nbdkit 1.32 writes the pidfile before it runs .after_fork (where
+      # the dirty-bitmap filter writes a new QDB file): wait until the
+      # main loop answers a handshake, which it does only after that.
+      nbdinfo --size "$(nbd_uri "$sock")" >/dev/null 2>&1 || true
+      return 0
+    fi
     if ! kill -0 "$pid" 2>/dev/null; then
       echo "nbdkit failed to start: nbdkit $*" >&2
       cat "$sock.log" >&2
