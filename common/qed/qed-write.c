@@ -548,15 +548,17 @@ zero_in_place (struct qed_image *img, uint64_t host, uint64_t len,
   return 0;
 }
 
-/* Make the whole clusters of [offset, offset+len) zero clusters; the
- * caller holds their range lock and checked they are not DATA.
+/* Make the clusters of [offset, offset+len) zero clusters; the caller
+ * holds their range lock and checked they are not DATA.  LEN is whole
+ * clusters, except that the image's last cluster may be partial: it
+ * counts as a whole one (the spec, section 6).
  */
 static int
 set_zero_clusters (struct qed_image *img, uint64_t len, uint64_t offset)
 {
   const struct qed_geometry *g = &img->geom;
   uint64_t first = offset >> g->cluster_bits;
-  uint64_t n = len >> g->cluster_bits;
+  uint64_t n = (len + g->cluster_size - 1) >> g->cluster_bits;
   uint64_t l2_offset, values[MAX_ALLOC_CLUSTERS], i;
 
   if (get_l2 (img, first >> g->table_bits, true, &l2_offset) == -1)
