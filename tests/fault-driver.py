@@ -455,6 +455,9 @@ def dirty_bitmap_main():
 if __name__ == "__main__":
     WORK = os.path.abspath(sys.argv[2])
     SHIM = os.environ["SHIM"]
+    # Sanitizer builds preload their runtimes first (tests/functions.sh).
+    if os.environ.get("NBDKIT_PRELOAD"):
+        SHIM = os.environ["NBDKIT_PRELOAD"] + ":" + SHIM
     # Call sites are told apart by this many frames of the caller's
     # stack: 2 (the default) is the call and its caller; more frames
     # inject along more paths (FAULT_DEPTH=4 in the long mode).

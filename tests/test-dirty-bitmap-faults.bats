@@ -17,6 +17,9 @@ setup ()
   requires_file "$TESTS_BIN/.libs/fault-inject.so"
   requires_nbdsh
   cd "$BATS_TEST_TMPDIR"
+  # With sanitizers, tests/functions.sh runs nbdkit with LD_PRELOAD set
+  # to NBDKIT_PRELOAD: put the injector after the runtimes there too.
+  PRELOAD="${NBDKIT_PRELOAD:+$NBDKIT_PRELOAD:}$TESTS_BIN/.libs/fault-inject.so"
   SHIM="$TESTS_BIN/.libs/fault-inject.so"
 }
 
@@ -32,15 +35,16 @@ setup ()
   grep -q "QDB sync .*poisoned" <<<"$output"
 }
 
-# below_flush_fails FLUSH_CODE: start the filter over the file plugin
-# with the disk's next fdatasync failing once (when fail-now exists),
-# run FLUSH_CODE (python, must fail with EIO), then check that nothing
-# write-side is accepted afterwards, though the plugin would succeed.
+# below_sync_fails CODE: start the filter over the file plugin with the
+# disk's next fdatasync failing once (when fail-now exists), run CODE
+# (python, must fail with EIO), then check that nothing write-side is
+# accepted afterwards, though the plugin would succeed again.
 below_sync_fails ()
 {
   truncate -s 4M disk.raw
-  LD_PRELOAD="$SHIM" FAULT_PATH="$BATS_TEST_TMPDIR/disk.raw" \
-  FAULT_CALL=sync FAULT_SWITCH="$BATS_TEST_TMPDIR/fail-now" FAULT_NTH=1 \
+  LD_PRELOAD="$PRELOAD" NBDKIT_PRELOAD="$PRELOAD" \
+  FAULT_PATH="$BATS_TEST_TMPDIR/disk.raw" FAULT_CALL=sync \
+  FAULT_SWITCH="$BATS_TEST_TMPDIR/fail-now" FAULT_NTH=1 \
     start_nbdkit sock --filter="$DIRTY_BITMAP_FILTER" file disk.raw \
       dirty-bitmap=disk.qdb
   nbdsh -u "$(nbd_uri sock)" -c '

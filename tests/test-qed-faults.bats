@@ -19,6 +19,9 @@ setup ()
   requires qemu-img --version
   requires_nbdsh
   cd "$BATS_TEST_TMPDIR"
+  # With sanitizers, tests/functions.sh runs nbdkit with LD_PRELOAD set
+  # to NBDKIT_PRELOAD: put the injector after the runtimes there too.
+  PRELOAD="${NBDKIT_PRELOAD:+$NBDKIT_PRELOAD:}$TESTS_BIN/.libs/fault-inject.so"
 }
 
 @test "qed faults: every write, sync, truncate and fallocate call site fails in turn" {
@@ -37,7 +40,7 @@ setup ()
 
 @test "qed faults: a flush after a failed fdatasync is refused, also after the error clears" {
   qemu-img create -q -f qed disk.qed 1M
-  LD_PRELOAD="$TESTS_BIN/.libs/fault-inject.so" \
+  LD_PRELOAD="$PRELOAD" NBDKIT_PRELOAD="$PRELOAD" \
   FAULT_PATH="$BATS_TEST_TMPDIR/disk.qed" FAULT_CALL=sync \
   FAULT_SWITCH="$BATS_TEST_TMPDIR/fail-now" FAULT_NTH=1 \
     start_nbdkit sock "$QED_PLUGIN" file=disk.qed
@@ -71,7 +74,7 @@ assert h.pread(4096, 0) == b"b" * 4096   # reads still work
 
 @test "qed faults: ENOSPC while allocating fails the request only, until space is back" {
   qemu-img create -q -f qed disk.qed 8M
-  LD_PRELOAD="$TESTS_BIN/.libs/fault-inject.so" \
+  LD_PRELOAD="$PRELOAD" NBDKIT_PRELOAD="$PRELOAD" \
   FAULT_PATH="$BATS_TEST_TMPDIR/disk.qed" FAULT_CALL=write FAULT_ERRNO=ENOSPC \
   FAULT_SWITCH="$BATS_TEST_TMPDIR/disk-full" FAULT_NTH=1 FAULT_TIMES=0 \
     start_nbdkit sock "$QED_PLUGIN" file=disk.qed
