@@ -25,9 +25,16 @@
 #       failed requests may hold old or new data) and accepts writes;
 #     - dirty-bitmap: every granule that changed is dirty in the QDB.
 #
-# Usage: fault-driver.py qed|dirty-bitmap WORKDIR
+# add-cow: the filter over the file plugin with a raw backing file;
+# failures of the sidecar and of the image the file plugin writes below
+# it.  A failed sync poisons; writes acknowledged but never covered by a
+# successful flush may then read their old bytes after a restart (their
+# bits are never persisted: their data may be lost); the sidecar checks
+# clean.
+#
+# Usage: fault-driver.py qed|dirty-bitmap|addcow WORKDIR
 # Environment: SHIM (fault-inject.so), QED_PLUGIN, DIRTY_BITMAP_FILTER,
-# QAD_IMG, QDBREAD (dirty-bitmap-qdbread.py).  Prints a summary line;
+# ADDCOW_FILTER, QAD_IMG, QDBREAD (dirty-bitmap-qdbread.py).  Prints a summary line;
 # exits 1 on the first broken rule.
 
 import errno
@@ -116,25 +123,40 @@ class Server:
 class Model:
     """Expected contents: bytes of failed requests may be old or new."""
 
+    advisory_trim = False               # trimmed bytes: old or zero
+
     def __init__(self, data):
         self.data = bytearray(data)
-        self.alt = {}                   # offset -> other allowed byte
+        self.alt = {}                   # offset -> other allowed bytes
+        self.unflushed = []             # (offset, old bytes) since flush
 
     def apply(self, off, new, ok):
         if ok:
+            self.unflushed.append((off, bytes(self.data[off:off + len(new)])))
             self.data[off:off + len(new)] = new
             for i in [i for i in self.alt if off <= i < off + len(new)]:
                 del self.alt[i]
             return
         for i, b in enumerate(new):
             if self.data[off + i] != b:
-                self.alt[off + i] = b
+                self.alt.setdefault(off + i, set()).add(b)
+
+    def flushed(self):
+        self.unflushed = []
+
+    def forget_unflushed(self):
+        """Acknowledged writes no flush covered may read old bytes."""
+        for off, old in self.unflushed:
+            for i, b in enumerate(old):
+                if self.data[off + i] != b:
+                    self.alt.setdefault(off + i, set()).add(b)
+        self.unflushed = []
 
     def check(self, got, what):
         if bytes(got) == bytes(self.data):
             return
         for i in range(len(got)):
-            if got[i] != self.data[i] and self.alt.get(i) != got[i]:
+            if got[i] != self.data[i] and got[i] not in self.alt.get(i, ()):
                 fail("%s: byte %d is 0x%02x, expected 0x%02x" %
                      (what, i, got[i], self.data[i]))
 
@@ -166,7 +188,12 @@ def run_workload(srv, model):
         except nbd.Error as e:
             err = e.errnum
         if op[0] in ("write", "zero", "trim"):
-            model.apply(op[1], new_bytes(op, SIZE), err is None)
+            model.apply(op[1], new_bytes(op, SIZE), err is None and
+                        not (op[0] == "trim" and model.advisory_trim))
+            if err is None and op[0] != "trim" and op[3] & FUA:
+                model.flushed()
+        elif op[0] == "flush" and err is None:
+            model.flushed()
         results.append((op, err))
     h.shutdown()
     return results
@@ -452,6 +479,95 @@ def dirty_bitmap_main():
           (len(sites), DEPTH, total))
 
 
+def addcow_main():
+    filt = os.environ["ADDCOW_FILTER"]
+    qad_img = os.environ["QAD_IMG"]
+    disk = os.path.join(WORK, "disk.raw")
+    sidecar = os.path.join(WORK, "disk.add-cow")
+    base = os.path.join(WORK, "base.raw")
+    r = random.Random(16)
+    base_data = r.randbytes(SIZE // 2)
+    stale = r.randbytes(SIZE)           # the image's bytes before use
+    initial = base_data + bytes(SIZE - len(base_data))
+    with open(base, "wb") as f:
+        f.write(base_data)
+    # The file plugin treats a punch that fails with ENOSPC as advisory.
+    Model.advisory_trim = True
+    args = ["--filter=" + filt, "file", disk, "addcow=" + sidecar,
+            "addcow-backing=" + base, "addcow-cluster-size=4K"]
+
+    def fresh():
+        with open(disk, "wb") as f:
+            f.write(stale)
+        if os.path.exists(sidecar):
+            os.unlink(sidecar)
+
+    total = 0
+    for target in (sidecar, disk):
+        what_file = "sidecar" if target == sidecar else "image"
+        env = {"LD_PRELOAD": SHIM, "FAULT_PATH": target,
+               "FAULT_LOG": os.path.join(WORK, "calls.log")}
+        fresh()
+        if os.path.exists(env["FAULT_LOG"]):
+            os.unlink(env["FAULT_LOG"])
+        srv = Server(WORK, args, env)
+        res = run_workload(srv, Model(initial))
+        if any(e for _, e in res):
+            fail("workload fails without injection: %s" % res)
+        srv.stop()
+        sites = sites_of(parse_log(env["FAULT_LOG"]))
+        for (kind, site), n in sites:
+            for e in ("EIO", "ENOSPC"):
+                name = "addcow %s %s #%d %s" % (what_file, kind, n, e)
+                fresh()
+                os.unlink(env["FAULT_LOG"])
+                model = Model(initial)
+                srv = Server(WORK, args, dict(env, FAULT_NTH=str(n),
+                                              FAULT_ERRNO=e))
+                if not srv.started:
+                    rc, log = srv.stop()
+                    if rc <= 0 or "error" not in log:
+                        fail("%s: startup failure not clean (rc %d):\n%s"
+                             % (name, rc, log))
+                    what = "server refused to start (exit %d)" % rc
+                    if os.path.exists(sidecar):
+                        os.unlink(sidecar)  # never made: start afresh
+                else:
+                    res = run_workload(srv, model)
+                    rc, log = srv.stop()
+                    # A failed sync fails its request with EIO (the file
+                    # plugin reports the errno of fdatasync: either).
+                    want = (errno.EIO, getattr(errno, e)) \
+                        if kind == "sync" else (getattr(errno, e),)
+                    failed = [x for _, x in res if x is not None]
+                    what = check_rules(name, kind,
+                                       failed[0] if failed and
+                                       failed[0] in want else want[0],
+                                       res, log, ("sync",))
+                    # The plugin below may swallow an error (the file
+                    # plugin's trim ignores a failed punch): its call.
+                    if what == "no request failed" and "error" not in log \
+                       and target == sidecar:
+                        fail("%s: the failure was not reported:\n%s" %
+                             (name, log))
+                    if "poisoned" in what and "not poisoned" not in what:
+                        model.forget_unflushed()
+                    rc2 = subprocess.run([qad_img, "check", sidecar],
+                                         capture_output=True, text=True)
+                    if rc2.returncode != 0:
+                        fail("%s: qad-img check:\n%s%s" %
+                             (name, rc2.stdout, rc2.stderr))
+                calls = parse_log(env["FAULT_LOG"])
+                inj = [c for c in calls if c[3]]
+                if not inj or inj[0][0] != kind:
+                    fail("%s: not injected as planned: %s" % (name, inj))
+                verify_after(args, model, name)
+                total += 1
+                print("# %s at %s: %s" % (name, site, what))
+    print("addcow: call sites of the sidecar and the image (stack depth "
+          "%d) injected with EIO and with ENOSPC: %d runs" % (DEPTH, total))
+
+
 if __name__ == "__main__":
     WORK = os.path.abspath(sys.argv[2])
     SHIM = os.environ["SHIM"]
@@ -462,4 +578,5 @@ if __name__ == "__main__":
     # stack: 2 (the default) is the call and its caller; more frames
     # inject along more paths (FAULT_DEPTH=4 in the long mode).
     DEPTH = int(os.environ.get("FAULT_DEPTH", "2"))
-    {"qed": qed_main, "dirty-bitmap": dirty_bitmap_main}[sys.argv[1]]()
+    {"qed": qed_main, "dirty-bitmap": dirty_bitmap_main,
+     "addcow": addcow_main}[sys.argv[1]]()
