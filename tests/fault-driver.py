@@ -226,6 +226,29 @@ def check_rules(name, kind, want, results, log, poison_kinds):
                                    "poisoned" if poison else "not poisoned")
 
 
+def inject_run(name, args, env, model, kind, want, poison_kinds):
+    """One run with a call failing; returns what happened.  A failure
+    while the server starts (QED's repair, the QDB file's creation)
+    must stop it with a message; the next start must work (checked by
+    the caller's verify_after).
+    """
+    srv = Server(WORK, args, env)
+    res = run_workload(srv, model) if srv.started else None
+    rc, log = srv.stop()
+    inj = [c for c in parse_log(env["FAULT_LOG"]) if c[3]]
+    if not inj or inj[0][0] != kind:
+        fail("%s: not injected as planned: %s" % (name, inj))
+    if res is None:
+        if rc <= 0 or "error" not in log:
+            fail("%s: startup failure not clean (rc %d):\n%s" %
+                 (name, rc, log))
+        return "start failed (exit %d)" % rc
+    what = check_rules(name, kind, want, res, log, poison_kinds)
+    if what == "no request failed" and "error" not in log:
+        fail("%s: the failure was not reported:\n%s" % (name, log))
+    return "the server ran: " + what
+
+
 def qemu_img_check(path, name):
     r = subprocess.run(["qemu-img", "check", "-f", "qed", path],
                        capture_output=True, text=True)
@@ -326,29 +349,11 @@ def qed_main():
                 shutil.copy(pristine, img)
                 os.unlink(env["FAULT_LOG"])
                 model = Model(initial)
-                srv = Server(WORK, args, dict(env, FAULT_NTH=str(n),
-                                              FAULT_ERRNO=e))
-                if not srv.started:
-                    # Injected during the open (the repair): the server
-                    # must exit with a message, the next open repairs.
-                    rc, log = srv.stop()
-                    if rc <= 0 or "error" not in log:
-                        fail("%s: startup failure not clean (rc %d):\n%s"
-                             % (name, rc, log))
-                    what = "open failed (exit %d)" % rc
-                else:
-                    res = run_workload(srv, model)
-                    rc, log = srv.stop()
-                    # A failed sync fails its request with EIO.
-                    want = errno.EIO if kind == "sync" else getattr(errno, e)
-                    what = check_rules(name, kind, want, res, log, ("sync",))
-                    if what == "no request failed" and "error" not in log:
-                        fail("%s: the failure was not reported:\n%s" %
-                             (name, log))
-                calls = parse_log(env["FAULT_LOG"])
-                inj = [c for c in calls if c[3]]
-                if not inj or inj[0][0] != kind:
-                    fail("%s: not injected as planned: %s" % (name, inj))
+                # A failed sync fails its request with EIO.
+                want = errno.EIO if kind == "sync" else getattr(errno, e)
+                what = inject_run(name, args, dict(env, FAULT_NTH=str(n),
+                                                   FAULT_ERRNO=e),
+                                  model, kind, want, ("sync",))
                 qemu_img_check(img, name)
                 verify_after(args, model, name)
                 qemu_img_check(img, name + " after restart")
@@ -418,28 +423,13 @@ def dirty_bitmap_main():
             name = "dirty-bitmap QDB %s #%d %s" % (kind, n, e)
             fresh()
             model = Model(initial)
-            srv = Server(WORK, args, dict(env, FAULT_NTH=str(n),
-                                          FAULT_ERRNO=e))
-            if not srv.started:
-                # The QDB file is created in .after_fork: a failure
-                # there must stop the server cleanly, with a message,
-                # and leave nothing the next start refuses.
-                rc, log = srv.stop()
-                if rc <= 0 or "error" not in log:
-                    fail("%s: startup failure not clean (rc %d):\n%s" %
-                         (name, rc, log))
-                what = "server refused to start (exit %d)" % rc
-            else:
-                res = run_workload(srv, model)
-                rc, log = srv.stop()
-                # Every QDB failure poisons; the request that saw it
-                # gets its errno.
-                what = check_rules(name, kind, getattr(errno, e), res, log,
-                                   ("write", "sync", "truncate",
-                                    "fallocate"))
-                if what == "no request failed" and "error" not in log:
-                    fail("%s: the failure was not reported:\n%s" %
-                         (name, log))
+            # Every QDB failure poisons; the request that saw it gets
+            # its errno.
+            what = inject_run(name, args, dict(env, FAULT_NTH=str(n),
+                                               FAULT_ERRNO=e),
+                              model, kind, getattr(errno, e),
+                              ("write", "sync", "truncate", "fallocate"))
+            if what.startswith("the server"):
                 subprocess.run([qad_img, "check", qdb], check=True,
                                stdout=subprocess.DEVNULL)
                 superset(name)
