@@ -3,11 +3,13 @@
 # Copyright (C) 2026 the project authors
 # SPDX-License-Identifier: BSD-3-Clause
 #
-# dirty-bitmap filter, I/O errors: failures of the QDB file (every
-# write and sync call site in turn, with tests/fault-inject.so) and of
-# the plugin below (its fdatasync, with fault-inject.so on the file
-# plugin's disk; its FUA writes, with nbdkit's error filter).  The
-# rules are in the man page ("I/O errors").
+# dirty-bitmap filter, I/O errors: failures of the QDB file and of the
+# plugin below: every call site in turn with tests/fault-inject.so (on
+# the QDB file, and on the disk written by nbdkit's file plugin), a
+# failed fdatasync below that the next flush would not report, and
+# FUA requests failing below with nbdkit's error filter (whose 1.32
+# version cannot fail a flush).  The rules are in the man page
+# ("I/O ERRORS").
 
 load functions.sh
 load fault-helpers.sh
@@ -21,7 +23,7 @@ setup ()
   SHIM="$TESTS_BIN/.libs/fault-inject.so"
 }
 
-@test "dirty-bitmap faults: every QDB write and sync call site fails in turn" {
+@test "dirty-bitmap faults: every call site on the QDB file and the disk below fails in turn" {
   run env SHIM="$SHIM" DIRTY_BITMAP_FILTER="$DIRTY_BITMAP_FILTER" \
     QAD_IMG="$QAD_IMG" QDBREAD="$BATS_TEST_DIRNAME/dirty-bitmap-qdbread.py" \
     python3 "$BATS_TEST_DIRNAME/fault-driver.py" dirty-bitmap \
@@ -31,6 +33,8 @@ setup ()
   echo "# ${lines[-1]}" >&3
   grep -q "QDB write .*poisoned" <<<"$output"
   grep -q "QDB sync .*poisoned" <<<"$output"
+  grep -q "disk sync .*flush failed (EIO), poisoned" <<<"$output"
+  grep -q "disk write .*write failed (EIO), not poisoned" <<<"$output"
 }
 
 # below_sync_fails CODE: start the filter over the file plugin with the
