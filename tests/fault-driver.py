@@ -24,6 +24,8 @@
 #       restarted server reads every acknowledged write back (bytes of
 #       failed requests may hold old or new data) and accepts writes;
 #     - dirty-bitmap: every granule that changed is dirty in the QDB.
+#     For dirty-bitmap the call sites are those of the QDB file, then
+#     those of the disk written by nbdkit's file plugin below (EIO).
 #
 # add-cow: the filter over the file plugin with a raw backing file;
 # failures of the sidecar and of the image the file plugin writes below
@@ -222,13 +224,13 @@ def sites_of(calls):
     return sorted(first.items(), key=lambda kv: kv[1])
 
 
-def check_rules(name, kind, want, results, log, poison_kinds):
+def check_rules(name, kind, want, results, log, poisons):
     failed = [i for i, (_, e) in enumerate(results) if e is not None]
     if not failed:
         return "no request failed"      # injected outside a request
     first = failed[0]
     op, err = results[first]
-    poison = kind in poison_kinds
+    poison = poisons(kind, op)
     if err != want:
         fail("%s: %s failed with errno %d, expected %d" %
              (name, op[0], err, want))
@@ -251,6 +253,29 @@ def check_rules(name, kind, want, results, log, poison_kinds):
         fail("%s: %s failure poisoned:\n%s" % (name, kind, log))
     return "%s failed (%s), %s" % (op[0], errno.errorcode[err],
                                    "poisoned" if poison else "not poisoned")
+
+
+def inject_run(name, args, env, model, kind, want, poisons):
+    """One run with a call failing; returns what happened.  A failure
+    while the server starts (QED's repair, the QDB file's creation)
+    must stop it with a message; the next start must work (checked by
+    the caller's verify_after).
+    """
+    srv = Server(WORK, args, env)
+    res = run_workload(srv, model) if srv.started else None
+    rc, log = srv.stop()
+    inj = [c for c in parse_log(env["FAULT_LOG"]) if c[3]]
+    if not inj or inj[0][0] != kind:
+        fail("%s: not injected as planned: %s" % (name, inj))
+    if res is None:
+        if rc <= 0 or "error" not in log:
+            fail("%s: startup failure not clean (rc %d):\n%s" %
+                 (name, rc, log))
+        return "start failed (exit %d)" % rc
+    what = check_rules(name, kind, want, res, log, poisons)
+    if what == "no request failed" and "error" not in log:
+        fail("%s: the failure was not reported:\n%s" % (name, log))
+    return "the server ran: " + what
 
 
 def qemu_img_check(path, name):
@@ -353,29 +378,12 @@ def qed_main():
                 shutil.copy(pristine, img)
                 os.unlink(env["FAULT_LOG"])
                 model = Model(initial)
-                srv = Server(WORK, args, dict(env, FAULT_NTH=str(n),
-                                              FAULT_ERRNO=e))
-                if not srv.started:
-                    # Injected during the open (the repair): the server
-                    # must exit with a message, the next open repairs.
-                    rc, log = srv.stop()
-                    if rc <= 0 or "error" not in log:
-                        fail("%s: startup failure not clean (rc %d):\n%s"
-                             % (name, rc, log))
-                    what = "open failed (exit %d)" % rc
-                else:
-                    res = run_workload(srv, model)
-                    rc, log = srv.stop()
-                    # A failed sync fails its request with EIO.
-                    want = errno.EIO if kind == "sync" else getattr(errno, e)
-                    what = check_rules(name, kind, want, res, log, ("sync",))
-                    if what == "no request failed" and "error" not in log:
-                        fail("%s: the failure was not reported:\n%s" %
-                             (name, log))
-                calls = parse_log(env["FAULT_LOG"])
-                inj = [c for c in calls if c[3]]
-                if not inj or inj[0][0] != kind:
-                    fail("%s: not injected as planned: %s" % (name, inj))
+                # A failed sync fails its request with EIO.
+                want = errno.EIO if kind == "sync" else getattr(errno, e)
+                what = inject_run(name, args, dict(env, FAULT_NTH=str(n),
+                                                   FAULT_ERRNO=e),
+                                  model, kind, want,
+                                  lambda k, op: k == "sync")
                 qemu_img_check(img, name)
                 verify_after(args, model, name)
                 qemu_img_check(img, name + " after restart")
@@ -432,51 +440,50 @@ def dirty_bitmap_main():
                and i not in dirty:
                 fail("%s: granule %d changed but is not dirty" % (name, i))
 
-    fresh()
-    srv = Server(WORK, args, env)
-    res = run_workload(srv, Model(initial))
-    if any(e for _, e in res):
-        fail("workload fails without injection: %s" % res)
-    srv.stop()
-    sites = sites_of(parse_log(env["FAULT_LOG"]))
-    total = 0
-    for (kind, site), n in sites:
-        for e in ("EIO", "ENOSPC"):
-            name = "dirty-bitmap QDB %s #%d %s" % (kind, n, e)
-            fresh()
-            model = Model(initial)
-            srv = Server(WORK, args, dict(env, FAULT_NTH=str(n),
-                                          FAULT_ERRNO=e))
-            if not srv.started:
-                # The QDB file is created in .after_fork: a failure
-                # there must stop the server cleanly, with a message,
-                # and leave nothing the next start refuses.
-                rc, log = srv.stop()
-                if rc <= 0 or "error" not in log:
-                    fail("%s: startup failure not clean (rc %d):\n%s" %
-                         (name, rc, log))
-                what = "server refused to start (exit %d)" % rc
-            else:
-                res = run_workload(srv, model)
-                rc, log = srv.stop()
-                # Every QDB failure poisons; the request that saw it
-                # gets its errno.
-                what = check_rules(name, kind, getattr(errno, e), res, log,
-                                   ("write", "sync", "truncate",
-                                    "fallocate"))
-                if what == "no request failed" and "error" not in log:
-                    fail("%s: the failure was not reported:\n%s" %
-                         (name, log))
-                subprocess.run([qad_img, "check", qdb], check=True,
-                               stdout=subprocess.DEVNULL)
-                superset(name)
-            verify_after(args, model, name)
-            superset(name + " after restart")
-            total += 1
-            print("# %s at %s: %s" % (name, site, what))
-    print("dirty-bitmap: %d distinct QDB call sites (stack depth %d) "
-          "injected with EIO and with ENOSPC: %d runs" %
-          (len(sites), DEPTH, total))
+    def fua(op):
+        return op[0] in ("write", "zero", "trim") and op[3] & FUA
+
+    # Pass 1, the QDB file: every failure poisons; the request that saw
+    # it gets its errno.  Pass 2, the disk below (nbdkit's file
+    # plugin): a failed sync poisons, and so does any failed FUA
+    # request (the filter cannot tell the plugin's write from its
+    # sync); a plain failed write does not.  EIO only in pass 2: a FUA
+    # request failing with ENOSPC is taken as a failed allocation (see
+    # the man page, LIMITATIONS).
+    passes = [("QDB", qdb, ("EIO", "ENOSPC"), lambda k, op: True),
+              ("disk", disk, ("EIO",),
+               lambda k, op: k == "sync" or fua(op))]
+    summary = []
+    for what_file, path, errnos, poisons in passes:
+        env["FAULT_PATH"] = path
+        fresh()
+        srv = Server(WORK, args, env)
+        res = run_workload(srv, Model(initial))
+        if any(e for _, e in res):
+            fail("workload fails without injection: %s" % res)
+        srv.stop()
+        sites = sites_of(parse_log(env["FAULT_LOG"]))
+        runs = 0
+        for (kind, site), n in sites:
+            for e in errnos:
+                name = "dirty-bitmap %s %s #%d %s" % (what_file, kind, n, e)
+                fresh()
+                model = Model(initial)
+                what = inject_run(name, args, dict(env, FAULT_NTH=str(n),
+                                                   FAULT_ERRNO=e),
+                                  model, kind, getattr(errno, e), poisons)
+                if what.startswith("the server"):
+                    subprocess.run([qad_img, "check", qdb], check=True,
+                                   stdout=subprocess.DEVNULL)
+                    superset(name)
+                verify_after(args, model, name)
+                superset(name + " after restart")
+                runs += 1
+                print("# %s at %s: %s" % (name, site, what))
+        summary.append("%d %s call sites (%d runs)" %
+                       (len(sites), what_file, runs))
+    print("dirty-bitmap: injected at %s, stack depth %d" %
+          (" and ".join(summary), DEPTH))
 
 
 def addcow_main():
