@@ -8,16 +8,19 @@
 # as a raw file; fio (nbd engine) reads
 #   qed:  nbdkit curl URL/disk.qed --filter=qed
 #   raw:  nbdkit curl URL/disk.raw
-# sequentially (1 MiB, qd 8, the whole GiB) and at random (4 KiB,
-# qd 16, RUNTIME seconds), in the same run.  Prints MiB/s, the ratios
-# qed/raw (targets: >= 0.9 sequential, >= 0.8 random 4K) and the HTTP
-# requests per GiB read, from the web server's access log (target:
-# qed within 1.2x raw).
+# sequentially (1 MiB, qd 8) and at random (4 KiB, qd 16).  Prints
+# MiB/s, the ratios qed/raw (targets: >= 0.9 sequential, >= 0.8
+# random 4K) and the HTTP requests per GiB read, counted in the web
+# server's access log (target: qed within 1.2x raw).
 #
-# Each figure is the median of REPEAT runs (default 3), raw and qed
-# alternating so that both see the same load.
+# Throughput: both servers run side by side and short fio runs
+# alternate raw, qed, raw, qed... (REPEAT rounds of RUNTIME seconds,
+# default 5 x 3 s); the median of each is printed, so that both see
+# the same load on a shared machine.  Requests: one pass per case
+# reading a fixed amount (the whole GiB sequentially, 64 MiB at
+# random), each with a fresh web server so that its log is complete.
 #
-# Not part of check.sh.  RUNTIME=seconds for random reads (default 10).
+# Not part of check.sh.
 
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,10 +35,8 @@ for cmd in lighttpd fio qemu-img; do
 done
 
 tmp="$(mktemp -d /var/tmp/qed-filter-bench.XXXXXX)"
-SERVER=
-trap 'test -z "$SERVER" || kill "$SERVER" 2>/dev/null; stop_web_server; rm -rf "$tmp"' EXIT
-sock="$tmp/sock"
-uri="nbd+unix:///?socket=$sock"
+SERVERS=()
+trap 'stop_servers; stop_web_server; rm -rf "$tmp"' EXIT
 
 # 1 GiB of incompressible data, as raw and as QED (default geometry:
 # 64 KiB clusters).
@@ -43,83 +44,95 @@ mkdir "$tmp/www"
 head -c 1G /dev/urandom > "$tmp/www/disk.raw"
 qemu-img convert -f raw -O qed "$tmp/www/disk.raw" "$tmp/www/disk.qed"
 cat "$tmp/www/disk.raw" "$tmp/www/disk.qed" > /dev/null   # page cache
-start_web_server "$tmp/www"
 
-start_server ()
+# serve KIND SOCK: start nbdkit curl (plus the filter for qed) on SOCK.
+serve ()
 {
+  local kind="$1" sock="$2"
   rm -f "$sock"
-  case "$1" in
+  case "$kind" in
     qed) nbdkit -f -U "$sock" curl "$WEB_URL/disk.qed" --filter="$filter" & ;;
     raw) nbdkit -f -U "$sock" curl "$WEB_URL/disk.raw" & ;;
   esac
-  SERVER=$!
+  SERVERS+=($!)
   wait_socket "$sock"
-  nbdinfo --size "$uri" >/dev/null     # connect once: open done
+  nbdinfo --size "nbd+unix:///?socket=$sock" >/dev/null   # opened
 }
 
-stop_server ()
+stop_servers ()
 {
-  kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true
-  SERVER=
+  local p
+  for p in "${SERVERS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${SERVERS[@]}"; do wait "$p" 2>/dev/null || true; done
+  SERVERS=()
 }
 
-# measure KIND RW BS DEPTH SIZE RUNTIME: prints "MiB/s requests/GiB".
-measure ()
+# fio_json SOCK RW BS DEPTH [FIO-ARGS...]: run fio, print "MiB/s bytes".
+fio_json ()
 {
-  local kind="$1" rw="$2" bs="$3" depth="$4" size="$5" rt="$6"
-  local out before after
+  local sock="$1" rw="$2" bs="$3" depth="$4" out; shift 4
   out="$(mktemp)"
-  start_server "$kind"
-  before="$(web_requests)"
-  fio --name=bench --ioengine=nbd --uri="$uri" --rw="$rw" --bs="$bs" \
-      --iodepth="$depth" --size="$size" ${rt:+--runtime="$rt" --time_based} \
-      --randrepeat=1 --numjobs=1 --output-format=json --output="$out" \
+  fio --name=bench --ioengine=nbd --uri="nbd+unix:///?socket=$sock" \
+      --rw="$rw" --bs="$bs" --iodepth="$depth" --numjobs=1 \
+      --randrepeat=1 --output-format=json --output="$out" "$@" \
       >/dev/null 2>&1
-  stop_server
-  after="$(web_requests)"
   python3 -c '
 import json, sys
 j = json.load(open(sys.argv[1]))["jobs"][0]["read"]
-mibs = j["bw_bytes"] / 1048576
-gib = j["io_bytes"] / 1073741824
-print("%.1f %.0f" % (mibs, (int(sys.argv[3]) - int(sys.argv[2])) / gib))
-' "$out" "$before" "$after"
+print("%.1f %d" % (j["bw_bytes"] / 1048576, j["io_bytes"]))' "$out"
   rm -f "$out"
 }
 
-: "${RUNTIME:=10}" "${REPEAT:=3}"
+: "${RUNTIME:=3}" "${REPEAT:=5}"
+declare -A mibs reqs
 
-# med "MIBS REQS"...: the median of each column.
-med ()
-{
-  python3 -c '
-import statistics, sys
-rows = [list(map(float, a.split())) for a in sys.argv[1:]]
-print("%.1f %.0f" % tuple(statistics.median(c) for c in zip(*rows)))' "$@"
-}
-
-declare -A r
+# Throughput, alternating.
+start_web_server "$tmp/www"
+serve raw "$tmp/raw.sock"
+serve qed "$tmp/qed.sock"
 for p in seq rand; do
   raw_runs=(); qed_runs=()
   for i in $(seq 1 "$REPEAT"); do
     for kind in raw qed; do
       if test $p = seq; then
-        x="$(measure $kind read 1M 8 1G '')"
+        x="$(fio_json "$tmp/$kind.sock" read 1M 8 --size=1G \
+               --runtime="$RUNTIME" --time_based)"
       else
-        x="$(measure $kind randread 4k 16 1G "$RUNTIME")"
+        x="$(fio_json "$tmp/$kind.sock" randread 4k 16 --size=1G \
+               --runtime="$RUNTIME" --time_based)"
       fi
-      if test $kind = raw; then raw_runs+=("$x"); else qed_runs+=("$x"); fi
+      if test $kind = raw; then raw_runs+=("${x% *}"); else qed_runs+=("${x% *}"); fi
     done
   done
-  r[raw-$p]="$(med "${raw_runs[@]}")"
-  r[qed-$p]="$(med "${qed_runs[@]}")"
+  mibs[raw-$p]="$(median "${raw_runs[@]}")"
+  mibs[qed-$p]="$(median "${qed_runs[@]}")"
+done
+stop_servers
+stop_web_server
+
+# HTTP requests per GiB, one fresh web server per pass.
+for p in seq rand; do
+  for kind in raw qed; do
+    start_web_server "$tmp/www"
+    serve $kind "$tmp/$kind.sock"
+    if test $p = seq; then
+      x="$(fio_json "$tmp/$kind.sock" read 1M 8 --size=1G)"
+    else
+      x="$(fio_json "$tmp/$kind.sock" randread 4k 16 --size=1G --io_size=64M)"
+    fi
+    stop_servers
+    stop_web_server                     # lighttpd flushes its log
+    n="$(grep -c '/disk\.' "$WEB_LOG")"
+    reqs[$kind-$p]="$(python3 -c "import sys; print('%.0f' % (int(sys.argv[1]) / (int(sys.argv[2]) / 2**30)))" "$n" "${x#* }")"
+  done
 done
 
-printf '%-24s %12s %12s %8s\n' "" "raw (curl)" "qed (filter)" "ratio"
+printf '%-24s %16s %16s %8s\n' "" "raw (curl)" "qed (filter)" "ratio"
 for p in seq rand; do
-  set -- ${r[raw-$p]} ${r[qed-$p]}
-  name="$( [ $p = seq ] && echo "seq read 1M qd8" || echo "rand read 4K qd16")"
-  printf '%-24s %9s MiB/s %9s MiB/s %8s\n' "$name" "$1" "$3" "$(ratio "$3" "$1")"
-  printf '%-24s %12s %12s %8s\n' "  HTTP requests/GiB" "$2" "$4" "$(ratio "$4" "$2")"
+  if test $p = seq; then name="seq read 1M qd8"; else name="rand read 4K qd16"; fi
+  printf '%-24s %10s MiB/s %10s MiB/s %8s\n' "$name" \
+    "${mibs[raw-$p]}" "${mibs[qed-$p]}" "$(ratio "${mibs[qed-$p]}" "${mibs[raw-$p]}")"
+  printf '%-24s %16s %16s %8s\n' "  HTTP requests/GiB" \
+    "${reqs[raw-$p]}" "${reqs[qed-$p]}" "$(ratio "${reqs[qed-$p]}" "${reqs[raw-$p]}")"
 done
 echo "targets: seq ratio >= 0.9, rand 4K ratio >= 0.8, requests/GiB ratio <= 1.2"
