@@ -42,6 +42,24 @@
  * Views.  The export name "dirty-bitmap:NAME" opens a read-only view
  * of the same disk whose base:allocation extents are the bitmap: data
  * (0) for dirty granules, HOLE (without ZERO) for clean ones.
+ *
+ * Live control (dirty-bitmap-control=SOCKET).  A thread serves the
+ * protocol of common/qdb/qdb-control.h.  A command is atomic with
+ * respect to writes by draining: it sets command_pending (new requests
+ * wait in begin_io), waits until no request is in flight (between
+ * begin_io and end_io: bitmap marking, copy-before-write and the
+ * plugin's write) and no commit runs, then applies every operation to
+ * a copy of the model, writes the copy to a new file (fsync, rename,
+ * fsync of the directory) and swaps it in.  So every write lands in the
+ * enabled bitmaps of before or of after the command, and no write is
+ * half-way through during it.  All of this happens under the lock.
+ *
+ * Freeze (a command too) keeps a qdb_freeze (common/qdb/qdb-freeze.c)
+ * per frozen bitmap; every write, zero and trim copies the granules it
+ * is about to change into the freeze's scratch file first, and the view
+ * dirty-bitmap:NAME reads through it.  The list of freezes changes only
+ * during a command, when nothing is in flight, so requests read it
+ * without the lock.
  */
 
 #include <config.h>
@@ -49,6 +67,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <libgen.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -66,6 +85,9 @@
 #include "minmax.h"
 #include "qad-error.h"
 #include "qdb-bits.h"
+#include "qdb-control.h"
+#include "qdb-freeze.h"
+#include "qdb-ops.h"
 #include "qdb.h"
 #include "rounding.h"
 
@@ -78,6 +100,8 @@ static char *qdb_path;
 static char **names;            /* dirty-bitmap-name=, in order */
 static size_t nr_names;
 static uint64_t granularity = QDB_DEFAULT_GRANULARITY;
+static char *control_path;      /* dirty-bitmap-control= */
+static char *scratch_dir;       /* dirty-bitmap-scratch-dir= */
 
 /* Set up in .get_ready / .after_fork, read-only afterwards (except
  * through the lock below).
@@ -116,10 +140,30 @@ static size_t queue_len, queue_alloc;
 static bool commit_in_progress;
 static bool failed;
 static uint64_t stat_first_touch, stat_commits, stat_blocks;
+/* Also under lock (see the notes on live control); commit_done is
+ * broadcast too when in_flight drops to 0 and when a command ends.
+ */
+static uint64_t in_flight;
+static bool command_pending;
+static struct qdb_freeze **frozen;
+static size_t nr_frozen;
+
+/* The control thread. */
+static struct qdb_ctl_server *ctl_server;
+static pthread_t ctl_thread;
+static bool ctl_thread_started;
+
+/* While the control thread runs a command, the first error message
+ * reported through qad_error is kept here for the reply.
+ */
+static __thread char *captured_error;
+static __thread bool capturing;
 
 static void
 error_handler (const char *msg)
 {
+  if (capturing && !captured_error)
+    captured_error = strdup (msg);
   nbdkit_error ("%s", msg);
 }
 
@@ -140,6 +184,12 @@ dirtybitmap_unload (void)
   }
   free (tracked);
   free (queue);
+  for (i = 0; i < nr_frozen; ++i)
+    qdb_freeze_free (frozen[i]);
+  free (frozen);
+  qdb_ctl_server_free (ctl_server);
+  free (control_path);
+  free (scratch_dir);
   qdb_free (qdb);
   if (qdb_fd >= 0)
     close (qdb_fd);
@@ -157,6 +207,16 @@ dirtybitmap_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     free (qdb_path);
     qdb_path = nbdkit_absolute_path (value);
     return qdb_path ? 0 : -1;
+  }
+  else if (strcmp (key, "dirty-bitmap-control") == 0) {
+    free (control_path);
+    control_path = nbdkit_absolute_path (value);
+    return control_path ? 0 : -1;
+  }
+  else if (strcmp (key, "dirty-bitmap-scratch-dir") == 0) {
+    free (scratch_dir);
+    scratch_dir = nbdkit_realpath (value);
+    return scratch_dir ? 0 : -1;
   }
   else if (strcmp (key, "dirty-bitmap-name") == 0) {
     char **p;
@@ -203,13 +263,24 @@ dirtybitmap_config_complete (nbdkit_next_config_complete *next,
     nbdkit_error ("the dirty-bitmap=FILE.qdb parameter is required");
     return -1;
   }
+  if (!scratch_dir) {
+    const char *slash = strrchr (qdb_path, '/');
+    scratch_dir = strndup (qdb_path, slash > qdb_path ? slash - qdb_path : 1);
+    if (!scratch_dir) {
+      nbdkit_error ("strndup: %m");
+      return -1;
+    }
+  }
   return next (nxdata);
 }
 
 #define dirtybitmap_config_help \
   "dirty-bitmap=FILE.qdb       (required) The QDB file of dirty bitmaps.\n" \
   "dirty-bitmap-name=NAME      Bitmap(s) to create in a new file.\n" \
-  "dirty-bitmap-granularity=N  Granularity of new bitmaps (default 64K)."
+  "dirty-bitmap-granularity=N  Granularity of new bitmaps (default 64K).\n" \
+  "dirty-bitmap-control=SOCKET Unix socket for live bitmap commands.\n" \
+  "dirty-bitmap-scratch-dir=DIR  Copy-before-write scratch files of frozen\n" \
+  "                            bitmaps (default: the QDB file's directory)."
 
 static int
 dirtybitmap_thread_model (void)
@@ -298,6 +369,11 @@ dirtybitmap_get_ready (int thread_model)
 
   if (open_and_lock () == -1)
     return -1;
+  if (control_path) {
+    ctl_server = qdb_ctl_server_new (control_path);
+    if (!ctl_server)
+      return -1;
+  }
   if (qdb_io_init_fd (&qdb_io, &qdb_fd, qdb_path) == -1)
     return -1;
 
@@ -332,6 +408,36 @@ dirtybitmap_get_ready (int thread_model)
     }
   }
   /* Nothing is written until .after_fork has checked the disk size. */
+  return 0;
+}
+
+static char *handle_control (void *opaque, char *body, size_t len,
+                             size_t *reply_len);
+
+static void *
+control_thread (void *arg)
+{
+  qdb_ctl_server_run (ctl_server, handle_control, NULL);
+  return NULL;
+}
+
+/* After a successful .after_fork: start serving the control socket
+ * (created in .get_ready, so that a refusal is seen before the fork).
+ */
+static int
+start_control (void)
+{
+  int err;
+
+  if (!ctl_server)
+    return 0;
+  err = pthread_create (&ctl_thread, NULL, control_thread, NULL);
+  if (err) {
+    errno = err;
+    nbdkit_error ("%s: pthread_create: %m", control_path);
+    return -1;
+  }
+  ctl_thread_started = true;
   return 0;
 }
 
@@ -373,7 +479,7 @@ dirtybitmap_after_fork (nbdkit_backend *backend)
       return -1;
     nbdkit_debug ("%s: created with %zu bitmap(s) for a disk of %" PRIu64
                   " bytes", qdb_path, qdb->nr_bitmaps, disk_size);
-    return setup_tracking ();
+    return setup_tracking () == -1 ? -1 : start_control ();
   }
 
   for (i = 0; i < qdb->nr_bitmaps; ++i)
@@ -395,12 +501,17 @@ dirtybitmap_after_fork (nbdkit_backend *backend)
     if (qdb->bitmaps[i].flags & QDB_FLAG_ENABLED)
       if (qdb_allocate_all (&qdb_io, qdb, &qdb->bitmaps[i]) == -1)
         return -1;
-  return setup_tracking ();
+  return setup_tracking () == -1 ? -1 : start_control ();
 }
 
 static void
 dirtybitmap_cleanup (nbdkit_backend *backend)
 {
+  if (ctl_thread_started) {
+    qdb_ctl_server_stop (ctl_server);
+    pthread_join (ctl_thread, NULL);
+    ctl_thread_started = false;
+  }
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&lock);
   nbdkit_debug ("dirty-bitmap: %" PRIu64 " requests needed new bits, "
                 "%" PRIu64 " commits (fdatasync), %" PRIu64 " blocks written",
@@ -584,11 +695,70 @@ mark_dirty (uint64_t offset, uint32_t count, int *err)
 }
 
 /*----------------------------------------------------------------------
+ * Requests in flight, copy-before-write.
+ */
+
+static void
+begin_io (void)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&lock);
+  while (command_pending)
+    pthread_cond_wait (&commit_done, &lock);
+  in_flight++;
+}
+
+static void
+end_io (void)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&lock);
+  if (--in_flight == 0 && command_pending)
+    pthread_cond_broadcast (&commit_done);
+}
+
+/* The freeze of bitmap NAME, or NULL.  Between begin_io and end_io. */
+static struct qdb_freeze *
+find_freeze (const char *name)
+{
+  size_t i;
+
+  for (i = 0; i < nr_frozen; ++i)
+    if (strcmp (qdb_freeze_name (frozen[i]), name) == 0)
+      return frozen[i];
+  return NULL;
+}
+
+static int
+read_next (void *opaque, void *buf, uint32_t count, uint64_t offset,
+           int *err)
+{
+  nbdkit_next *next = opaque;
+
+  return next->pread (next, buf, count, offset, 0, err);
+}
+
+/* Between begin_io and end_io, before a request that changes
+ * [offset, offset+count) is passed down.
+ */
+static int
+before_write (nbdkit_next *next, uint64_t offset, uint32_t count, int *err)
+{
+  size_t i;
+
+  if (mark_dirty (offset, count, err) == -1)
+    return -1;
+  for (i = 0; i < nr_frozen; ++i)
+    if (qdb_freeze_before_write (frozen[i], offset, count, read_next, next,
+                                 err) == -1)
+      return -1;
+  return 0;
+}
+
+/*----------------------------------------------------------------------
  * Connections.
  */
 
 struct handle {
-  struct qdb_bitmap *view;      /* NULL: the normal read-write disk */
+  char *view;                   /* bitmap name; NULL: the read-write disk */
 };
 
 static int
@@ -600,6 +770,7 @@ dirtybitmap_list_exports (nbdkit_next_list_exports *next,
 
   if (next (nxdata, readonly, exports) == -1)
     return -1;
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&lock);
   for (i = 0; qdb && i < qdb->nr_bitmaps; ++i) {
     const struct qdb_bitmap *bm = &qdb->bitmaps[i];
     CLEANUP_FREE char *name = NULL, *desc = NULL;
@@ -631,18 +802,27 @@ dirtybitmap_open (nbdkit_next_open *next, nbdkit_context *nxdata,
                   int readonly, const char *exportname, int is_tls)
 {
   struct handle *h;
-  struct qdb_bitmap *view = NULL;
+  char *view = NULL;
 
   if (strncmp (exportname, VIEW_PREFIX, strlen (VIEW_PREFIX)) == 0) {
     const char *name = exportname + strlen (VIEW_PREFIX);
-    view = qdb_find_bitmap (qdb, name);
-    if (!view) {
+    bool found;
+    {
+      ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&lock);
+      found = qdb_find_bitmap (qdb, name) != NULL;
+    }
+    if (!found) {
       nbdkit_error ("%s: no bitmap named \"%s\" (export name \"%s\")",
                     qdb_path, name, exportname);
       return NULL;
     }
     if (next (nxdata, 1, "") == -1)
       return NULL;
+    view = strdup (name);
+    if (!view) {
+      nbdkit_error ("strdup: %m");
+      return NULL;
+    }
   }
   else if (next (nxdata, readonly, exportname) == -1)
     return NULL;
@@ -650,6 +830,7 @@ dirtybitmap_open (nbdkit_next_open *next, nbdkit_context *nxdata,
   h = malloc (sizeof *h);
   if (!h) {
     nbdkit_error ("malloc: %m");
+    free (view);
     return NULL;
   }
   h->view = view;
@@ -659,7 +840,10 @@ dirtybitmap_open (nbdkit_next_open *next, nbdkit_context *nxdata,
 static void
 dirtybitmap_close (void *handle)
 {
-  free (handle);
+  struct handle *h = handle;
+
+  free (h->view);
+  free (h);
 }
 
 static int
@@ -745,27 +929,63 @@ dirtybitmap_pwrite (nbdkit_next *next, void *handle,
                     const void *buf, uint32_t count, uint64_t offset,
                     uint32_t flags, int *err)
 {
-  if (mark_dirty (offset, count, err) == -1)
-    return -1;
-  return next->pwrite (next, buf, count, offset, flags, err);
+  int r;
+
+  begin_io ();
+  r = before_write (next, offset, count, err);
+  if (r == 0)
+    r = next->pwrite (next, buf, count, offset, flags, err);
+  end_io ();
+  return r;
 }
 
 static int
 dirtybitmap_zero (nbdkit_next *next, void *handle,
                   uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
-  if (mark_dirty (offset, count, err) == -1)
-    return -1;
-  return next->zero (next, count, offset, flags, err);
+  int r;
+
+  begin_io ();
+  r = before_write (next, offset, count, err);
+  if (r == 0)
+    r = next->zero (next, count, offset, flags, err);
+  end_io ();
+  return r;
 }
 
 static int
 dirtybitmap_trim (nbdkit_next *next, void *handle,
                   uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
-  if (mark_dirty (offset, count, err) == -1)
-    return -1;
-  return next->trim (next, count, offset, flags, err);
+  int r;
+
+  begin_io ();
+  r = before_write (next, offset, count, err);
+  if (r == 0)
+    r = next->trim (next, count, offset, flags, err);
+  end_io ();
+  return r;
+}
+
+static int
+dirtybitmap_pread (nbdkit_next *next, void *handle,
+                   void *buf, uint32_t count, uint64_t offset,
+                   uint32_t flags, int *err)
+{
+  struct handle *h = handle;
+  struct qdb_freeze *fz;
+  int r;
+
+  if (!h->view)
+    return next->pread (next, buf, count, offset, flags, err);
+  begin_io ();
+  fz = find_freeze (h->view);
+  if (fz)
+    r = qdb_freeze_read (fz, buf, count, offset, read_next, next, err);
+  else
+    r = next->pread (next, buf, count, offset, flags, err);
+  end_io ();
+  return r;
 }
 
 static int
@@ -774,14 +994,21 @@ dirtybitmap_extents (nbdkit_next *next, void *handle,
                      struct nbdkit_extents *extents, int *err)
 {
   struct handle *h = handle;
-  const struct qdb_bitmap *bm = h->view;
+  const struct qdb_bitmap *bm;
   uint64_t end, off;
 
-  if (!bm)
+  if (!h->view)
     return next->extents (next, count, offset, flags, extents, err);
 
-  end = MIN (offset + count, bm->disk_size);
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&lock);
+  bm = qdb_find_bitmap (qdb, h->view);
+  if (!bm) {
+    nbdkit_error ("%s: bitmap \"%s\" was removed while its view is open",
+                  qdb_path, h->view);
+    *err = ENOENT;
+    return -1;
+  }
+  end = MIN (offset + count, bm->disk_size);
   for (off = offset; off < end; ) {
     uint64_t n = off / bm->granularity;
     uint64_t run = qdb_bits_run (bm->bits, n, bm->nr_granules);
@@ -797,6 +1024,293 @@ dirtybitmap_extents (nbdkit_next *next, void *handle,
       break;
   }
   return 0;
+}
+
+/*----------------------------------------------------------------------
+ * Live control commands (the control thread).
+ */
+
+/* Write MODEL to a new file beside the QDB file and rename it over it;
+ * the new file (locked) replaces qdb_fd.  Called with the lock held.
+ */
+static int
+persist (struct qdb_file *model)
+{
+  CLEANUP_FREE char *tmp = NULL, *dir = NULL;
+  struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+  struct qdb_io io;
+  struct stat st;
+  int fd, dfd;
+
+  if (asprintf (&tmp, "%s.tmpXXXXXX", qdb_path) == -1) {
+    nbdkit_error ("asprintf: %m");
+    return -1;
+  }
+  fd = mkostemp (tmp, O_CLOEXEC);
+  if (fd == -1) {
+    nbdkit_error ("%s: %m", tmp);
+    return -1;
+  }
+  if (fcntl (fd, F_OFD_SETLK, &fl) == -1 || fstat (qdb_fd, &st) == -1 ||
+      fchmod (fd, st.st_mode & 07777) == -1 ||
+      qdb_io_init_fd (&io, &fd, qdb_path) == -1 ||
+      qdb_write (&io, model, true) == -1 || fsync (fd) == -1 ||
+      rename (tmp, qdb_path) == -1) {
+    nbdkit_error ("%s: writing the new QDB file %s: %m", qdb_path, tmp);
+    close (fd);
+    unlink (tmp);
+    return -1;
+  }
+  dir = strdup (qdb_path);
+  if (dir) {
+    dfd = open (dirname (dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      fsync (dfd);
+      close (dfd);
+    }
+  }
+  close (qdb_fd);
+  qdb_fd = fd;
+  return qdb_io_init_fd (&qdb_io, &qdb_fd, qdb_path);
+}
+
+static void
+free_tracking (void)
+{
+  size_t i;
+
+  for (i = 0; i < nr_tracked; ++i) {
+    free (tracked[i].durable);
+    free (tracked[i].queued);
+  }
+  free (tracked);
+  tracked = NULL;
+  nr_tracked = 0;
+  queue_len = 0;
+}
+
+static bool
+in_names (const char **names_, size_t n, const char *name)
+{
+  size_t i;
+
+  for (i = 0; i < n; ++i)
+    if (strcmp (names_[i], name) == 0)
+      return true;
+  return false;
+}
+
+/* Apply OPS atomically.  Called with the lock held, nothing in flight
+ * and no commit running.  Sets *INFO when a reply needs the bitmaps.
+ */
+static int
+run_command (const struct qdb_op *ops, size_t n, bool *info)
+{
+  const char *fnames[QDB_CTL_MAX_OPS + 64];
+  struct qdb_freeze **nfz = NULL;
+  struct qdb_file *copy;
+  size_t nr_fnames = 0, nr_nfz = 0, i, j;
+  bool changes = false;
+
+  *info = false;
+  for (i = 0; i < n; ++i) {
+    if (ops[i].kind == QDB_OP_INFO)
+      *info = true;
+    else
+      changes = true;
+  }
+  if (!changes)
+    return 0;
+  if (failed) {
+    qad_error ("%s: the dirty bitmaps are no longer kept up to date (an "
+               "earlier write to the file failed): refusing commands",
+               qdb_path);
+    return -1;
+  }
+  if (nr_frozen > 64) {
+    qad_error ("%s: too many frozen bitmaps", qdb_path);
+    return -1;
+  }
+  for (i = 0; i < nr_frozen; ++i)
+    fnames[nr_fnames++] = qdb_freeze_name (frozen[i]);
+
+  copy = qdb_clone (qdb);
+  if (!copy)
+    return -1;
+  for (i = 0; i < n; ++i) {
+    const struct qdb_op *op = &ops[i];
+    struct qdb_bitmap *bm;
+
+    switch (op->kind) {
+    case QDB_OP_INFO:
+      continue;
+    case QDB_OP_FREEZE:
+      bm = qdb_find_bitmap (copy, op->name);
+      if (!bm) {
+        qad_error ("%s: no bitmap named \"%s\"", qdb_path, op->name);
+        goto err;
+      }
+      if (in_names (fnames, nr_fnames, op->name)) {
+        qad_error ("%s: bitmap \"%s\" is already frozen", qdb_path,
+                   op->name);
+        goto err;
+      }
+      fnames[nr_fnames++] = op->name;
+      bm->flags &= ~QDB_FLAG_ENABLED;
+      continue;
+    case QDB_OP_RELEASE:
+      for (j = 0; j < nr_fnames; ++j)
+        if (strcmp (fnames[j], op->name) == 0)
+          break;
+      if (j == nr_fnames) {
+        qad_error ("%s: bitmap \"%s\" is not frozen", qdb_path, op->name);
+        goto err;
+      }
+      fnames[j] = fnames[--nr_fnames];
+      continue;
+    case QDB_OP_REMOVE: case QDB_OP_CLEAR: case QDB_OP_ENABLE:
+      if (in_names (fnames, nr_fnames, op->name)) {
+        qad_error ("%s: bitmap \"%s\" is frozen: release it first "
+                   "(%s)", qdb_path, op->name, qdb_op_word (op->kind));
+        goto err;
+      }
+      break;
+    case QDB_OP_MERGE:
+      if (in_names (fnames, nr_fnames, op->into)) {
+        qad_error ("%s: bitmap \"%s\" is frozen: release it first "
+                   "(merge into it)", qdb_path, op->into);
+        goto err;
+      }
+      break;
+    default:
+      break;
+    }
+    if (qdb_op_apply (copy, op, disk_size) == -1)
+      goto err;
+  }
+
+  /* New freezes first (they may fail), then the file, then the swap. */
+  nfz = calloc (nr_fnames ? nr_fnames : 1, sizeof *nfz);
+  if (!nfz) {
+    qad_error ("calloc: %m");
+    goto err;
+  }
+  for (i = 0; i < nr_fnames; ++i) {
+    struct qdb_freeze *fz = NULL;
+    for (j = 0; j < nr_frozen; ++j)
+      if (strcmp (qdb_freeze_name (frozen[j]), fnames[i]) == 0)
+        fz = frozen[j];
+    if (!fz) {
+      struct qdb_bitmap *bm = qdb_find_bitmap (copy, fnames[i]);
+      fz = qdb_freeze_new (scratch_dir, fnames[i], bm->granularity,
+                           disk_size);
+      if (!fz)
+        goto err;
+    }
+    nfz[nr_nfz++] = fz;
+  }
+  if (persist (copy) == -1)
+    goto err;
+
+  for (j = 0; j < nr_frozen; ++j) {
+    for (i = 0; i < nr_nfz; ++i)
+      if (nfz[i] == frozen[j])
+        break;
+    if (i == nr_nfz)
+      qdb_freeze_free (frozen[j]);      /* released */
+  }
+  free (frozen);
+  frozen = nfz;
+  nr_frozen = nr_nfz;
+  free_tracking ();
+  qdb_free (qdb);
+  qdb = copy;
+  if (setup_tracking () == -1) {
+    failed = true;
+    return -1;
+  }
+  return 0;
+
+ err:
+  if (nfz)
+    for (i = 0; i < nr_nfz; ++i) {
+      for (j = 0; j < nr_frozen; ++j)
+        if (nfz[i] == frozen[j])
+          break;
+      if (j == nr_frozen)
+        qdb_freeze_free (nfz[i]);
+    }
+  free (nfz);
+  qdb_free (copy);
+  return -1;
+}
+
+/* The "ok" reply, with the bitmaps when INFO.  Called with the lock. */
+static char *
+ok_reply (bool info, size_t *len)
+{
+  char *buf = NULL;
+  size_t i, j;
+  FILE *fp = open_memstream (&buf, len);
+
+  if (!fp)
+    return NULL;
+  fputs ("ok\n", fp);
+  for (i = 0; info && qdb && i < qdb->nr_bitmaps; ++i) {
+    const struct qdb_bitmap *bm = &qdb->bitmaps[i];
+    const char *state = bm->flags & QDB_FLAG_ENABLED ? "enabled" : "disabled";
+    for (j = 0; j < nr_frozen; ++j)
+      if (strcmp (qdb_freeze_name (frozen[j]), bm->name) == 0)
+        state = "frozen";
+    fprintf (fp, "bitmap %s %" PRIu64 " %s %" PRIu64 " %" PRIu64 "\n",
+             bm->name, bm->granularity, state, qdb_dirty_bytes (bm),
+             bm->disk_size);
+  }
+  if (fclose (fp) == EOF) {
+    free (buf);
+    return NULL;
+  }
+  return buf;
+}
+
+static char *
+handle_control (void *opaque, char *body, size_t len, size_t *reply_len)
+{
+  struct qdb_op ops[QDB_CTL_MAX_OPS];
+  char err[256];
+  char *reply = NULL;
+  size_t n;
+  bool info = false;
+  int r;
+
+  if (qdb_ctl_decode_request (body, len, ops, &n, err, sizeof err) == -1)
+    goto error;
+
+  capturing = true;
+  free (captured_error);
+  captured_error = NULL;
+  {
+    ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&lock);
+    command_pending = true;
+    while (in_flight > 0 || commit_in_progress)
+      pthread_cond_wait (&commit_done, &lock);
+    r = run_command (ops, n, &info);
+    command_pending = false;
+    pthread_cond_broadcast (&commit_done);
+    if (r == 0)
+      reply = ok_reply (info, reply_len);
+  }
+  capturing = false;
+  if (r == 0)
+    return reply;
+  snprintf (err, sizeof err, "%s", captured_error ? captured_error
+            : "the command failed (see the server's log)");
+  free (captured_error);
+  captured_error = NULL;
+
+ error:
+  *reply_len = asprintf (&reply, "error %s\n", err);
+  return *reply_len == (size_t) -1 ? NULL : reply;
 }
 
 static struct nbdkit_filter filter = {
@@ -825,6 +1339,7 @@ static struct nbdkit_filter filter = {
   .can_fua           = dirtybitmap_can_fua,
   .can_multi_conn    = dirtybitmap_can_multi_conn,
   .can_extents       = dirtybitmap_can_extents,
+  .pread             = dirtybitmap_pread,
   .pwrite            = dirtybitmap_pwrite,
   .zero              = dirtybitmap_zero,
   .trim              = dirtybitmap_trim,
