@@ -161,14 +161,22 @@ int
 qdb_ctl_decode_request (char *body, size_t len, struct qdb_op *ops,
                         size_t *n, char *err, size_t errlen)
 {
-  size_t lineno = 0;
+  size_t lineno = 0, i;
   char *p = body, *end = body + len;
 
   *n = 0;
-  if (len == 0 || body[len - 1] != '\n' || memchr (body, 0, len)) {
+  if (len == 0 || body[len - 1] != '\n') {
     snprintf (err, errlen, "malformed request: it must be text lines, "
-              "each ended by a newline, without NUL bytes");
+              "each ended by a newline");
     return -1;
+  }
+  for (i = 0; i < len; ++i) {
+    unsigned char c = body[i];
+    if ((c < ' ' && c != '\n') || c >= 0x7f) {
+      snprintf (err, errlen, "malformed request: byte 0x%02x at offset %zu "
+                "is not printable ASCII", c, i);
+      return -1;
+    }
   }
   while (p < end) {
     char *nl = memchr (p, '\n', end - p);
