@@ -71,7 +71,8 @@ def atomic(uri, ctl, qad_img, rounds, writers, log):
         except Exception as e:
             errors.append(e)
 
-    ts = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
+    ts = [threading.Thread(target=writer, args=(w,), daemon=True)
+          for w in range(writers)]
     for t in ts:
         t.start()
     for i in range(1, rounds + 1):
@@ -139,10 +140,11 @@ def pit(uri, view_uri, ctl, qad_img, initial, out, writers):
         except Exception as e:
             errors.append(e)
 
-    ts = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
+    ts = [threading.Thread(target=writer, args=(w,), daemon=True)
+          for w in range(writers)]
     for t in ts:
         t.start()
-    time.sleep(1)
+    time.sleep(0.2)
     c0 = time.monotonic()
     qad(qad_img, ctl, "--add", "b2", "--freeze", "b1")
     c1 = time.monotonic()
@@ -150,6 +152,7 @@ def pit(uri, view_uri, ctl, qad_img, initial, out, writers):
     # Copy the dirty extents of the frozen view while writers go on.
     shutil.copyfile(initial, out)
     v = nbd.NBD()
+    v.add_meta_context("base:allocation")
     v.connect_uri(view_uri)
     extents = []
 
@@ -219,8 +222,8 @@ def pit(uri, view_uri, ctl, qad_img, initial, out, writers):
                   "%d and %d" % (w, lo, hi))
             return 1
     print("point in time: %d writes (%d after the freeze while copying), "
-          "%d bytes copied, copy equals the disk at the freeze" %
-          (total, after, copied))
+          "%d of %d bytes copied, copy equals the disk at the freeze" %
+          (total, after, copied, size))
     if after == 0:
         print("no write happened after the freeze: the test proves nothing")
         return 1
