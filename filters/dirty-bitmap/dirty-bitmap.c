@@ -35,6 +35,21 @@
  * sync.  Bits only go from 0 to 1 here, so a torn block write is still
  * a superset of the previous durable state (see the spec).
  *
+ * Lazy tracking (dirty-bitmap-tracking=lazy, the region map of the
+ * spec).  What must be durable before a request is passed down is then
+ * the coarse region map instead of the fine bits: the region map is one
+ * more entry of "tracked" (region_bm, stored contiguously at
+ * raw_offset) and all_durable looks at it alone.  Fine bits are set in
+ * memory and their blocks go to lazy_queue, written by checkpoint() (a
+ * thread, every dirty-bitmap-checkpoint-interval seconds) with one
+ * fdatasync.  region_epoch records the regions written since the last
+ * checkpoint's snapshot; after the fine blocks are durable, regions
+ * not in region_epoch are cleared in the map (their durable bits first,
+ * so a later write there commits the region again, after the clearing
+ * write, through the same group commit).  A clean shutdown rewrites
+ * the file without a region map; after a crash the reader ORs the
+ * marked regions into the enabled bitmaps (common/qdb).
+ *
  * A failed pwrite or fdatasync of the bitmap makes the filter refuse
  * every further write (EIO): we can no longer promise the bitmap
  * covers what changed.
@@ -75,6 +90,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <nbdkit-filter.h>
@@ -101,6 +117,9 @@ static char **names;            /* dirty-bitmap-name=, in order */
 static size_t nr_names;
 static uint64_t granularity = QDB_DEFAULT_GRANULARITY;
 static char *control_path;      /* dirty-bitmap-control= */
+static bool lazy;               /* dirty-bitmap-tracking=lazy */
+static uint64_t region_size = UINT64_C (16) << 20;
+static unsigned checkpoint_interval = 5;
 static char *scratch_dir;       /* dirty-bitmap-scratch-dir= */
 
 /* Set up in .get_ready / .after_fork, read-only afterwards (except
@@ -114,6 +133,7 @@ static uint64_t disk_size;
 
 struct tracked {
   struct qdb_bitmap *bm;        /* bm->bits is "mem" */
+  uint64_t raw_offset;          /* region map: where its bits are stored */
   uint8_t *durable;             /* bits known durable */
   uint8_t *queued;              /* one byte per BLOCK of bits */
 };
@@ -147,6 +167,18 @@ static uint64_t in_flight;
 static bool command_pending;
 static struct qdb_freeze **frozen;
 static size_t nr_frozen;
+/* Lazy tracking, under lock too: the region map (last entry of
+ * tracked), regions written since the last checkpoint snapshot, fine
+ * bitmap blocks not yet written, and the checkpoint thread's state.
+ */
+static struct qdb_bitmap region_bm;
+static uint8_t *region_epoch;
+static struct queued_block *lazy_queue;
+static size_t lazy_len, lazy_alloc;
+static pthread_cond_t ckpt_cond = PTHREAD_COND_INITIALIZER;
+static pthread_t ckpt_thread;
+static bool ckpt_started, ckpt_stop;
+static uint64_t stat_checkpoints;
 
 /* The control thread. */
 static struct qdb_ctl_server *ctl_server;
@@ -184,6 +216,9 @@ dirtybitmap_unload (void)
   }
   free (tracked);
   free (queue);
+  free (lazy_queue);
+  free (region_bm.bits);
+  free (region_epoch);
   for (i = 0; i < nr_frozen; ++i)
     qdb_freeze_free (frozen[i]);
   free (frozen);
@@ -217,6 +252,42 @@ dirtybitmap_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     free (scratch_dir);
     scratch_dir = nbdkit_realpath (value);
     return scratch_dir ? 0 : -1;
+  }
+  else if (strcmp (key, "dirty-bitmap-tracking") == 0) {
+    if (strcmp (value, "lazy") == 0)
+      lazy = true;
+    else if (strcmp (value, "strict") == 0)
+      lazy = false;
+    else {
+      nbdkit_error ("dirty-bitmap-tracking=%s: must be strict or lazy",
+                    value);
+      return -1;
+    }
+    return 0;
+  }
+  else if (strcmp (key, "dirty-bitmap-region-size") == 0) {
+    int64_t r = nbdkit_parse_size (value);
+    if (r == -1)
+      return -1;
+    if (!is_power_of_2 (r) || (uint64_t) r < QDB_MIN_REGION_SIZE ||
+        (uint64_t) r > QDB_MAX_REGION_SIZE) {
+      nbdkit_error ("dirty-bitmap-region-size=%s: must be a power of 2 "
+                    "between 1M and 1T", value);
+      return -1;
+    }
+    region_size = r;
+    return 0;
+  }
+  else if (strcmp (key, "dirty-bitmap-checkpoint-interval") == 0) {
+    if (nbdkit_parse_unsigned ("dirty-bitmap-checkpoint-interval", value,
+                               &checkpoint_interval) == -1)
+      return -1;
+    if (checkpoint_interval < 1 || checkpoint_interval > 3600) {
+      nbdkit_error ("dirty-bitmap-checkpoint-interval=%s: must be 1 to "
+                    "3600 seconds", value);
+      return -1;
+    }
+    return 0;
   }
   else if (strcmp (key, "dirty-bitmap-name") == 0) {
     char **p;
@@ -279,6 +350,10 @@ dirtybitmap_config_complete (nbdkit_next_config_complete *next,
   "dirty-bitmap-name=NAME      Bitmap(s) to create in a new file.\n" \
   "dirty-bitmap-granularity=N  Granularity of new bitmaps (default 64K).\n" \
   "dirty-bitmap-control=SOCKET Unix socket for live bitmap commands.\n" \
+  "dirty-bitmap-tracking=strict|lazy  Sync the fine bits (strict, default)\n" \
+  "                            or a coarse region map (lazy) before writes.\n" \
+  "dirty-bitmap-region-size=N  Lazy tracking's region size (default 16M).\n" \
+  "dirty-bitmap-checkpoint-interval=S  Lazy: write fine bits every S s (5).\n" \
   "dirty-bitmap-scratch-dir=DIR  Copy-before-write scratch files of frozen\n" \
   "                            bitmaps (default: the QDB file's directory)."
 
@@ -332,12 +407,42 @@ open_and_lock (void)
   return -1;
 }
 
+/* Lazy tracking: the region map, all clear (as qdb_write leaves it),
+ * as the last tracked entry.
+ */
+static int
+setup_region_tracking (void)
+{
+  struct tracked *t = &tracked[nr_tracked];
+  size_t len = ROUND_UP (qdb->region_map_size, BLOCK);
+
+  free (region_bm.bits);
+  free (region_epoch);
+  region_bm = (struct qdb_bitmap) {
+    .name = (char *) "region map", .granularity = qdb->region_size,
+    .disk_size = disk_size, .bits_len = len,
+    .nr_granules = div_round_up (disk_size, qdb->region_size),
+  };
+  region_bm.bits = calloc (len, 1);
+  region_epoch = calloc (len, 1);
+  t->bm = &region_bm;
+  t->raw_offset = qdb->region_map_offset;
+  t->durable = calloc (len, 1);
+  t->queued = calloc (len / BLOCK + 1, 1);
+  if (!region_bm.bits || !region_epoch || !t->durable || !t->queued) {
+    nbdkit_error ("calloc: %m");
+    return -1;
+  }
+  nr_tracked++;
+  return 0;
+}
+
 static int
 setup_tracking (void)
 {
   size_t i;
 
-  tracked = calloc (qdb->nr_bitmaps ? qdb->nr_bitmaps : 1, sizeof *tracked);
+  tracked = calloc (qdb->nr_bitmaps + 1, sizeof *tracked);
   if (!tracked) {
     nbdkit_error ("calloc: %m");
     return -1;
@@ -359,7 +464,7 @@ setup_tracking (void)
     memcpy (t->durable, bm->bits, bm->bits_len);
     nr_tracked++;
   }
-  return 0;
+  return lazy ? setup_region_tracking () : 0;
 }
 
 static int
@@ -413,6 +518,7 @@ dirtybitmap_get_ready (int thread_model)
 
 static char *handle_control (void *opaque, char *body, size_t len,
                              size_t *reply_len);
+static void *checkpoint_thread (void *arg);
 
 static void *
 control_thread (void *arg)
@@ -429,6 +535,15 @@ start_control (void)
 {
   int err;
 
+  if (lazy) {
+    err = pthread_create (&ckpt_thread, NULL, checkpoint_thread, NULL);
+    if (err) {
+      errno = err;
+      nbdkit_error ("pthread_create: %m");
+      return -1;
+    }
+    ckpt_started = true;
+  }
   if (!ctl_server)
     return 0;
   err = pthread_create (&ctl_thread, NULL, control_thread, NULL);
@@ -440,6 +555,8 @@ start_control (void)
   ctl_thread_started = true;
   return 0;
 }
+
+static int persist (struct qdb_file *model);
 
 static int
 dirtybitmap_after_fork (nbdkit_backend *backend)
@@ -466,6 +583,7 @@ dirtybitmap_after_fork (nbdkit_backend *backend)
     qdb = qdb_new (qdb_path, QDB_DEFAULT_CLUSTER_BITS);
     if (!qdb)
       return -1;
+    qdb->region_size = lazy ? region_size : 0;
     if (nr_names == 0) {
       if (qdb_add_bitmap (qdb, DEFAULT_BITMAP_NAME, granularity, disk_size,
                           QDB_FLAG_ENABLED) == -1)
@@ -497,6 +615,19 @@ dirtybitmap_after_fork (nbdkit_backend *backend)
    */
   if (qdb_clear_unknown_autoclear (&qdb_io, qdb) == -1)
     return -1;
+  if (lazy || qdb->region_size) {
+    /* After an unclean shutdown qdb_read has ORed the region map into
+     * the bitmaps: write them out with a fresh (or no) region map.
+     */
+    if (qdb->region_recovered)
+      nbdkit_debug ("%s: region map of an unclean shutdown: %" PRIu64
+                    " granules marked dirty", qdb_path,
+                    qdb->region_recovered);
+    qdb->region_size = lazy ? region_size : 0;
+    if (persist (qdb) == -1)
+      return -1;
+    return setup_tracking () == -1 ? -1 : start_control ();
+  }
   for (i = 0; i < qdb->nr_bitmaps; ++i)
     if (qdb->bitmaps[i].flags & QDB_FLAG_ENABLED)
       if (qdb_allocate_all (&qdb_io, qdb, &qdb->bitmaps[i]) == -1)
@@ -512,10 +643,31 @@ dirtybitmap_cleanup (nbdkit_backend *backend)
     pthread_join (ctl_thread, NULL);
     ctl_thread_started = false;
   }
+  if (ckpt_started) {
+    {
+      ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&lock);
+      ckpt_stop = true;
+      pthread_cond_broadcast (&ckpt_cond);
+    }
+    pthread_join (ckpt_thread, NULL);
+    ckpt_started = false;
+  }
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&lock);
+  while (commit_in_progress)
+    pthread_cond_wait (&commit_done, &lock);
+  if (lazy && qdb && !failed) {
+    /* Clean shutdown: every bit into the file, no region map. */
+    qdb->region_size = 0;
+    if (persist (qdb) == -1)
+      nbdkit_error ("%s: could not write the bitmaps at shutdown: the "
+                    "region map stays and will be applied at the next "
+                    "open", qdb_path);
+  }
   nbdkit_debug ("dirty-bitmap: %" PRIu64 " requests needed new bits, "
-                "%" PRIu64 " commits (fdatasync), %" PRIu64 " blocks written",
-                stat_first_touch, stat_commits, stat_blocks);
+                "%" PRIu64 " commits (fdatasync), %" PRIu64 " blocks written, "
+                "%" PRIu64 " checkpoints (fdatasync)",
+                stat_first_touch, stat_commits, stat_blocks,
+                stat_checkpoints);
 }
 
 /*----------------------------------------------------------------------
@@ -541,6 +693,153 @@ enqueue (size_t t, uint64_t b)
   return 0;
 }
 
+static int commit (void);
+
+/* Called with the lock held, lazy tracking: set the fine bits of
+ * [offset, offset+count) in memory, queue their blocks for the next
+ * checkpoint, and note the regions in region_epoch.
+ */
+static int
+lazy_mark (uint64_t offset, uint32_t count)
+{
+  size_t t;
+  uint64_t b;
+
+  for (t = 0; t + 1 < nr_tracked; ++t) {
+    struct qdb_bitmap *bm = tracked[t].bm;
+    uint64_t first = offset / bm->granularity;
+    uint64_t last = MIN ((offset + count - 1) / bm->granularity,
+                         bm->nr_granules - 1);
+
+    if (first > last || qdb_bits_all_set (bm->bits, first, last))
+      continue;
+    qdb_bits_set_range (bm->bits, first, last);
+    for (b = (first / 8) / BLOCK; b <= (last / 8) / BLOCK; ++b) {
+      if (tracked[t].queued[b])
+        continue;
+      if (lazy_len == lazy_alloc) {
+        size_t n = lazy_alloc ? lazy_alloc * 2 : 64;
+        struct queued_block *q = realloc (lazy_queue, n * sizeof *q);
+        if (!q)
+          return -1;
+        lazy_queue = q;
+        lazy_alloc = n;
+      }
+      lazy_queue[lazy_len++] = (struct queued_block) { t, b };
+      tracked[t].queued[b] = 1;
+    }
+  }
+  qdb_bits_set_range (region_epoch, offset / region_bm.granularity,
+                      MIN ((offset + count - 1) / region_bm.granularity,
+                           region_bm.nr_granules - 1));
+  return 0;
+}
+
+/* Lazy tracking: write the fine blocks queued so far with one
+ * fdatasync, then clear the regions nobody wrote to since (see the
+ * notes).  Takes the lock.
+ */
+static void
+checkpoint (void)
+{
+  CLEANUP_FREE struct queued_block *snap = NULL;
+  CLEANUP_FREE uint8_t *data = NULL;
+  struct tracked *rt;
+  size_t n, i, j;
+  int r = 0;
+
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&lock);
+  while (commit_in_progress || command_pending)
+    pthread_cond_wait (&commit_done, &lock);
+  if (failed || nr_tracked == 0)
+    return;
+  n = lazy_len;
+  snap = malloc ((n ? n : 1) * sizeof *snap);
+  data = malloc ((n ? n : 1) * BLOCK);
+  if (!snap || !data) {
+    nbdkit_error ("malloc: %m");
+    return;
+  }
+  for (i = 0; i < n; ++i) {
+    struct tracked *t = &tracked[lazy_queue[i].t];
+    snap[i] = lazy_queue[i];
+    memcpy (data + i * BLOCK, t->bm->bits + snap[i].block * BLOCK, BLOCK);
+    t->queued[snap[i].block] = 0;
+  }
+  lazy_len = 0;
+  memset (region_epoch, 0, region_bm.bits_len);
+
+  if (n > 0) {
+    commit_in_progress = true;
+    pthread_mutex_unlock (&lock);
+    for (i = 0; i < n && r == 0; ++i) {
+      struct tracked *t = &tracked[snap[i].t];
+      uint64_t off = qdb_bits_file_offset (qdb, t->bm, snap[i].block * BLOCK);
+      if (off && full_pwrite (qdb_fd, data + i * BLOCK, BLOCK, off) == -1) {
+        nbdkit_error ("%s: writing bitmap \"%s\" at offset %" PRIu64 ": %m",
+                      qdb_path, t->bm->name, off);
+        r = -1;
+      }
+    }
+    if (r == 0 && fdatasync (qdb_fd) == -1) {
+      nbdkit_error ("%s: fdatasync: %m", qdb_path);
+      r = -1;
+    }
+    pthread_mutex_lock (&lock);
+    commit_in_progress = false;
+    pthread_cond_broadcast (&commit_done);
+    stat_checkpoints++;
+    if (r == -1) {
+      nbdkit_error ("%s: the dirty bitmap can no longer be kept up to date: "
+                    "refusing all further writes", qdb_path);
+      failed = true;
+      return;
+    }
+    for (i = 0; i < n; ++i) {
+      uint8_t *d = tracked[snap[i].t].durable + snap[i].block * BLOCK;
+      for (j = 0; j < BLOCK; ++j)
+        d[j] |= data[i * BLOCK + j];
+    }
+  }
+
+  /* Every fine bit set before the snapshot is durable now: keep only
+   * the regions written since.
+   */
+  rt = &tracked[nr_tracked - 1];
+  for (i = 0; i < region_bm.bits_len; ++i) {
+    if (region_bm.bits[i] == region_epoch[i])
+      continue;
+    rt->durable[i] &= region_epoch[i];
+    region_bm.bits[i] = region_epoch[i];
+    if (enqueue (nr_tracked - 1, i / BLOCK) == -1) {
+      nbdkit_error ("realloc: %m");
+      return;                   /* the map only stays a superset */
+    }
+  }
+  if (queue_len > 0 && commit () == -1)
+    return;
+}
+
+static void *
+checkpoint_thread (void *arg)
+{
+  for (;;) {
+    struct timespec ts;
+
+    clock_gettime (CLOCK_REALTIME, &ts);
+    ts.tv_sec += checkpoint_interval;
+    {
+      ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&lock);
+      while (!ckpt_stop &&
+             pthread_cond_timedwait (&ckpt_cond, &lock, &ts) != ETIMEDOUT)
+        ;
+      if (ckpt_stop)
+        return NULL;
+    }
+    checkpoint ();
+  }
+}
+
 /* Called with the lock held: are the granules of [offset, offset+count)
  * durable in every tracked bitmap?
  */
@@ -549,7 +848,7 @@ all_durable (uint64_t offset, uint32_t count)
 {
   size_t t;
 
-  for (t = 0; t < nr_tracked; ++t) {
+  for (t = lazy ? nr_tracked - 1 : 0; t < nr_tracked; ++t) {
     const struct qdb_bitmap *bm = tracked[t].bm;
     uint64_t first = offset / bm->granularity;
     uint64_t last = (offset + count - 1) / bm->granularity;
@@ -591,7 +890,8 @@ commit (void)
   pthread_mutex_unlock (&lock);
   for (i = 0; i < n && r == 0; ++i) {
     struct tracked *t = &tracked[snap[i].t];
-    uint64_t off = qdb_bits_file_offset (qdb, t->bm, snap[i].block * BLOCK);
+    uint64_t off = t->raw_offset ? t->raw_offset + snap[i].block * BLOCK
+      : qdb_bits_file_offset (qdb, t->bm, snap[i].block * BLOCK);
     /* 0: an ALL_ONES cluster, whose bits are all set already. */
     if (off && full_pwrite (qdb_fd, data + i * BLOCK, BLOCK, off) == -1) {
       saved_errno = errno;
@@ -642,11 +942,16 @@ mark_dirty (uint64_t offset, uint32_t count, int *err)
     *err = EIO;
     return -1;
   }
+  if (lazy && lazy_mark (offset, count) == -1) {
+    nbdkit_error ("realloc: %m");
+    *err = ENOMEM;
+    return -1;
+  }
   if (all_durable (offset, count))
     return 0;                   /* the fast path */
 
   stat_first_touch++;
-  for (t = 0; t < nr_tracked; ++t) {
+  for (t = lazy ? nr_tracked - 1 : 0; t < nr_tracked; ++t) {
     struct qdb_bitmap *bm = tracked[t].bm;
     uint64_t first = offset / bm->granularity;
     uint64_t last = (offset + count - 1) / bm->granularity;
@@ -1087,6 +1392,7 @@ free_tracking (void)
   tracked = NULL;
   nr_tracked = 0;
   queue_len = 0;
+  lazy_len = 0;
 }
 
 static bool
