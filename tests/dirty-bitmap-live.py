@@ -47,6 +47,14 @@ def qad(qad_img, ctl, *args):
         raise SystemExit("qad-img bitmap %s failed: %s" % (args, r.stderr))
 
 
+def start_writers(fn, n):
+    ts = [threading.Thread(target=fn, args=(w,), daemon=True)
+          for w in range(n)]
+    for t in ts:
+        t.start()
+    return ts
+
+
 def atomic(uri, ctl, qad_img, rounds, writers, log):
     import nbd
     stop = threading.Event()
@@ -71,10 +79,7 @@ def atomic(uri, ctl, qad_img, rounds, writers, log):
         except Exception as e:
             errors.append(e)
 
-    ts = [threading.Thread(target=writer, args=(w,), daemon=True)
-          for w in range(writers)]
-    for t in ts:
-        t.start()
+    ts = start_writers(writer, writers)
     for i in range(1, rounds + 1):
         qad(qad_img, ctl, "--add", "b%d" % (i + 1), "-g", "4K",
             "--disable", "b%d" % i)
@@ -140,10 +145,7 @@ def pit(uri, view_uri, ctl, qad_img, initial, out, writers):
         except Exception as e:
             errors.append(e)
 
-    ts = [threading.Thread(target=writer, args=(w,), daemon=True)
-          for w in range(writers)]
-    for t in ts:
-        t.start()
+    ts = start_writers(writer, writers)
     time.sleep(0.2)
     c0 = time.monotonic()
     qad(qad_img, ctl, "--add", "b2", "--freeze", "b1")

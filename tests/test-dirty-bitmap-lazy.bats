@@ -109,3 +109,41 @@ for i in range(256):
     [ "$got" -ge 256 ]
   done
 }
+
+@test "dirty-bitmap lazy: a bad region map is refused with a clear message" {
+  "$QAD_IMG" create --format=qdb plain.qdb --size=16M
+  # Bit 0 without the extension.
+  cp plain.qdb nobit.qdb
+  printf '\x01' | dd of=nobit.qdb bs=1 seek=39 conv=notrunc status=none
+  expect_fail_cleanly 'bit 0 \(region map\) is set but the region map header extension is absent' \
+    "$QAD_IMG" check nobit.qdb
+  # A file left by a crash, then its region_size / offset corrupted.
+  truncate -s 16M disk.raw
+  serve_lazy dirty-bitmap-checkpoint-interval=3600
+  nbdsh -u "$(nbd_uri sock)" -c 'h.pwrite(b"x" * 4096, 0)'
+  stop_nbdkit sock KILL
+  "$QAD_IMG" check disk.qdb
+  ext=$(python3 -c '
+import struct, sys
+d = open("disk.qdb", "rb").read()
+pos = 64
+while True:
+    t, l = struct.unpack(">II", d[pos:pos + 8])
+    if t == 0x52474e4d or t == 0:
+        break
+    pos += 8 + (l + 7) // 8 * 8
+print(pos)')
+  cp disk.qdb badsize.qdb
+  printf '\x00\x00\x00\x00\x00\x00\x03\x00' |
+    dd of=badsize.qdb bs=1 seek=$((ext + 8)) conv=notrunc status=none
+  expect_fail_cleanly 'region_size 768 is not a power of 2' \
+    "$QAD_IMG" check badsize.qdb
+  cp disk.qdb badoff.qdb
+  printf '\x7f\x00\x00\x00\x00\x00\x00\x00' |
+    dd of=badoff.qdb bs=1 seek=$((ext + 16)) conv=notrunc status=none
+  expect_fail_cleanly 'region map: offset 9151314442816847872 size' \
+    "$QAD_IMG" check badoff.qdb
+  expect_fail_cleanly 'region map' \
+    nbdkit -U - --filter="$DIRTY_BITMAP_FILTER" file disk.raw \
+    dirty-bitmap=badoff.qdb --run true
+}

@@ -130,7 +130,29 @@ qdb_clone (struct qdb_file *qdb)
 {
   struct qdb_membuf mb = { 0 };
   struct qdb_io io;
-  struct qdb_file *copy = NULL;
+  struct qdb_file *copy = NULL, saved = *qdb;
+  uint64_t **tables, *offsets;
+  size_t i;
+
+  /* qdb_write lays the model out anew (table offsets and entries,
+   * directory, region map): keep the source describing its own file.
+   */
+  tables = calloc (qdb->nr_bitmaps + 1, sizeof *tables);
+  offsets = calloc (qdb->nr_bitmaps + 1, sizeof *offsets);
+  if (!tables || !offsets) {
+    qad_error ("%s: calloc: %m", qdb->name);
+    goto out;
+  }
+  for (i = 0; i < qdb->nr_bitmaps; ++i) {
+    const struct qdb_bitmap *bm = &qdb->bitmaps[i];
+    tables[i] = malloc ((bm->table_size + 1) * sizeof (uint64_t));
+    if (!tables[i]) {
+      qad_error ("%s: malloc: %m", qdb->name);
+      goto out;
+    }
+    memcpy (tables[i], bm->table, bm->table_size * sizeof (uint64_t));
+    offsets[i] = bm->table_offset;
+  }
 
   qdb_io_init_mem (&io, &mb, qdb->name);
   if (qdb_write (&io, qdb, true) == 0)
@@ -138,5 +160,25 @@ qdb_clone (struct qdb_file *qdb)
   free (mb.data);
   if (copy)
     copy->name = qdb->name;
+
+  for (i = 0; i < qdb->nr_bitmaps; ++i) {
+    struct qdb_bitmap *bm = &qdb->bitmaps[i];
+    memcpy (bm->table, tables[i], bm->table_size * sizeof (uint64_t));
+    bm->table_offset = offsets[i];
+  }
+  qdb->dir_offset = saved.dir_offset;
+  qdb->dir_size = saved.dir_size;
+  qdb->incompat = saved.incompat;
+  qdb->region_map_offset = saved.region_map_offset;
+  qdb->region_map_size = saved.region_map_size;
+  qdb->file_size = saved.file_size;
+  qdb->leaked_clusters = saved.leaked_clusters;
+
+ out:
+  if (tables)
+    for (i = 0; i < qdb->nr_bitmaps; ++i)
+      free (tables[i]);
+  free (tables);
+  free (offsets);
   return copy;
 }

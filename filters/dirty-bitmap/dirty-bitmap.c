@@ -674,22 +674,58 @@ dirtybitmap_cleanup (nbdkit_backend *backend)
  * Tracking.
  */
 
-/* Called with the lock held.  Queue block B of tracked bitmap T. */
+/* Called with the lock held.  Queue block B of tracked bitmap T on
+ * the queue *Q (the commit queue or the lazy one).
+ */
 static int
-enqueue (size_t t, uint64_t b)
+enqueue_on (struct queued_block **q, size_t *len, size_t *alloc,
+            size_t t, uint64_t b)
 {
   if (tracked[t].queued[b])
     return 0;
-  if (queue_len == queue_alloc) {
-    size_t n = queue_alloc ? queue_alloc * 2 : 64;
-    struct queued_block *q = realloc (queue, n * sizeof *q);
-    if (!q)
+  if (*len == *alloc) {
+    size_t n = *alloc ? *alloc * 2 : 64;
+    struct queued_block *nq = realloc (*q, n * sizeof *nq);
+    if (!nq)
       return -1;
-    queue = q;
-    queue_alloc = n;
+    *q = nq;
+    *alloc = n;
   }
-  queue[queue_len++] = (struct queued_block) { t, b };
+  (*q)[(*len)++] = (struct queued_block) { t, b };
   tracked[t].queued[b] = 1;
+  return 0;
+}
+
+static int
+enqueue (size_t t, uint64_t b)
+{
+  return enqueue_on (&queue, &queue_len, &queue_alloc, t, b);
+}
+
+/* Without the lock: write the N blocks SNAP (contents DATA) to their
+ * places in the file, then fdatasync.  -1 (reported, errno set) on
+ * failure.
+ */
+static int
+write_blocks (const struct queued_block *snap, const uint8_t *data, size_t n)
+{
+  size_t i;
+
+  for (i = 0; i < n; ++i) {
+    const struct tracked *t = &tracked[snap[i].t];
+    uint64_t off = t->raw_offset ? t->raw_offset + snap[i].block * BLOCK
+      : qdb_bits_file_offset (qdb, t->bm, snap[i].block * BLOCK);
+    /* 0: an ALL_ONES cluster, whose bits are all set already. */
+    if (off && full_pwrite (qdb_fd, data + i * BLOCK, BLOCK, off) == -1) {
+      nbdkit_error ("%s: writing bitmap \"%s\" at offset %" PRIu64 ": %m",
+                    qdb_path, t->bm->name, off);
+      return -1;
+    }
+  }
+  if (fdatasync (qdb_fd) == -1) {
+    nbdkit_error ("%s: fdatasync: %m", qdb_path);
+    return -1;
+  }
   return 0;
 }
 
@@ -714,20 +750,9 @@ lazy_mark (uint64_t offset, uint32_t count)
     if (first > last || qdb_bits_all_set (bm->bits, first, last))
       continue;
     qdb_bits_set_range (bm->bits, first, last);
-    for (b = (first / 8) / BLOCK; b <= (last / 8) / BLOCK; ++b) {
-      if (tracked[t].queued[b])
-        continue;
-      if (lazy_len == lazy_alloc) {
-        size_t n = lazy_alloc ? lazy_alloc * 2 : 64;
-        struct queued_block *q = realloc (lazy_queue, n * sizeof *q);
-        if (!q)
-          return -1;
-        lazy_queue = q;
-        lazy_alloc = n;
-      }
-      lazy_queue[lazy_len++] = (struct queued_block) { t, b };
-      tracked[t].queued[b] = 1;
-    }
+    for (b = (first / 8) / BLOCK; b <= (last / 8) / BLOCK; ++b)
+      if (enqueue_on (&lazy_queue, &lazy_len, &lazy_alloc, t, b) == -1)
+        return -1;
   }
   qdb_bits_set_range (region_epoch, offset / region_bm.granularity,
                       MIN ((offset + count - 1) / region_bm.granularity,
@@ -772,19 +797,7 @@ checkpoint (void)
   if (n > 0) {
     commit_in_progress = true;
     pthread_mutex_unlock (&lock);
-    for (i = 0; i < n && r == 0; ++i) {
-      struct tracked *t = &tracked[snap[i].t];
-      uint64_t off = qdb_bits_file_offset (qdb, t->bm, snap[i].block * BLOCK);
-      if (off && full_pwrite (qdb_fd, data + i * BLOCK, BLOCK, off) == -1) {
-        nbdkit_error ("%s: writing bitmap \"%s\" at offset %" PRIu64 ": %m",
-                      qdb_path, t->bm->name, off);
-        r = -1;
-      }
-    }
-    if (r == 0 && fdatasync (qdb_fd) == -1) {
-      nbdkit_error ("%s: fdatasync: %m", qdb_path);
-      r = -1;
-    }
+    r = write_blocks (snap, data, n);
     pthread_mutex_lock (&lock);
     commit_in_progress = false;
     pthread_cond_broadcast (&commit_done);
@@ -888,23 +901,9 @@ commit (void)
   stat_blocks += n;
 
   pthread_mutex_unlock (&lock);
-  for (i = 0; i < n && r == 0; ++i) {
-    struct tracked *t = &tracked[snap[i].t];
-    uint64_t off = t->raw_offset ? t->raw_offset + snap[i].block * BLOCK
-      : qdb_bits_file_offset (qdb, t->bm, snap[i].block * BLOCK);
-    /* 0: an ALL_ONES cluster, whose bits are all set already. */
-    if (off && full_pwrite (qdb_fd, data + i * BLOCK, BLOCK, off) == -1) {
-      saved_errno = errno;
-      nbdkit_error ("%s: writing bitmap \"%s\" at offset %" PRIu64 ": %m",
-                    qdb_path, t->bm->name, off);
-      r = -1;
-    }
-  }
-  if (r == 0 && fdatasync (qdb_fd) == -1) {
+  r = write_blocks (snap, data, n);
+  if (r == -1)
     saved_errno = errno;
-    nbdkit_error ("%s: fdatasync: %m", qdb_path);
-    r = -1;
-  }
   pthread_mutex_lock (&lock);
 
   if (r == 0) {
