@@ -10,7 +10,8 @@
 #   dirty-bitmap-live.py atomic URI CTL QAD_IMG ROUNDS WRITERS LOG
 #       Writers write 4K blocks, each block at most once, while the
 #       main thread runs "bitmap --add b<i+1> --disable b<i>" ROUNDS
-#       times.  LOG gets the offset of every write that completed.
+#       times.  LOG gets the offset of every write that completed, as
+#       it completes (so a kill of the server leaves a correct log).
 #   dirty-bitmap-live.py covered QDB GRANULARITY LOG
 #       Every logged write's granule is dirty in at least one bitmap
 #       (independent QDB reader); prints how many bitmaps hold each.
@@ -64,6 +65,10 @@ def atomic(uri, ctl, qad_img, rounds, writers, log):
     probe.connect_uri(uri)
     nblocks = probe.get_size() // BLOCK
     probe.shutdown()
+    # Each completed write is logged at once, so that the log is right
+    # even when the server is killed in the middle of the commands.
+    logf = open(log, "w")
+    loglock = threading.Lock()
 
     def writer(w):
         try:
@@ -73,7 +78,10 @@ def atomic(uri, ctl, qad_img, rounds, writers, log):
             while not stop.is_set() and k * writers + w < nblocks:
                 off = (k * writers + w) * BLOCK
                 h.pwrite(b"%c" % (65 + w) * BLOCK, off)
-                done.append(off)
+                with loglock:
+                    done.append(off)
+                    logf.write("%d\n" % off)
+                    logf.flush()
                 k += 1
             h.shutdown()
         except Exception as e:
@@ -88,9 +96,6 @@ def atomic(uri, ctl, qad_img, rounds, writers, log):
         t.join()
     if errors:
         raise SystemExit("writer failed: %s" % errors[0])
-    with open(log, "w") as f:
-        for off in done:
-            f.write("%d\n" % off)
     print("%d writes during %d commands" % (len(done), rounds))
 
 

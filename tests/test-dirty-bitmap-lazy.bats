@@ -147,3 +147,24 @@ print(pos)')
     nbdkit -U - --filter="$DIRTY_BITMAP_FILTER" file disk.raw \
     dirty-bitmap=badoff.qdb --run true
 }
+
+@test "dirty-bitmap lazy: kill -9 in the middle of --add/--disable commands under writers" {
+  truncate -s 32M disk.raw
+  start_nbdkit sock --filter="$DIRTY_BITMAP_FILTER" file disk.raw \
+    dirty-bitmap=disk.qdb dirty-bitmap-name=b1 dirty-bitmap-granularity=4K \
+    dirty-bitmap-tracking=lazy dirty-bitmap-region-size=1M \
+    dirty-bitmap-checkpoint-interval=1 dirty-bitmap-control="$PWD/ctl"
+  python3 "$BATS_TEST_DIRNAME/dirty-bitmap-live.py" atomic "$(nbd_uri sock)" \
+    "$PWD/ctl" "$QAD_IMG" 1000 6 writes.log >/dev/null 2>&1 &
+  pid=$!
+  sleep 2
+  stop_nbdkit sock KILL
+  wait "$pid" || true
+  n=$(wc -l < writes.log)
+  echo "# $n writes logged before the kill" >&3
+  [ "$n" -gt 0 ]
+  "$QAD_IMG" check disk.qdb
+  run python3 "$BATS_TEST_DIRNAME/dirty-bitmap-live.py" covered disk.qdb 4096 writes.log
+  echo "$output"
+  [ "$status" -eq 0 ]
+}
