@@ -1595,10 +1595,17 @@ handle_control (void *opaque, char *body, size_t len, size_t *reply_len)
   free (captured_error);
   captured_error = NULL;
   {
+    size_t i;
+    bool only_info = true;
+
+    for (i = 0; i < n; ++i)
+      only_info &= ops[i].kind == QDB_OP_INFO;
     ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&lock);
-    command_pending = true;
-    while (in_flight > 0 || commit_in_progress)
-      pthread_cond_wait (&commit_done, &lock);
+    if (!only_info) {           /* info alone need not pause writes */
+      command_pending = true;
+      while (in_flight > 0 || commit_in_progress)
+        pthread_cond_wait (&commit_done, &lock);
+    }
     r = run_command (ops, n, &info);
     command_pending = false;
     pthread_cond_broadcast (&commit_done);
