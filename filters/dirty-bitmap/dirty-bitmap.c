@@ -50,9 +50,18 @@
  * the file without a region map; after a crash the reader ORs the
  * marked regions into the enabled bitmaps (common/qdb).
  *
- * A failed pwrite or fdatasync of the bitmap makes the filter refuse
- * every further write (EIO): we can no longer promise the bitmap
- * covers what changed.
+ * I/O errors ("poison").  The filter refuses every further write,
+ * write-zeroes, trim and flush with EIO until restart, logging one
+ * line when it starts, after:
+ * - a failed pwrite or fdatasync of the bitmap: we can no longer
+ *   promise the bitmap covers what changed;
+ * - a failed flush of the plugin below, whatever the error, or a
+ *   failed FUA request below (except with the errors in
+ *   fua_error_is_harmless: a refusal, or ENOSPC from allocating):
+ *   the plugin's fdatasync may have failed, and Linux reports that to
+ *   one fdatasync only (nbdkit's file plugin fails once, then
+ *   succeeds), so a later successful flush would acknowledge data the
+ *   kernel may have dropped.
  *
  * Views.  The export name "dirty-bitmap:NAME" opens a read-only view
  * of the same disk whose base:allocation extents are the bitmap: data
@@ -148,7 +157,7 @@ struct queued_block {
 };
 
 /* lock protects: every bitmap's mem and durable bits and queued flags,
- * the queue, commit_in_progress, failed and the statistics.  Bit
+ * the queue, commit_in_progress and the statistics.  Bit
  * arrays are read-modify-written a byte at a time, so every access to
  * them, reads included, holds it.
  */
@@ -158,7 +167,10 @@ static pthread_cond_t commit_done = PTHREAD_COND_INITIALIZER;
 static struct queued_block *queue;
 static size_t queue_len, queue_alloc;
 static bool commit_in_progress;
-static bool failed;
+/* Poisoned (see the notes above).  Set once with __atomic_exchange_n,
+ * read with __atomic_load_n: the write path tests it without the lock.
+ */
+static int failed;
 static uint64_t stat_first_touch, stat_commits, stat_blocks;
 /* Also under lock (see the notes on live control); commit_done is
  * broadcast too when in_flight drops to 0 and when a command ends.
@@ -557,6 +569,7 @@ start_control (void)
 }
 
 static int persist (struct qdb_file *model);
+static bool poisoned (void);
 
 static int
 dirtybitmap_after_fork (nbdkit_backend *backend)
@@ -593,8 +606,15 @@ dirtybitmap_after_fork (nbdkit_backend *backend)
       if (qdb_add_bitmap (qdb, names[i], granularity, disk_size,
                           QDB_FLAG_ENABLED) == -1)
         return -1;
-    if (qdb_write (&qdb_io, qdb, true) == -1)
+    if (qdb_write (&qdb_io, qdb, true) == -1) {
+      /* Leave an empty file, which the next start creates again,
+       * rather than a partly written one that it would refuse.
+       */
+      if (ftruncate (qdb_fd, 0) == -1 || fsync (qdb_fd) == -1)
+        nbdkit_error ("%s: cannot empty the partly written file (%m): "
+                      "remove it before starting again", qdb_path);
       return -1;
+    }
     nbdkit_debug ("%s: created with %zu bitmap(s) for a disk of %" PRIu64
                   " bytes", qdb_path, qdb->nr_bitmaps, disk_size);
     return setup_tracking () == -1 ? -1 : start_control ();
@@ -655,7 +675,7 @@ dirtybitmap_cleanup (nbdkit_backend *backend)
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&lock);
   while (commit_in_progress)
     pthread_cond_wait (&commit_done, &lock);
-  if (lazy && qdb && !failed) {
+  if (lazy && qdb && !poisoned ()) {
     /* Clean shutdown: every bit into the file, no region map. */
     qdb->region_size = 0;
     if (persist (qdb) == -1)
@@ -668,6 +688,71 @@ dirtybitmap_cleanup (nbdkit_backend *backend)
                 "%" PRIu64 " checkpoints (fdatasync)",
                 stat_first_touch, stat_commits, stat_blocks,
                 stat_checkpoints);
+}
+
+/*----------------------------------------------------------------------
+ * Poison.
+ */
+
+/* Refuse all further writes and flushes; log WHY once. */
+static void
+poison (const char *why)
+{
+  if (__atomic_exchange_n (&failed, 1, __ATOMIC_ACQ_REL) == 0)
+    nbdkit_error ("%s: %s: refusing every further write and flush with "
+                  "EIO until nbdkit is restarted", qdb_path, why);
+}
+
+static bool
+poisoned (void)
+{
+  return __atomic_load_n (&failed, __ATOMIC_ACQUIRE) != 0;
+}
+
+/* Errors of a FUA request below that say nothing about durability:
+ * the request was refused before any I/O, or failed to allocate
+ * (ENOSPC from the write; a plugin's flush failing with ENOSPC is
+ * possible on some storage but cannot be told apart: see LIMITATIONS
+ * in the man page).
+ */
+static bool
+fua_error_is_harmless (int err)
+{
+  switch (err) {
+  case ENOTSUP:
+#if EOPNOTSUPP != ENOTSUP
+  case EOPNOTSUPP:
+#endif
+  case EINVAL: case EPERM: case EROFS: case ENOSPC: case EDQUOT:
+    return true;
+  default:
+    return false;
+  }
+}
+
+/* After a request below with FLAGS returned R (error in *ERR). */
+static int
+check_below (const char *what, uint32_t flags, int r, int *err)
+{
+  if (r == -1 && (flags & NBDKIT_FLAG_FUA) &&
+      !fua_error_is_harmless (*err)) {
+    char why[128];
+    snprintf (why, sizeof why, "a FUA %s failed in the plugin below: %s",
+              what, strerror (*err));
+    poison (why);
+  }
+  return r;
+}
+
+/* At the start of every write-side request. */
+static int
+refuse_if_poisoned (int *err)
+{
+  if (poisoned ()) {
+    *err = EIO;
+    return -1;
+  }
+  return 0;
 }
 
 /*----------------------------------------------------------------------
@@ -703,11 +788,12 @@ enqueue (size_t t, uint64_t b)
 }
 
 /* Without the lock: write the N blocks SNAP (contents DATA) to their
- * places in the file, then fdatasync.  -1 (reported, errno set) on
- * failure.
+ * places in the file, then fdatasync.  On failure, -1 with errno set
+ * and the reason in WHY (for poison).
  */
 static int
-write_blocks (const struct queued_block *snap, const uint8_t *data, size_t n)
+write_blocks (const struct queued_block *snap, const uint8_t *data, size_t n,
+              char *why, size_t whylen)
 {
   size_t i;
 
@@ -717,13 +803,17 @@ write_blocks (const struct queued_block *snap, const uint8_t *data, size_t n)
       : qdb_bits_file_offset (qdb, t->bm, snap[i].block * BLOCK);
     /* 0: an ALL_ONES cluster, whose bits are all set already. */
     if (off && full_pwrite (qdb_fd, data + i * BLOCK, BLOCK, off) == -1) {
-      nbdkit_error ("%s: writing bitmap \"%s\" at offset %" PRIu64 ": %m",
-                    qdb_path, t->bm->name, off);
+      int e = errno;
+      snprintf (why, whylen, "writing bitmap \"%s\" at offset %" PRIu64
+                ": %s", t->bm->name, off, strerror (e));
+      errno = e;
       return -1;
     }
   }
   if (fdatasync (qdb_fd) == -1) {
-    nbdkit_error ("%s: fdatasync: %m", qdb_path);
+    int e = errno;
+    snprintf (why, whylen, "fdatasync: %s", strerror (e));
+    errno = e;
     return -1;
   }
   return 0;
@@ -770,13 +860,14 @@ checkpoint (void)
   CLEANUP_FREE struct queued_block *snap = NULL;
   CLEANUP_FREE uint8_t *data = NULL;
   struct tracked *rt;
+  char why[256];
   size_t n, i, j;
   int r = 0;
 
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&lock);
   while (commit_in_progress || command_pending)
     pthread_cond_wait (&commit_done, &lock);
-  if (failed || nr_tracked == 0)
+  if (poisoned () || nr_tracked == 0)
     return;
   n = lazy_len;
   snap = malloc ((n ? n : 1) * sizeof *snap);
@@ -797,15 +888,13 @@ checkpoint (void)
   if (n > 0) {
     commit_in_progress = true;
     pthread_mutex_unlock (&lock);
-    r = write_blocks (snap, data, n);
+    r = write_blocks (snap, data, n, why, sizeof why);
     pthread_mutex_lock (&lock);
     commit_in_progress = false;
     pthread_cond_broadcast (&commit_done);
     stat_checkpoints++;
     if (r == -1) {
-      nbdkit_error ("%s: the dirty bitmap can no longer be kept up to date: "
-                    "refusing all further writes", qdb_path);
-      failed = true;
+      poison (why);
       return;
     }
     for (i = 0; i < n; ++i) {
@@ -882,6 +971,7 @@ commit (void)
   CLEANUP_FREE uint8_t *data = NULL;
   size_t i;
   int r = 0, saved_errno = 0;
+  char why[256];
 
   snap = malloc ((n ? n : 1) * sizeof *snap);
   data = malloc ((n ? n : 1) * BLOCK);
@@ -901,7 +991,7 @@ commit (void)
   stat_blocks += n;
 
   pthread_mutex_unlock (&lock);
-  r = write_blocks (snap, data, n);
+  r = write_blocks (snap, data, n, why, sizeof why);
   if (r == -1)
     saved_errno = errno;
   pthread_mutex_lock (&lock);
@@ -916,11 +1006,8 @@ commit (void)
         d[j] |= s[j];
     }
   }
-  else {
-    nbdkit_error ("%s: the dirty bitmap can no longer be kept up to date: "
-                  "refusing all further writes", qdb_path);
-    failed = true;
-  }
+  else
+    poison (why);
   commit_in_progress = false;
   pthread_cond_broadcast (&commit_done);
   errno = saved_errno;
@@ -937,10 +1024,8 @@ mark_dirty (uint64_t offset, uint32_t count, int *err)
     return 0;
 
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&lock);
-  if (failed) {
-    *err = EIO;
+  if (refuse_if_poisoned (err) == -1)
     return -1;
-  }
   if (lazy && lazy_mark (offset, count) == -1) {
     nbdkit_error ("realloc: %m");
     *err = ENOMEM;
@@ -975,10 +1060,8 @@ mark_dirty (uint64_t offset, uint32_t count, int *err)
   }
 
   while (!all_durable (offset, count)) {
-    if (failed) {
-      *err = EIO;
+    if (refuse_if_poisoned (err) == -1)
       return -1;
-    }
     if (commit_in_progress)
       pthread_cond_wait (&commit_done, &lock);
     else if (queue_len == 0) {
@@ -1235,10 +1318,13 @@ dirtybitmap_pwrite (nbdkit_next *next, void *handle,
 {
   int r;
 
+  if (refuse_if_poisoned (err) == -1)
+    return -1;
   begin_io ();
   r = before_write (next, offset, count, err);
   if (r == 0)
-    r = next->pwrite (next, buf, count, offset, flags, err);
+    r = check_below ("write", flags,
+                      next->pwrite (next, buf, count, offset, flags, err), err);
   end_io ();
   return r;
 }
@@ -1249,10 +1335,13 @@ dirtybitmap_zero (nbdkit_next *next, void *handle,
 {
   int r;
 
+  if (refuse_if_poisoned (err) == -1)
+    return -1;
   begin_io ();
   r = before_write (next, offset, count, err);
   if (r == 0)
-    r = next->zero (next, count, offset, flags, err);
+    r = check_below ("write-zeroes", flags,
+                      next->zero (next, count, offset, flags, err), err);
   end_io ();
   return r;
 }
@@ -1263,10 +1352,13 @@ dirtybitmap_trim (nbdkit_next *next, void *handle,
 {
   int r;
 
+  if (refuse_if_poisoned (err) == -1)
+    return -1;
   begin_io ();
   r = before_write (next, offset, count, err);
   if (r == 0)
-    r = next->trim (next, count, offset, flags, err);
+    r = check_below ("trim", flags,
+                     next->trim (next, count, offset, flags, err), err);
   end_io ();
   return r;
 }
@@ -1290,6 +1382,22 @@ dirtybitmap_pread (nbdkit_next *next, void *handle,
     r = next->pread (next, buf, count, offset, flags, err);
   end_io ();
   return r;
+}
+
+static int
+dirtybitmap_flush (nbdkit_next *next, void *handle, uint32_t flags,
+                   int *err)
+{
+  if (refuse_if_poisoned (err) == -1)
+    return -1;
+  if (next->flush (next, flags, err) == -1) {
+    char why[128];
+    snprintf (why, sizeof why, "a flush failed in the plugin below: %s",
+              strerror (*err));
+    poison (why);
+    return -1;
+  }
+  return 0;
 }
 
 static int
@@ -1426,10 +1534,9 @@ run_command (const struct qdb_op *ops, size_t n, bool *info)
   }
   if (!changes)
     return 0;
-  if (failed) {
+  if (poisoned ()) {
     qad_error ("%s: the dirty bitmaps are no longer kept up to date (an "
-               "earlier write to the file failed): refusing commands",
-               qdb_path);
+               "earlier write failed): refusing commands", qdb_path);
     return -1;
   }
   if (nr_frozen > 64) {
@@ -1531,7 +1638,7 @@ run_command (const struct qdb_op *ops, size_t n, bool *info)
   qdb_free (qdb);
   qdb = copy;
   if (setup_tracking () == -1) {
-    failed = true;
+    poison ("could not set the bitmaps up again after a command");
     return -1;
   }
   return 0;
@@ -1655,6 +1762,7 @@ static struct nbdkit_filter filter = {
   .pwrite            = dirtybitmap_pwrite,
   .zero              = dirtybitmap_zero,
   .trim              = dirtybitmap_trim,
+  .flush             = dirtybitmap_flush,
   .extents           = dirtybitmap_extents,
 };
 
