@@ -168,3 +168,20 @@ print(pos)')
   echo "$output"
   [ "$status" -eq 0 ]
 }
+
+@test "dirty-bitmap lazy: an NBD flush brings a checkpoint (precision kept)" {
+  truncate -s 64M disk.raw
+  serve_lazy dirty-bitmap-checkpoint-interval=3600
+  nbdsh -u "$(nbd_uri sock)" -c '
+for i in range(32):
+    h.pwrite(b"f" * 4096, i * (2 << 20))
+h.flush()
+'
+  # The checkpoint runs in the background, soon after the flush.
+  for i in $(seq 1 50); do
+    test "$(dirty_count)" -eq 32 && break
+    sleep 0.1
+  done
+  stop_nbdkit sock KILL
+  [ "$(dirty_count)" -eq 32 ]
+}

@@ -41,8 +41,8 @@
  * more entry of "tracked" (region_bm, stored contiguously at
  * raw_offset) and all_durable looks at it alone.  Fine bits are set in
  * memory and their blocks go to lazy_queue, written by checkpoint() (a
- * thread, every dirty-bitmap-checkpoint-interval seconds) with one
- * fdatasync.  region_epoch records the regions written since the last
+ * thread, every dirty-bitmap-checkpoint-interval seconds and soon after
+ * each NBD flush) with one fdatasync.  region_epoch records the regions written since the last
  * checkpoint's snapshot; after the fine blocks are durable, regions
  * not in region_epoch are cleared in the map (their durable bits first,
  * so a later write there commits the region again, after the clearing
@@ -189,7 +189,7 @@ static struct queued_block *lazy_queue;
 static size_t lazy_len, lazy_alloc;
 static pthread_cond_t ckpt_cond = PTHREAD_COND_INITIALIZER;
 static pthread_t ckpt_thread;
-static bool ckpt_started, ckpt_stop;
+static bool ckpt_started, ckpt_stop, ckpt_requested;
 static uint64_t stat_checkpoints;
 
 /* The control thread. */
@@ -932,13 +932,27 @@ checkpoint_thread (void *arg)
     ts.tv_sec += checkpoint_interval;
     {
       ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&lock);
-      while (!ckpt_stop &&
+      while (!ckpt_stop && !ckpt_requested &&
              pthread_cond_timedwait (&ckpt_cond, &lock, &ts) != ETIMEDOUT)
         ;
       if (ckpt_stop)
         return NULL;
+      ckpt_requested = false;
     }
     checkpoint ();
+  }
+}
+
+/* Lazy tracking: ask the checkpoint thread for a checkpoint now (after
+ * an NBD flush), without waiting for it.
+ */
+static void
+request_checkpoint (void)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&lock);
+  if (!ckpt_requested && lazy_len > 0) {
+    ckpt_requested = true;
+    pthread_cond_signal (&ckpt_cond);
   }
 }
 
@@ -1397,6 +1411,8 @@ dirtybitmap_flush (nbdkit_next *next, void *handle, uint32_t flags,
     poison (why);
     return -1;
   }
+  if (lazy)
+    request_checkpoint ();
   return 0;
 }
 
