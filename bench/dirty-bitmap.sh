@@ -24,6 +24,7 @@
 # Environment: DIRTY_BITMAP_FILTER (default ./dirty-bitmap.so), WORKDIR.
 
 set -euo pipefail
+. "$(dirname "$0")/bench-lib.sh"
 size="${1:-1G}"
 secs="${2:-5}"
 filter="${DIRTY_BITMAP_FILTER:-$(pwd)/dirty-bitmap.so}"
@@ -51,6 +52,7 @@ serve ()                        # serve NAME ARGS...
   rm -f "$name.sock" "$name.pid"
   sync                          # same starting state for every run
   nbdkit -v -U "$work/$name.sock" -P "$work/$name.pid" "$@" 2>"$name.log"
+  wait_server "$work/$name.pid" "$work/$name.sock"
   pids+=("$(cat "$name.pid")")
 }
 stop ()                         # stop NAME
