@@ -1,0 +1,37 @@
+#!/usr/bin/env bats
+# nbdkit QED / add-cow / dirty-bitmap bundle
+# Copyright (C) 2026 the project authors
+# SPDX-License-Identifier: BSD-3-Clause
+
+# Simulated power cuts of the add-cow filter over nbdkit's file plugin
+# (tests/powercut/): in every crash state the sidecar passes the check
+# and every flushed or FUA write reads back (bit 1: the raw image, bit
+# 0: the backing file).  The checker must catch flushes that are
+# thrown away (nbdkit's fua filter with fuamode=discard on top).
+
+load functions.sh
+load powercut/powercut.sh
+
+teardown () { pc_teardown; }
+
+setup ()
+{
+  requires_file "$ADDCOW_FILTER"
+  pc_requires
+  pc_random live/base.raw $((PC_SIZE * 3 / 4)) 3
+  truncate -s $PC_SIZE live/disk.raw
+}
+
+@test "powercut addcow: over the file plugin, raw backing file" {
+  pc_record_nbdkit addcow
+  pc_check addcow
+  test "$status" -eq 0
+  pc_samples addcow
+}
+
+@test "powercut addcow: the checker catches discarded flushes" {
+  requires nbdkit --filter=fua null --dump-plugin
+  PC_FILTERS=--filter=fua PC_PARAMS=fuamode=discard pc_record_nbdkit addcow
+  pc_check addcow 500
+  pc_expect_caught
+}
