@@ -74,13 +74,22 @@ log_line (struct conn *c, char kind, uint64_t id, uint64_t off,
   c->log_len += n;
 }
 
-/* A random request range: mostly small and unaligned, in the hot area. */
+/* A random request range: mostly small and unaligned, in the hot area;
+ * a third of them next to the previous request of the connection (the
+ * same cluster, as sequential writers do).
+ */
 static void
-pick_range (uint64_t *rng, uint64_t *off, uint64_t *len)
+pick_range (uint64_t *rng, uint64_t *off, uint64_t *len, uint64_t prev)
 {
   uint64_t r = pc_rng_next (rng) % 100;
   uint64_t area = pc_rng_next (rng) % 100 < 75 ? size / 4 : size;
 
+  if (pc_rng_next (rng) % 3 == 0) {
+    *len = 1 + pc_rng_next (rng) % 2048;
+    *off = prev + pc_rng_next (rng) % 4096;
+    if (*off + *len <= size)
+      return;
+  }
   if (r < 60)
     *len = 1 + pc_rng_next (rng) % 6000;
   else if (r < 85)
@@ -101,6 +110,7 @@ run (void *vp)
   struct nbd_handle *h = nbd_create ();
   uint64_t rng = pc_rng_seed (seed, c->index);
   uint8_t *buf = malloc (65536);
+  uint64_t prev = 0;
   unsigned n;
 
   if (h == NULL || buf == NULL || nbd_connect_uri (h, uri) == -1) {
@@ -117,22 +127,23 @@ run (void *vp)
     int ret;
     char kind;
 
-    pick_range (&rng, &off, &len);
-    if (r < 55 || (r < 67 && !can_zero) || (r < 73 && !can_trim)) {
+    pick_range (&rng, &off, &len, prev);
+    prev = off & ~UINT64_C (4095);
+    if (r < 65 || (r < 80 && !can_zero) || (r < 88 && !can_trim)) {
       kind = 'W';
       for (i = 0; i < len; ++i)
         buf[i] = pc_pattern (id, off + i);
       t0 = now_ns ();
       ret = nbd_pwrite (h, buf, len, off, flags);
     }
-    else if (r < 67) {
+    else if (r < 80) {
       kind = 'Z';
       if (pc_rng_next (&rng) & 1)
         flags |= LIBNBD_CMD_FLAG_NO_HOLE;
       t0 = now_ns ();
       ret = nbd_zero (h, len, off, flags);
     }
-    else if (r < 73) {
+    else if (r < 88) {
       kind = 'T';
       t0 = now_ns ();
       ret = nbd_trim (h, len, off, flags);

@@ -130,6 +130,8 @@ pc_check ()
   run "$PC_BIN/pc-check" check "$1" rec.log snap wl.log work \
       "${2:-$PC_STATES}" "$PC_SEED"
   echo "$output"
+  # The summary goes to the TAP log even when the test passes.
+  echo "# $(tail -n 1 <<<"$output")" >&3
 }
 
 # pc_samples OBJECT: reopen PC_SAMPLES states, spread over all, through
