@@ -9,7 +9,8 @@
  * OPS requests each, one at a time: unaligned writes (a quarter with
  * FUA), write-zeroes, trims and flushes, mostly inside a hot area of
  * the first quarter of the disk so that connections often hit the
- * same clusters.  Write number ID carries pc_pattern (ID, offset).
+ * same clusters.  Requests are unaligned unless the server asks for a
+ * minimum block size (qemu-nbd does: 512).  Write number ID carries pc_pattern (ID, offset).
  *
  * LOG gets one line per request, with CLOCK_MONOTONIC times taken
  * just before the request was sent and just after its reply arrived
@@ -40,6 +41,7 @@ static const char *uri;
 static uint64_t size, seed;
 static unsigned nconns, nops;
 static bool can_fua, can_zero, can_trim;
+static uint64_t min_block = 1;  /* the server's minimum block size */
 
 struct conn {
   unsigned index;
@@ -128,6 +130,12 @@ run (void *vp)
     char kind;
 
     pick_range (&rng, &off, &len, prev);
+    if (min_block > 1) {        /* qemu-nbd: multiples of 512 */
+      off -= off % min_block;
+      len = (len + min_block - 1) / min_block * min_block;
+      if (len > size - off)
+        len = size - off;
+    }
     prev = off & ~UINT64_C (4095);
     if (r < 65 || (r < 80 && !can_zero) || (r < 88 && !can_trim)) {
       kind = 'W';
@@ -208,6 +216,8 @@ main (int argc, char *argv[])
   can_zero = nbd_can_zero (h) == 1;
   can_trim = nbd_can_trim (h) == 1;
   multi_conn = nbd_can_multi_conn (h) == 1;
+  if (nbd_get_block_size (h, LIBNBD_SIZE_MINIMUM) > 1)
+    min_block = nbd_get_block_size (h, LIBNBD_SIZE_MINIMUM);
   if (nbd_can_flush (h) != 1) {
     fprintf (stderr, "pc-workload: the server cannot flush\n");
     exit (EXIT_FAILURE);
