@@ -407,6 +407,17 @@ addcow_create_verb (int argc, char **argv)
     fprintf (stderr, "qad-img: %s: %s\n", image_arg, strerror (errno));
     return EXIT_FAILURE;
   }
+  /* The image must not be in its own backing chain, under any name. */
+  if (backing_arg && !addcow_name_is_uri (backing_arg)) {
+    struct qed_file_id image_id = { st.st_dev, st.st_ino, "the image" };
+    struct qad_blockdev *b =
+      qed_open_backing_excluding (backing_arg, bfmt, false, &image_id, 1);
+    if (b == NULL) {
+      close (ifd);
+      return EXIT_FAILURE;
+    }
+    qad_blockdev_close (b);
+  }
   if (have_size && S_ISREG (st.st_mode) && (uint64_t) st.st_size != size) {
     if ((uint64_t) st.st_size > size) {
       fprintf (stderr, "qad-img: %s is %" PRIu64 " bytes, larger than "

@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "blockdev.h"
 #include "qed-header.h"
@@ -151,6 +152,23 @@ extern bool qed_cluster_offset_valid (const struct qed_geometry *g,
 extern struct qad_blockdev *qed_open_backing (const char *path,
                                               const char *format,
                                               bool lock);
+
+/* A file that a backing chain must not contain (the image on top,
+ * an add-cow sidecar): compared by device and inode, so that another
+ * name, a symbolic link or a hard link of it is caught too.
+ */
+struct qed_file_id {
+  dev_t dev;
+  ino_t ino;
+  const char *what;             /* e.g. "the image", for the message */
+};
+
+/* qed_open_backing, refusing (errno ELOOP) a chain in which any file
+ * is one of the NR_EXCLUDED files in EXCLUDED.
+ */
+extern struct qad_blockdev *qed_open_backing_excluding
+  (const char *path, const char *format, bool lock,
+   const struct qed_file_id *excluded, size_t nr_excluded);
 
 /* Resolve a backing name relative to the directory of IMAGE_PATH.
  * Caller frees.

@@ -23,17 +23,32 @@
  *    cluster range lock, and re-reads the bits once it has it.  A
  *    request that finds all its clusters at 1 goes straight through
  *    with no lock but a short bitmap_lock to read the bits.
- *  - Flush: snapshot the dirty bitmap chunks, flush the plugin, then
- *    write the snapshot and fdatasync the sidecar; all under
- *    flush_lock so that an older snapshot never overwrites a newer
- *    one.  Bits set after the snapshot wait for the next flush, so
- *    every persisted bit has persisted data.  That relies on a flush
- *    through one connection flushing what the others wrote, which is
- *    what a multi-conn plugin promises.  With a plugin that is not
- *    multi-conn, each connection instead remembers the clusters whose
- *    bits it set (struct handle: pending) and its flush persists only
- *    those, through the "ondisk" bitmap of bits allowed on disk.
- *  - ALL_ALLOCATED is persisted by the flush that writes the last bit.
+ *  - A bit is persisted only once its cluster's data is durable.  How
+ *    that is ensured depends on the plugin (enum persist_mode, chosen
+ *    by the first connection; docs/specs/add-cow.txt "Durability"):
+ *    AT_FLUSH (multi-conn plugin): a flush snapshots the dirty bitmap
+ *      chunks, flushes the plugin (which covers every connection's
+ *      writes), then writes the snapshot and fdatasyncs the sidecar,
+ *      under flush_lock so that an older snapshot never overwrites a
+ *      newer one.  Bits set after the snapshot wait for the next
+ *      flush.  "durable" holds what the sidecar is known to hold: a
+ *      FUA write may go straight down only into clusters whose bits
+ *      are durable, else it takes the whole flush sequence.
+ *    AT_WRITE (plugin without multi-conn): a flush on one connection
+ *      need not cover another's writes, so a copy-up's data is written
+ *      with FUA and its bit persisted (under flush_lock) before the
+ *      bit is set in memory.  Whoever sees a 1 sees a durable bit over
+ *      durable data, and a flush only has to flush the plugin.
+ *    AT_CLOSE (plugin that cannot flush): nothing can be made durable,
+ *      so the filter advertises neither flush nor FUA; bits are
+ *      written when a connection closes cleanly.
+ *  - ALL_ALLOCATED is persisted only after every bit is durable.
+ *  - After a failed plugin flush, a failed FUA request or a failed
+ *    fdatasync of the sidecar, durability is in doubt (the kernel may
+ *    have dropped the pages): the filter is "poisoned" and fails
+ *    every later write, zero, trim and flush with EIO until restart.
+ *
+ * Lock order: clusters (range lock) -> flush_lock -> bitmap_lock.
  */
 
 #include <config.h>
@@ -83,30 +98,37 @@ static uint32_t cbits;                  /* cluster_bits */
 static uint64_t csize;                  /* cluster size */
 static struct qad_blockdev *backing;    /* NULL: none (zeroes) */
 
+enum persist_mode {
+  PERSIST_AT_FLUSH,             /* multi-conn plugin */
+  PERSIST_AT_WRITE,             /* plugin without multi-conn */
+  PERSIST_AT_CLOSE,             /* plugin that cannot flush */
+};
+
 /* Set up once by the first .prepare. */
 static pthread_mutex_t state_lock = PTHREAD_MUTEX_INITIALIZER;
 /* state_lock protects: ready, and the setting of disk_size, nclusters,
- * multi_conn, bitmap, bmlen, dirty, nr_set, ondisk (afterwards only
+ * mode, bitmap, bmlen, dirty, durable, nr_set (afterwards only
  * bitmap_lock matters).
  */
 static bool ready;
 static uint64_t disk_size, nclusters;
+static enum persist_mode mode;
 
 static pthread_mutex_t bitmap_lock = PTHREAD_MUTEX_INITIALIZER;
-/* bitmap_lock protects: bitmap, dirty, nr_set, ondisk, nr_ondisk,
- * hdr.compat_features, and each handle's pending list.  Never held
- * across I/O.  (multi_conn is set once, under state_lock, before any
- * I/O.)
+/* bitmap_lock protects: bitmap, dirty, durable, nr_set and
+ * hdr.compat_features.  Never held across I/O.
  */
 static uint8_t *bitmap;                 /* NULL when all allocated */
 static uint64_t bmlen;
 static uint8_t *dirty;                  /* one flag per CHUNK of bitmap
-                                           (of ondisk when !multi_conn) */
+                                           not yet written (AT_FLUSH,
+                                           AT_CLOSE) */
+static uint8_t *durable;                /* AT_FLUSH: the bits the sidecar
+                                           holds after an fdatasync */
 static uint64_t nr_set;
-static bool multi_conn;                 /* the plugin's can_multi_conn */
-static uint8_t *ondisk;                 /* !multi_conn: bits allowed on
-                                           disk (set after a flush) */
-static uint64_t nr_ondisk;              /* !multi_conn: bits in ondisk */
+
+/* Set when durability is in doubt; only goes false -> true. */
+static bool poisoned;
 
 /* Set once every bit is 1 (or the sidecar says ALL_ALLOCATED): from
  * then on every request passes straight through.  Only goes false ->
@@ -127,23 +149,44 @@ set_all_allocated (void)
   __atomic_store_n (&all_allocated_flag, true, __ATOMIC_RELEASE);
 }
 
-/* Serialises the flush sequence (snapshot, plugin flush, persist). */
+static inline bool
+is_poisoned (void)
+{
+  return __atomic_load_n (&poisoned, __ATOMIC_ACQUIRE);
+}
+
+/* Durability is in doubt after WHAT failed with ERR: from now on every
+ * write and flush fails (one line in the log, the first time).
+ */
+static void
+poison (const char *what, int err)
+{
+  if (!__atomic_exchange_n (&poisoned, true, __ATOMIC_ACQ_REL))
+    nbdkit_error ("%s: %s failed (%s): what was written may not be "
+                  "durable; refusing every write and flush until restart",
+                  sidecar, what, strerror (err));
+}
+
+static int
+refuse_if_poisoned (int *err)
+{
+  if (is_poisoned ()) {
+    *err = EIO;
+    return -1;
+  }
+  return 0;
+}
+
+/* Serialises the flush sequence (snapshot, plugin flush, persist) and,
+ * in AT_WRITE mode, every write to the sidecar.
+ */
 static pthread_mutex_t flush_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Bit-0 cluster work; see rangelock.h. */
 static struct rangelock clusters = RANGELOCK_INIT;
 
-struct cluster_range {
-  uint64_t start, end;
-};
-
 struct handle {
   bool can_write;               /* the plugin connection accepts writes */
-  /* !multi_conn: clusters whose bits this connection set since its
-   * last flush (bitmap_lock protects these three).
-   */
-  struct cluster_range *pending;
-  size_t nr_pending, alloc_pending;
 };
 
 static void
@@ -166,7 +209,7 @@ addcow_unload (void)
   qad_blockdev_close (backing);
   addcow_header_free (&hdr);
   free (bitmap);
-  free (ondisk);
+  free (durable);
   free (dirty);
   rangelock_free (&clusters);
   free (sidecar);
@@ -267,6 +310,17 @@ addcow_thread_model (void)
   return NBDKIT_THREAD_MODEL_PARALLEL;
 }
 
+/* Same file?  Compares device and inode when both exist, else names. */
+static bool
+same_file (const char *a, const char *b)
+{
+  struct stat sa, sb;
+
+  if (stat (a, &sa) == 0 && stat (b, &sb) == 0)
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+  return strcmp (a, b) == 0;
+}
+
 static int
 create_sidecar (void)
 {
@@ -290,6 +344,13 @@ create_sidecar (void)
     return -1;
 
   if (backing_param) {
+    if (plugin_file && !addcow_name_is_uri (backing_param) &&
+        same_file (backing_param, plugin_file)) {
+      nbdkit_error ("%s: addcow-backing=%s is the image the plugin serves "
+                    "(%s): an image cannot be its own backing file",
+                    sidecar, backing_param, plugin_file);
+      return -1;
+    }
     backing_name = addcow_relative_name (sidecar, backing_param);
     if (backing_name == NULL)
       return -1;
@@ -327,17 +388,6 @@ create_sidecar (void)
   return r;
 }
 
-/* Same file?  Compares device and inode when both exist, else names. */
-static bool
-same_file (const char *a, const char *b)
-{
-  struct stat sa, sb;
-
-  if (stat (a, &sa) == 0 && stat (b, &sb) == 0)
-    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-  return strcmp (a, b) == 0;
-}
-
 /* Parameters must agree with what the sidecar records. */
 static int
 check_params_against_header (void)
@@ -372,6 +422,11 @@ check_params_against_header (void)
                   sidecar, image, plugin_file);
     return -1;
   }
+  if (same_file (image, sidecar) ||
+      (plugin_file && same_file (plugin_file, sidecar))) {
+    nbdkit_error ("%s: the sidecar is the image file itself", sidecar);
+    return -1;
+  }
 
   if (hdr.backing_file == NULL) {
     if (backing_param) {
@@ -403,10 +458,32 @@ check_params_against_header (void)
   return 0;
 }
 
+/* The files a backing chain must not contain: the sidecar and the
+ * image (by device and inode: another name, a symbolic link or a hard
+ * link is the same file).  Returns how many it filled in.
+ */
+static size_t
+files_outside_chain (struct qed_file_id ids[2])
+{
+  CLEANUP_FREE char *image = NULL;
+  struct stat st;
+  size_t n = 0;
+
+  if (fstat (fd, &st) == 0)
+    ids[n++] = (struct qed_file_id) { st.st_dev, st.st_ino, "the sidecar" };
+  image = plugin_file ? strdup (plugin_file)
+    : addcow_resolve_name (sidecar, hdr.image_file);
+  if (image && stat (image, &st) == 0)
+    ids[n++] = (struct qed_file_id) { st.st_dev, st.st_ino, "the image" };
+  return n;
+}
+
 static int
 open_backing (void)
 {
   CLEANUP_FREE char *bk = NULL;
+  struct qed_file_id excluded[2];
+  size_t nr_excluded;
 
   if (hdr.backing_file == NULL)
     return 0;
@@ -421,11 +498,13 @@ open_backing (void)
     }
     backing = nbd_backing_open (bk);
   }
-  else if (strcmp (hdr.backing_format, "raw") == 0)
-    backing = qad_raw_open (bk);
-  else if (strcmp (hdr.backing_format, "qed") == 0)
+  else if (strcmp (hdr.backing_format, "raw") == 0 ||
+           strcmp (hdr.backing_format, "qed") == 0) {
     /* Read-only, with its own backing chain, read-locked as QEMU does. */
-    backing = qed_open_backing (bk, "qed", true);
+    nr_excluded = files_outside_chain (excluded);
+    backing = qed_open_backing_excluding (bk, hdr.backing_format, true,
+                                          excluded, nr_excluded);
+  }
   else {
     nbdkit_error ("%s: backing file format \"%s\" is not supported "
                   "(raw or qed)", sidecar, hdr.backing_format);
@@ -472,9 +551,11 @@ addcow_get_ready (int thread_model)
   return open_backing ();
 }
 
-/* First connection: load or size the bitmap for the plugin's size. */
+/* First connection: load or size the bitmap for the plugin's size,
+ * and choose how bits are persisted.
+ */
 static int
-setup_bitmap (uint64_t size, bool plugin_multi_conn)
+setup_bitmap (uint64_t size, bool plugin_multi_conn, bool plugin_can_flush)
 {
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&state_lock);
   uint64_t file_size;
@@ -492,7 +573,8 @@ setup_bitmap (uint64_t size, bool plugin_multi_conn)
   }
   disk_size = size;
   nclusters = addcow_nr_clusters (size, cbits);
-  multi_conn = plugin_multi_conn;
+  mode = !plugin_can_flush ? PERSIST_AT_CLOSE
+    : plugin_multi_conn ? PERSIST_AT_FLUSH : PERSIST_AT_WRITE;
   if (all_allocated ()) {
     ready = true;
     return 0;
@@ -518,19 +600,23 @@ setup_bitmap (uint64_t size, bool plugin_multi_conn)
     nbdkit_error ("calloc: %m");
     return -1;
   }
-  nr_set = addcow_bitmap_count (bitmap, nclusters);
-  if (!multi_conn) {
-    ondisk = malloc (bmlen ? bmlen : 1);
-    if (ondisk == NULL) {
+  if (mode == PERSIST_AT_FLUSH) {
+    durable = malloc (bmlen ? bmlen : 1);
+    if (durable == NULL) {
       nbdkit_error ("malloc: %m");
       return -1;
     }
-    memcpy (ondisk, bitmap, bmlen);
-    nr_ondisk = nr_set;
+    memcpy (durable, bitmap, bmlen);
   }
+  nr_set = addcow_bitmap_count (bitmap, nclusters);
   nbdkit_debug ("addcow: disk %" PRIu64 " bytes, %" PRIu64 " clusters of %"
-                PRIu64 ", %" PRIu64 " in the image%s",
-                size, nclusters, csize, nr_set, fresh ? " (new bitmap)" : "");
+                PRIu64 ", %" PRIu64 " in the image%s; bits persisted %s",
+                size, nclusters, csize, nr_set, fresh ? " (new bitmap)" : "",
+                mode == PERSIST_AT_FLUSH ? "at flush"
+                : mode == PERSIST_AT_WRITE ? "at write" : "at close");
+  if (mode == PERSIST_AT_CLOSE)
+    nbdkit_debug ("addcow: the plugin cannot flush: neither flush nor FUA "
+                  "is offered, and bits are written at a clean close");
   if (nr_set == nclusters && nclusters > 0)
     set_all_allocated ();       /* the header is updated at next flush */
   ready = true;
@@ -557,10 +643,7 @@ addcow_open (nbdkit_next_open *next, nbdkit_context *nxdata,
 static void
 addcow_close (void *handle)
 {
-  struct handle *h = handle;
-
-  free (h->pending);
-  free (h);
+  free (handle);
 }
 
 static int
@@ -568,6 +651,7 @@ addcow_prepare (nbdkit_next *next, void *handle, int readonly)
 {
   struct handle *h = handle;
   int64_t size;
+  bool multi;
   int r;
 
   size = next->get_size (next);
@@ -580,7 +664,11 @@ addcow_prepare (nbdkit_next *next, void *handle, int readonly)
   r = next->can_multi_conn (next);
   if (r == -1)
     return -1;
-  return setup_bitmap (size, r == 1);
+  multi = r == 1;
+  r = next->can_flush (next);
+  if (r == -1)
+    return -1;
+  return setup_bitmap (size, multi, r == 1);
 }
 
 /* ---- bitmap helpers ---- */
@@ -596,6 +684,28 @@ range_all_set (uint64_t c0, uint64_t c1)
   return addcow_bitmap_run (bitmap, c0, c1, &v) == c1 - c0 && v;
 }
 
+/* Are the bits of clusters [C0, C1) all 1 in the sidecar itself (so
+ * that a FUA write into them needs nothing but the plugin's FUA)?
+ */
+static bool
+range_all_durable (uint64_t c0, uint64_t c1)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bitmap_lock);
+  bool v;
+
+  if (hdr.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED)
+    return true;
+  switch (mode) {
+  case PERSIST_AT_WRITE:        /* memory bits are durable bits */
+    return addcow_bitmap_run (bitmap, c0, c1, &v) == c1 - c0 && v;
+  case PERSIST_AT_FLUSH:
+    return addcow_bitmap_run (durable, c0, c1, &v) == c1 - c0 && v;
+  case PERSIST_AT_CLOSE:        /* nothing is ever durable */
+  default:
+    return false;
+  }
+}
+
 /* Run of equal bits from cluster C, at most to END. */
 static uint64_t
 bit_run (uint64_t c, uint64_t end, bool *v)
@@ -609,41 +719,18 @@ bit_run (uint64_t c, uint64_t end, bool *v)
   return addcow_bitmap_run (bitmap, c, end, v);
 }
 
-/* Set the bits of clusters [C0, C1): their data has been written
- * through connection H.
+/* Set bits [C0, C1) in the in-memory bitmap; caller holds bitmap_lock.
+ * MARK_DIRTY: the chunks must be written by a later flush.
  */
-static int
-set_bits (struct handle *h, uint64_t c0, uint64_t c1, int *err)
+static void
+set_bits_in_memory (uint64_t c0, uint64_t c1, bool mark_dirty)
 {
-  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bitmap_lock);
   uint64_t c;
 
-  if (!multi_conn) {
-    struct cluster_range *last =
-      h->nr_pending ? &h->pending[h->nr_pending - 1] : NULL;
-    if (last && last->end == c0)
-      last->end = c1;
-    else {
-      if (h->nr_pending == h->alloc_pending) {
-        size_t n = h->alloc_pending ? h->alloc_pending * 2 : 64;
-        struct cluster_range *p = realloc (h->pending, n * sizeof *p);
-        if (p == NULL) {
-          *err = errno;
-          nbdkit_error ("realloc: %m");
-          return -1;
-        }
-        h->pending = p;
-        h->alloc_pending = n;
-      }
-      h->pending[h->nr_pending].start = c0;
-      h->pending[h->nr_pending].end = c1;
-      h->nr_pending++;
-    }
-  }
   for (c = c0; c < c1; ++c) {
     if (!bit_test (bitmap, c)) {
       bit_set (bitmap, c);
-      if (multi_conn)
+      if (mark_dirty)
         dirty[(c >> 3) / CHUNK] = 1;
       nr_set++;
     }
@@ -652,6 +739,92 @@ set_bits (struct handle *h, uint64_t c0, uint64_t c1, int *err)
     nbdkit_debug ("addcow: every cluster is in the image now");
     set_all_allocated ();
   }
+}
+
+/* Write the header's compat features with ALL_ALLOCATED set.  The
+ * bitmap must already be durable.  Caller holds flush_lock.
+ */
+static int
+persist_all_allocated (int *err)
+{
+  uint64_t features;
+
+  {
+    ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bitmap_lock);
+    features = hdr.compat_features | ADDCOW_COMPAT_ALL_ALLOCATED;
+  }
+  if (addcow_write_compat_features (fd, sidecar, features) == -1) {
+    *err = errno ? errno : EIO;
+    return -1;
+  }
+  if (fdatasync (fd) == -1) {
+    *err = errno;
+    poison ("fdatasync of the sidecar", errno);
+    return -1;
+  }
+  {
+    ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bitmap_lock);
+    hdr.compat_features = features;
+  }
+  nbdkit_debug ("addcow: %s: set ALL_ALLOCATED", sidecar);
+  return 0;
+}
+
+/* AT_WRITE: persist bits [C0, C1) (their data is durable), then set
+ * them in memory.  Every sidecar write in this mode happens under
+ * flush_lock, and memory bits are set only once durable, so the bytes
+ * written here hold every bit persisted before.
+ */
+static int
+persist_bits_now (uint64_t c0, uint64_t c1, int *err)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&flush_lock);
+  uint64_t b0 = c0 >> 3, b1 = ((c1 - 1) >> 3) + 1, c;
+  CLEANUP_FREE uint8_t *bytes = malloc (b1 - b0);
+  bool all;
+
+  if (bytes == NULL) {
+    *err = errno;
+    nbdkit_error ("malloc: %m");
+    return -1;
+  }
+  {
+    ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bitmap_lock);
+    memcpy (bytes, bitmap + b0, b1 - b0);
+  }
+  for (c = c0; c < c1; ++c)
+    bit_set (bytes, c - b0 * 8);
+  if (full_pwrite (fd, bytes, b1 - b0, hdr.header_size + b0) == -1) {
+    *err = errno;
+    nbdkit_error ("%s: writing bitmap at offset %" PRIu64 ": %m",
+                  sidecar, hdr.header_size + b0);
+    return -1;
+  }
+  if (fdatasync (fd) == -1) {
+    *err = errno;
+    poison ("fdatasync of the sidecar", errno);
+    return -1;
+  }
+  {
+    ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bitmap_lock);
+    set_bits_in_memory (c0, c1, false);
+    all = nr_set == nclusters &&
+      !(hdr.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED);
+  }
+  return all ? persist_all_allocated (err) : 0;
+}
+
+/* Clusters [C0, C1) now hold their data in the image (written with
+ * image_write_flags): set their bits, as the persistence mode says.
+ */
+static int
+set_bits (uint64_t c0, uint64_t c1, int *err)
+{
+  if (mode == PERSIST_AT_WRITE)
+    return persist_bits_now (c0, c1, err);
+
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bitmap_lock);
+  set_bits_in_memory (c0, c1, true);
   return 0;
 }
 
@@ -662,11 +835,11 @@ struct chunk_copy {
   uint8_t data[CHUNK];
 };
 
-/* Copy the dirty chunks of SRC and clear their flags.  Caller holds
- * bitmap_lock.  Returns the number of copies, or -1.
+/* Copy the dirty chunks of the bitmap and clear their flags.  Caller
+ * holds bitmap_lock.  Returns the number of copies, or -1.
  */
 static ssize_t
-collect_dirty (const uint8_t *src, struct chunk_copy **copies_ret, int *err)
+collect_dirty (struct chunk_copy **copies_ret, int *err)
 {
   uint64_t nchunks = bmlen / CHUNK + (bmlen % CHUNK != 0), k;
   struct chunk_copy *copies = NULL;
@@ -685,7 +858,7 @@ collect_dirty (const uint8_t *src, struct chunk_copy **copies_ret, int *err)
   for (i = 0, k = 0; k < nchunks; ++k) {
     if (dirty[k]) {
       copies[i].index = k;
-      memcpy (copies[i].data, src + k * CHUNK,
+      memcpy (copies[i].data, bitmap + k * CHUNK,
               MIN ((uint64_t) CHUNK, bmlen - k * CHUNK));
       dirty[k] = 0;
       i++;
@@ -695,68 +868,47 @@ collect_dirty (const uint8_t *src, struct chunk_copy **copies_ret, int *err)
   return n;
 }
 
+/* Flush the plugin, unless it cannot flush (AT_CLOSE). */
 static int
-do_flush (nbdkit_next *next, struct handle *h, int *err)
+plugin_flush (nbdkit_next *next, int *err)
+{
+  if (mode == PERSIST_AT_CLOSE)
+    return 0;
+  if (next->flush (next, 0, err) == -1) {
+    poison ("a flush of the plugin", *err);
+    return -1;
+  }
+  return 0;
+}
+
+static int
+do_flush (nbdkit_next *next, int *err)
 {
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&flush_lock);
   CLEANUP_FREE struct chunk_copy *copies = NULL;
-  CLEANUP_FREE struct cluster_range *pending = NULL;
-  size_t nr_pending = 0, i;
-  ssize_t nr_copies = 0;
+  ssize_t nr_copies = 0, i;
   bool set_all = false;
-  int r;
 
+  if (refuse_if_poisoned (err) == -1)
+    return -1;
   if (bitmap) {
+    /* Every bit set so far (AT_WRITE: none is dirty): the plugin flush
+     * below covers its data.
+     */
     ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bitmap_lock);
-    if (multi_conn) {
-      /* Every bit set so far: the plugin flush below covers its data. */
-      nr_copies = collect_dirty (bitmap, &copies, err);
-      if (nr_copies == -1)
-        return -1;
-      set_all = nr_set == nclusters && nclusters > 0 &&
-        !(hdr.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED);
-    }
-    else {
-      /* Only this connection's bits: their data went through it. */
-      pending = h->pending;
-      nr_pending = h->nr_pending;
-      h->pending = NULL;
-      h->nr_pending = h->alloc_pending = 0;
-    }
+    nr_copies = collect_dirty (&copies, err);
+    if (nr_copies == -1)
+      return -1;
+    set_all = nr_set == nclusters && nclusters > 0 &&
+      !(hdr.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED);
   }
 
   /* 1. The plugin: the data behind every bit in the snapshot. */
-  r = next->can_flush (next);
-  if (r == -1 || (r == 1 && next->flush (next, 0, err) == -1))
+  if (plugin_flush (next, err) == -1)
     goto redirty;
 
-  if (bitmap && !multi_conn) {
-    ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bitmap_lock);
-    for (i = 0; i < nr_pending; ++i) {
-      uint64_t c;
-      for (c = pending[i].start; c < pending[i].end; ++c) {
-        if (!bit_test (ondisk, c)) {
-          bit_set (ondisk, c);
-          dirty[(c >> 3) / CHUNK] = 1;
-          nr_ondisk++;
-        }
-      }
-    }
-    nr_copies = collect_dirty (ondisk, &copies, err);
-    if (nr_copies == -1)
-      return -1;
-    set_all = nr_ondisk == nclusters && nclusters > 0 &&
-      !(hdr.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED);
-    /* From here on the bits are in ondisk: a failure re-dirties the
-     * chunks, which is enough.
-     */
-    free (pending);
-    pending = NULL;
-    nr_pending = 0;
-  }
-
   /* 2. The bitmap, then the header. */
-  for (i = 0; i < (size_t) nr_copies; ++i) {
+  for (i = 0; i < nr_copies; ++i) {
     uint64_t off = copies[i].index * CHUNK;
     if (full_pwrite (fd, copies[i].data, MIN ((uint64_t) CHUNK, bmlen - off),
                      hdr.header_size + off) == -1) {
@@ -766,69 +918,40 @@ do_flush (nbdkit_next *next, struct handle *h, int *err)
       goto redirty;
     }
   }
-  if (set_all) {
-    /* The bitmap bytes must be durable before the header says so. */
-    if (fdatasync (fd) == -1) {
-      *err = errno;
-      nbdkit_error ("%s: fdatasync: %m", sidecar);
-      goto redirty;
-    }
-    {
-      ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bitmap_lock);
-      hdr.compat_features |= ADDCOW_COMPAT_ALL_ALLOCATED;
-    }
-    if (addcow_write_compat_features (fd, sidecar,
-                                      hdr.compat_features) == -1) {
-      *err = errno ? errno : EIO;
-      ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bitmap_lock);
-      hdr.compat_features &= ~ADDCOW_COMPAT_ALL_ALLOCATED;
-      goto redirty;
-    }
-    nbdkit_debug ("addcow: %s: set ALL_ALLOCATED", sidecar);
-  }
-  if ((nr_copies || set_all) && fdatasync (fd) == -1) {
+  if (nr_copies && fdatasync (fd) == -1) {
     *err = errno;
-    nbdkit_error ("%s: fdatasync: %m", sidecar);
+    poison ("fdatasync of the sidecar", errno);
     goto redirty;
   }
+  if (durable) {
+    ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bitmap_lock);
+    for (i = 0; i < nr_copies; ++i) {
+      uint64_t off = copies[i].index * CHUNK;
+      memcpy (durable + off, copies[i].data,
+              MIN ((uint64_t) CHUNK, bmlen - off));
+    }
+  }
+  if (set_all && persist_all_allocated (err) == -1)
+    return -1;
   return 0;
 
  redirty:
   {
     ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bitmap_lock);
-    for (i = 0; i < (size_t) nr_copies; ++i)
+    for (i = 0; i < nr_copies; ++i)
       dirty[copies[i].index] = 1;
-    /* Give the connection its pending ranges back. */
-    for (i = 0; i < nr_pending; ++i) {
-      if (h->nr_pending == h->alloc_pending) {
-        size_t n = h->alloc_pending ? h->alloc_pending * 2 : 64;
-        struct cluster_range *p = realloc (h->pending, n * sizeof *p);
-        if (p == NULL) {
-          /* Those clusters keep bit 1 in memory but will not be
-           * persisted: after a restart they read from the backing.
-           */
-          nbdkit_error ("realloc: %m");
-          break;
-        }
-        h->pending = p;
-        h->alloc_pending = n;
-      }
-      h->pending[h->nr_pending++] = pending[i];
-    }
   }
   return -1;
 }
 
 static bool
-have_dirty (struct handle *h)
+have_dirty (void)
 {
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bitmap_lock);
   uint64_t k;
 
   if (bitmap == NULL)
     return false;
-  if (!multi_conn)
-    return h->nr_pending > 0;
   if (nr_set == nclusters && nclusters > 0 &&
       !(hdr.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED))
     return true;
@@ -844,7 +967,7 @@ addcow_finalize (nbdkit_next *next, void *handle)
 {
   int err = 0;
 
-  if (have_dirty (handle) && do_flush (next, handle, &err) == -1)
+  if (!is_poisoned () && have_dirty () && do_flush (next, &err) == -1)
     return -1;
   return 0;
 }
@@ -876,16 +999,23 @@ addcow_can_write (nbdkit_next *next, void *handle)
   return next->can_write (next);
 }
 
+/* A plugin that cannot flush cannot make anything durable: offer
+ * neither flush nor FUA then (persist mode AT_CLOSE).
+ */
 static int
 addcow_can_flush (nbdkit_next *next, void *handle)
 {
-  return 1;
+  return next->can_flush (next);
 }
 
 static int
 addcow_can_fua (nbdkit_next *next, void *handle)
 {
-  return NBDKIT_FUA_NATIVE;
+  int r = next->can_flush (next);
+
+  if (r == -1)
+    return -1;
+  return r ? NBDKIT_FUA_NATIVE : NBDKIT_FUA_NONE;
 }
 
 static int
@@ -967,7 +1097,8 @@ image_zero (nbdkit_next *next, uint64_t count, uint64_t offset,
     }
     while (count > 0) {
       uint32_t n = MIN (count, (uint64_t) 1 << 20);
-      if (next->pwrite (next, zeroes, n, offset, 0, err) == -1)
+      if (next->pwrite (next, zeroes, n, offset, flags & NBDKIT_FLAG_FUA,
+                        err) == -1)
         return -1;
       count -= n;
       offset += n;
@@ -976,13 +1107,54 @@ image_zero (nbdkit_next *next, uint64_t count, uint64_t offset,
   return 0;
 }
 
+/* Write BUF, or zeroes if BUF is NULL (ZFLAGS: MAY_TRIM, FAST_ZERO),
+ * to the plugin.  With FUA the data is durable on success: the
+ * plugin's FUA if it has one, else a flush after the write; a failed
+ * FUA request poisons the filter (its durability is in doubt).
+ */
+static int
+image_write (nbdkit_next *next, const void *buf, uint64_t count,
+             uint64_t offset, uint32_t zflags, bool fua, int *err)
+{
+  int fua_mode = NBDKIT_FUA_NONE, r;
+  uint32_t flags = 0;
+
+  if (fua) {
+    fua_mode = next->can_fua (next);
+    if (fua_mode == -1) {
+      *err = EIO;
+      return -1;
+    }
+    if (fua_mode > NBDKIT_FUA_NONE)
+      flags |= NBDKIT_FLAG_FUA;
+  }
+  if (buf)
+    r = next->pwrite (next, buf, count, offset, flags, err);
+  else
+    r = image_zero (next, count, offset, flags | zflags, err);
+  if (r == 0 && fua && fua_mode == NBDKIT_FUA_NONE)
+    r = next->flush (next, 0, err);
+  if (r == -1 && fua && *err != ENOSPC)
+    poison ("a FUA write to the plugin", *err);
+  return r;
+}
+
+/* Data whose bits are about to be set must be durable first when bits
+ * are persisted at write (AT_WRITE).
+ */
+static inline bool
+bits_need_durable_data (void)
+{
+  return mode == PERSIST_AT_WRITE;
+}
+
 /* Copy cluster C up into the image, with [DOFF, DOFF+DLEN) of the
  * cluster (disk offsets) replaced by DATA, or by zeroes if DATA is
  * NULL.  Caller holds the range lock and has seen bit 0.  Sets the
  * bit after the write.
  */
 static int
-copy_up (nbdkit_next *next, struct handle *h, uint64_t c, const void *data,
+copy_up (nbdkit_next *next, uint64_t c, const void *data,
          uint64_t doff, uint64_t dlen, int *err)
 {
   uint64_t start = c * csize;
@@ -1000,9 +1172,10 @@ copy_up (nbdkit_next *next, struct handle *h, uint64_t c, const void *data,
     memcpy (buf + (doff - start), data, dlen);
   else
     memset (buf + (doff - start), 0, dlen);
-  if (next->pwrite (next, buf, len, start, 0, err) == -1)
+  if (image_write (next, buf, len, start, 0, bits_need_durable_data (),
+                   err) == -1)
     return -1;
-  return set_bits (h, c, c + 1, err);
+  return set_bits (c, c + 1, err);
 }
 
 enum op { OP_WRITE, OP_ZERO };
@@ -1011,7 +1184,7 @@ enum op { OP_WRITE, OP_ZERO };
  * FLAGS never contains FUA here.
  */
 static int
-write_slow (nbdkit_next *next, struct handle *h, enum op op, const char *buf,
+write_slow (nbdkit_next *next, enum op op, const char *buf,
             uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
   uint64_t c0 = offset >> cbits;
@@ -1050,7 +1223,7 @@ write_slow (nbdkit_next *next, struct handle *h, enum op op, const char *buf,
         uint64_t cend = MIN (cstart + csize, disk_size);
         if (pos != cstart || rend < cend) {
           uint64_t l = MIN (rend, cend) - pos;
-          if (copy_up (next, h, cc,
+          if (copy_up (next, cc,
                        op == OP_WRITE ? buf + (pos - offset) : NULL,
                        pos, l, err) == -1)
             goto out;
@@ -1061,14 +1234,11 @@ write_slow (nbdkit_next *next, struct handle *h, enum op op, const char *buf,
           uint64_t wend = rend == disk_size ? rend
             : rend & ~(csize - 1);
           uint64_t l = wend - pos;
-          if (op == OP_WRITE) {
-            if (next->pwrite (next, buf + (pos - offset), l, pos, 0,
-                              err) == -1)
-              goto out;
-          }
-          else if (image_zero (next, l, pos, flags, err) == -1)
+          if (image_write (next, op == OP_WRITE ? buf + (pos - offset) : NULL,
+                           l, pos, flags, bits_need_durable_data (),
+                           err) == -1)
             goto out;
-          if (set_bits (h, cc, (wend + csize - 1) >> cbits, err) == -1)
+          if (set_bits (cc, (wend + csize - 1) >> cbits, err) == -1)
             goto out;
           pos = wend;
         }
@@ -1082,15 +1252,6 @@ write_slow (nbdkit_next *next, struct handle *h, enum op op, const char *buf,
  out:
   rangelock_release (&clusters, c0, c1);
   return ret;
-}
-
-/* After a request with FUA that could not simply pass FUA down (it
- * set bits, or the plugin cannot FUA): the full flush sequence.
- */
-static int
-finish_fua (nbdkit_next *next, struct handle *h, int *err)
-{
-  return do_flush (next, h, err);
 }
 
 /* ---- NBD operations ---- */
@@ -1149,9 +1310,10 @@ addcow_pread (nbdkit_next *next, void *handle, void *vbuf, uint32_t count,
           }
           r = backing_read (cbuf, clen, cstart, err);
           if (r == 0)
-            r = next->pwrite (next, cbuf, clen, cstart, 0, err);
+            r = image_write (next, cbuf, clen, cstart, 0,
+                             bits_need_durable_data (), err);
           if (r == 0)
-            r = set_bits (h, cc, cc + 1, err);
+            r = set_bits (cc, cc + 1, err);
           if (r == 0) {
             memcpy (buf + (s - offset), cbuf + (s - cstart), e - s);
           }
@@ -1176,16 +1338,19 @@ addcow_pwrite (nbdkit_next *next, void *handle, const void *buf,
   uint64_t c1 = ((offset + count - 1) >> cbits) + 1;
   bool fua = flags & NBDKIT_FLAG_FUA;
 
-  if (range_all_set (c0, c1)) {
-    if (fua && next->can_fua (next) > NBDKIT_FUA_NONE)
-      return next->pwrite (next, buf, count, offset, flags, err);
-    if (next->pwrite (next, buf, count, offset, 0, err) == -1)
-      return -1;
-  }
-  else if (write_slow (next, handle, OP_WRITE, buf, count, offset, 0,
-                       err) == -1)
+  if (refuse_if_poisoned (err) == -1)
     return -1;
-  return fua ? finish_fua (next, handle, err) : 0;
+  if (range_all_set (c0, c1)) {
+    /* FUA may go straight down only if the bits are durable too. */
+    bool direct_fua = fua && range_all_durable (c0, c1);
+    if (image_write (next, buf, count, offset, 0, direct_fua, err) == -1)
+      return -1;
+    if (direct_fua)
+      return 0;
+  }
+  else if (write_slow (next, OP_WRITE, buf, count, offset, 0, err) == -1)
+    return -1;
+  return fua ? do_flush (next, err) : 0;
 }
 
 static int
@@ -1197,6 +1362,8 @@ addcow_zero (nbdkit_next *next, void *handle, uint32_t count,
   bool fua = flags & NBDKIT_FLAG_FUA;
   uint32_t pflags = flags & NBDKIT_FLAG_MAY_TRIM;
 
+  if (refuse_if_poisoned (err) == -1)
+    return -1;
   if (flags & NBDKIT_FLAG_FAST_ZERO) {
     /* Fast only if nothing needs copying up and the plugin is fast. */
     uint64_t head = offset & (csize - 1);
@@ -1213,13 +1380,17 @@ addcow_zero (nbdkit_next *next, void *handle, uint32_t count,
   }
 
   if (range_all_set (c0, c1)) {
-    if (image_zero (next, count, offset, pflags, err) == -1)
+    bool direct_fua = fua && range_all_durable (c0, c1);
+    if (image_write (next, NULL, count, offset, pflags, direct_fua,
+                     err) == -1)
       return -1;
+    if (direct_fua)
+      return 0;
   }
-  else if (write_slow (next, handle, OP_ZERO, NULL, count, offset, pflags,
+  else if (write_slow (next, OP_ZERO, NULL, count, offset, pflags,
                        err) == -1)
     return -1;
-  return fua ? finish_fua (next, handle, err) : 0;
+  return fua ? do_flush (next, err) : 0;
 }
 
 static int
@@ -1229,8 +1400,11 @@ addcow_trim (nbdkit_next *next, void *handle, uint32_t count,
   uint64_t end = offset + count;
   uint64_t c1 = ((end - 1) >> cbits) + 1;
   bool fua = flags & NBDKIT_FLAG_FUA;
-  int r = next->can_trim (next);
+  int r;
 
+  if (refuse_if_poisoned (err) == -1)
+    return -1;
+  r = next->can_trim (next);
   if (r == -1) {
     *err = EIO;
     return -1;
@@ -1248,13 +1422,13 @@ addcow_trim (nbdkit_next *next, void *handle, uint32_t count,
       return -1;
     offset = rend;
   }
-  return fua ? finish_fua (next, handle, err) : 0;
+  return fua ? do_flush (next, err) : 0;
 }
 
 static int
 addcow_flush (nbdkit_next *next, void *handle, uint32_t flags, int *err)
 {
-  return do_flush (next, handle, err);
+  return do_flush (next, err);
 }
 
 /* Copy the plugin's extents for [OFFSET, OFFSET+COUNT) into EXTENTS.
