@@ -61,6 +61,7 @@
 #include <nbdkit-filter.h>
 
 #include "cleanup.h"
+#include "fsync-dir.h"
 #include "full-io.h"
 #include "ispowerof2.h"
 #include "minmax.h"
@@ -371,6 +372,14 @@ dirtybitmap_after_fork (nbdkit_backend *backend)
         return -1;
     if (qdb_write (&qdb_io, qdb, true) == -1)
       return -1;
+    /* The new name too: without this a power cut can leave no QDB
+     * file at all, and the next start would create an empty one while
+     * the disk has changed (found by test-powercut-dirty-bitmap).
+     */
+    if (qad_fsync_dir_of (qdb_path) == -1) {
+      nbdkit_error ("%s: fsync of its directory: %m", qdb_path);
+      return -1;
+    }
     nbdkit_debug ("%s: created with %zu bitmap(s) for a disk of %" PRIu64
                   " bytes", qdb_path, qdb->nr_bitmaps, disk_size);
     return setup_tracking ();
