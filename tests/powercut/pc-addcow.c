@@ -57,7 +57,7 @@ addcow_state_read (struct pc_log *lg, const char *work, uint8_t *disk,
   if (!pc_state_file (lg, "disk.raw", &raw, &rawlen) ||
       !pc_state_file (lg, "disk.add-cow", &bk, &bklen)) {
     snprintf (msg, len, "disk.raw or disk.add-cow is missing");
-    return -1;
+    return -2;
   }
   if (rawlen != size) {
     snprintf (msg, len, "disk.raw has %zu bytes, expected %" PRIu64,

@@ -36,7 +36,7 @@ dirty_bitmap_state_read (struct pc_log *lg, const char *work,
   if (!pc_state_file (lg, "disk.raw", &raw, &rawlen) ||
       !pc_state_file (lg, "disk.qdb", &q, &qlen)) {
     snprintf (msg, len, "disk.raw or disk.qdb is missing");
-    return -1;
+    return -2;
   }
   if (rawlen != size) {
     snprintf (msg, len, "disk.raw has %zu bytes, expected %" PRIu64,

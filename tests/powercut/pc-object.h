@@ -11,7 +11,8 @@
  *   dirty-bitmap  disk.raw + disk.qdb with bitmap "b1"
  * READ fills DISK (SIZE bytes) and returns 0, or returns -1 with the
  * reason in MSG: the state did not open, was inconsistent, or (dirty
- * bitmap) a granule that differs from INIT is not dirty.  WORK is a
+ * bitmap) a granule that differs from INIT is not dirty; -2 when one of
+ * the object's files does not exist in the state.  WORK is a
  * scratch directory for files the library opens by name.
  */
 

@@ -39,8 +39,14 @@ qed_state_read (struct pc_log *lg, const char *work, uint8_t *disk,
   struct qed_open_options opts = { .readonly = false, .lock = false };
   struct qed_check_result res;
   struct qed_image *img;
+  const uint8_t *data;
+  size_t dlen;
   int r = -1;
 
+  if (!pc_state_file (lg, "disk.qed", &data, &dlen)) {
+    snprintf (msg, len, "disk.qed is missing");
+    return -2;
+  }
   snprintf (base, sizeof base, "%s/base.raw", work);
   if (access (base, F_OK) == -1 &&
       pc_put_file (lg, work, "base.raw", msg, len) == -1)

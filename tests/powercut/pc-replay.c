@@ -459,6 +459,22 @@ pc_crash_ts (const struct pc_log *lg, uint64_t point)
   return lg->rec_ts[point - 1];
 }
 
+uint64_t
+pc_point_before (const struct pc_log *lg, uint64_t ts)
+{
+  uint64_t lo = 0, hi = lg->nr_records;
+
+  /* Records are stamped under the log's mutex: in order. */
+  while (lo < hi) {
+    uint64_t mid = (lo + hi) / 2;
+    if (lg->rec_ts[mid] < ts)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
 void
 pc_log_stats (const struct pc_log *lg, uint64_t *writes, uint64_t *syncs)
 {

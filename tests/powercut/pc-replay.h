@@ -82,6 +82,9 @@ extern void pc_log_free (struct pc_log *lg);
  */
 extern uint64_t pc_crash_ts (const struct pc_log *lg, uint64_t point);
 
+/* The number of records stamped before TS: a crash point. */
+extern uint64_t pc_point_before (const struct pc_log *lg, uint64_t ts);
+
 /* The I-th crash state for SEED out of N: first systematic ones (just
  * before and just after each sync, keeping none or all of the
  * optional operations), then random ones.

@@ -66,7 +66,8 @@ sys.stdout.buffer.write(bytes(r.getrandbits(8) for _ in range(int(sys.argv[2])))
 }
 
 # pc_server_args OBJECT DIR: the nbdkit arguments that serve the
-# object's files in DIR.  PC_FILTERS (outermost filters) and PC_PARAMS
+# object's files in DIR.  PC_FILTERS (outermost filters), PC_INNER
+# (filters between the object's filter and the plugin) and PC_PARAMS
 # (their parameters) are added when set.
 pc_server_args ()
 {
@@ -74,11 +75,13 @@ pc_server_args ()
   case "$obj" in
     qed) echo ${PC_FILTERS:-} "$QED_PLUGIN" "file=$d/disk.qed" ;;
     addcow)
-      echo ${PC_FILTERS:-} "--filter=$ADDCOW_FILTER" file "$d/disk.raw" \
+      echo ${PC_FILTERS:-} "--filter=$ADDCOW_FILTER" ${PC_INNER:-} \
+           file "$d/disk.raw" \
            "addcow=$d/disk.add-cow" "addcow-backing=$d/base.raw" \
            addcow-cluster-size=4K ;;
     dirty-bitmap)
-      echo ${PC_FILTERS:-} "--filter=$DIRTY_BITMAP_FILTER" file "$d/disk.raw" \
+      echo ${PC_FILTERS:-} "--filter=$DIRTY_BITMAP_FILTER" ${PC_INNER:-} \
+           file "$d/disk.raw" \
            "dirty-bitmap=$d/disk.qdb" dirty-bitmap-name=b1 \
            dirty-bitmap-granularity=4K ;;
   esac
@@ -118,6 +121,16 @@ pc_record_nbdkit ()
   # shellcheck disable=SC2046
   start_nbdkit "$PWD/prep.sock" $(pc_server_args "$obj" "$PWD/live")
   stop_nbdkit "$PWD/prep.sock"
+  # shellcheck disable=SC2046
+  pc_record "$obj" nbdkit -U "$PWD/rec.sock" -f \
+    $(pc_server_args "$obj" "$PWD/live")
+}
+
+# pc_record_fresh OBJECT: the recorded server creates the object's
+# files itself (sidecar, QDB file): crash states cover the creation.
+pc_record_fresh ()
+{
+  local obj="$1"
   # shellcheck disable=SC2046
   pc_record "$obj" nbdkit -U "$PWD/rec.sock" -f \
     $(pc_server_args "$obj" "$PWD/live")

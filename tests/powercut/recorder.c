@@ -15,7 +15,8 @@
  * Logged: every write (write, pwrite, pwrite64, pwritev, pwritev2 and
  * their 64 variants, writev) with its data; ftruncate; fallocate and
  * posix_fallocate; fsync, fdatasync, sync_file_range, syncfs, sync;
- * open/openat/creat (all variants, fortified ones too) of files and
+ * open/openat/creat (all variants, fortified ones too) and
+ * mkstemp/mkostemp/mkstemps/mkostemps of files and
  * directories under POWERCUT_DIR, with their flags (O_CREAT, O_TRUNC,
  * O_SYNC, O_DSYNC, O_DIRECT are in them; an open that creates a file
  * or truncates it is marked); rename/renameat/renameat2, link/linkat,
@@ -448,6 +449,56 @@ int
 creat64 (const char *path, mode_t mode)
 {
   return do_openat (AT_FDCWD, path, O_CREAT|O_WRONLY|O_TRUNC, mode);
+}
+
+/* mkstemp and friends open inside the C library (no interposable
+ * open): track the descriptor they return.  add-cow creates its
+ * sidecar that way (a temporary file, then link).
+ */
+static int (*real_mkostemps) (char *, int, int);
+
+int
+mkostemps (char *template, int suffixlen, int flags)
+{
+  int fd;
+
+  if (real_mkostemps == NULL)
+    real_mkostemps = (__typeof__ (real_mkostemps))
+      dlsym (RTLD_NEXT, "mkostemps");
+  fd = real_mkostemps (template, suffixlen, flags);
+  if (fd >= 0)
+    opened (fd, flags | O_CREAT | O_EXCL | O_RDWR, false);
+  return fd;
+}
+
+int
+mkstemp (char *template)
+{
+  return mkostemps (template, 0, 0);
+}
+
+int
+mkostemp (char *template, int flags)
+{
+  return mkostemps (template, 0, flags);
+}
+
+int
+mkstemps (char *template, int suffixlen)
+{
+  return mkostemps (template, suffixlen, 0);
+}
+
+int
+mkstemp64 (char *template)
+{
+  return mkostemps (template, 0, 0);
+}
+
+int
+mkostemp64 (char *template, int flags)
+{
+  return mkostemps (template, 0, flags);
 }
 
 int
