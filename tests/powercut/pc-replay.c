@@ -310,8 +310,8 @@ pc_log_load (const char *path, const char *snapdir)
           lg->snap_file[si] = r.file;
         }
       }
-      if (r.flags & PC_OPEN_CREATED) {
-        op.name = name;
+      if ((r.flags & PC_OPEN_CREATED) && lg->file_name[r.file] == name) {
+        op.name = name;         /* owned by file_name */
         add_op (lg, &ops_alloc, &op);
       }
       else if ((r.flags & O_TRUNC) && !lg->file_dir[r.file]) {
@@ -319,6 +319,8 @@ pc_log_load (const char *path, const char *snapdir)
         op.off = 0;
         add_op (lg, &ops_alloc, &op);
       }
+      if (lg->file_name[r.file] != name)
+        free ((char *) name);
       break;
     }
     case PC_WRITE:

@@ -147,6 +147,20 @@ pc_check ()
   echo "# $(tail -n 1 <<<"$output")" >&3
 }
 
+# pc_qemu_img_check IMAGE STATE before|after
+pc_qemu_img_check ()
+{
+  local features
+  run qemu-img check "$1"
+  echo "state $2: qemu-img check $3 reopening: status $status"
+  test "$status" -eq 0 -o "$status" -eq 3 && return 0
+  echo "$output"
+  # Corruption (status 2) is allowed before the repair on open, in an
+  # image with NEED_CHECK (feature bit 1 of the header at byte 16).
+  features=$(od -An -tu1 -j16 -N1 "$1" | tr -d ' ')
+  test "$3" = before -a "$status" -eq 2 && test $((features & 2)) -ne 0
+}
+
 # pc_samples OBJECT: reopen PC_SAMPLES states, spread over all, through
 # a real nbdkit and check what it reads.
 pc_samples ()
@@ -158,19 +172,16 @@ pc_samples ()
     rm -rf "s$k" && mkdir "s$k"
     "$PC_BIN/pc-check" materialize "$obj" rec.log snap wl.log work \
       "$PC_STATES" "$PC_SEED" "$i" "$PWD/s$k"
-    if test "$obj" = qed; then
-      run qemu-img check "s$k/disk.qed"
-      echo "state $i: qemu-img check: status $status"
-      if test "$status" -ne 0 -a "$status" -ne 3; then
-        echo "$output"
-        return 1
-      fi
-    fi
+    # QED: qemu-img check finds no corruption (leaks allowed), except
+    # in an image with NEED_CHECK, which the plugin repairs on open:
+    # then it must be clean after the server has closed it.
+    test "$obj" != qed || pc_qemu_img_check "s$k/disk.qed" "$i" before
     sock="$PWD/s$k.sock"
     # shellcheck disable=SC2046
     start_nbdkit "$sock" $(pc_server_args "$obj" "$PWD/s$k")
     nbdcopy "$(nbd_uri "$sock")" "s$k.read"
     stop_nbdkit "$sock"
+    test "$obj" != qed || pc_qemu_img_check "s$k/disk.qed" "$i" after
     "$PC_BIN/pc-check" verify-raw "$obj" rec.log snap wl.log work \
       "$PC_STATES" "$PC_SEED" "$i" "s$k.read"
     rm -rf "s$k" "s$k.read"

@@ -366,48 +366,39 @@ get_mode (int flags, va_list ap)
   return 0;
 }
 
+/* The open wrappers take the mode only when the flags say it is there. */
+#define OPEN_VARIADIC(dirfd, path, flags)               \
+  do {                                                  \
+    va_list ap_;                                        \
+    mode_t mode_;                                       \
+    va_start (ap_, flags);                              \
+    mode_ = get_mode (flags, ap_);                      \
+    va_end (ap_);                                       \
+    return do_openat (dirfd, path, flags, mode_);       \
+  } while (0)
+
 int
 open (const char *path, int flags, ...)
 {
-  va_list ap;
-  mode_t mode;
-  va_start (ap, flags);
-  mode = get_mode (flags, ap);
-  va_end (ap);
-  return do_openat (AT_FDCWD, path, flags, mode);
+  OPEN_VARIADIC (AT_FDCWD, path, flags);
 }
 
 int
 open64 (const char *path, int flags, ...)
 {
-  va_list ap;
-  mode_t mode;
-  va_start (ap, flags);
-  mode = get_mode (flags, ap);
-  va_end (ap);
-  return do_openat (AT_FDCWD, path, flags, mode);
+  OPEN_VARIADIC (AT_FDCWD, path, flags);
 }
 
 int
 openat (int dirfd, const char *path, int flags, ...)
 {
-  va_list ap;
-  mode_t mode;
-  va_start (ap, flags);
-  mode = get_mode (flags, ap);
-  va_end (ap);
-  return do_openat (dirfd, path, flags, mode);
+  OPEN_VARIADIC (dirfd, path, flags);
 }
 
 int
 openat64 (int dirfd, const char *path, int flags, ...)
 {
-  va_list ap;
-  mode_t mode;
-  va_start (ap, flags);
-  mode = get_mode (flags, ap);
-  va_end (ap);
-  return do_openat (dirfd, path, flags, mode);
+  OPEN_VARIADIC (dirfd, path, flags);
 }
 
 int __open_2 (const char *path, int flags);
@@ -735,38 +726,33 @@ sync_kind (int fd, uint32_t kind)
   return kind | (fds[fd].dir ? PC_SYNC_DIR : 0);
 }
 
-int
-fsync (int fd)
+/* fsync and fdatasync: FN is the real one. */
+static int
+logged_sync (int fd, int (*fn) (int), uint32_t kind)
 {
   uint32_t file = tracked (fd);
-  uint32_t kind;
   uint64_t s;
   int r;
 
   if (!file)
-    return REAL (fsync) (fd);
-  kind = sync_kind (fd, PC_SYNC_FSYNC);
+    return fn (fd);
+  kind = sync_kind (fd, kind);
   s = sync_start (file, kind, 0, 0);
-  r = REAL (fsync) (fd);
+  r = fn (fd);
   sync_end (file, kind, s, r, errno);
   return r;
 }
 
 int
+fsync (int fd)
+{
+  return logged_sync (fd, REAL (fsync), PC_SYNC_FSYNC);
+}
+
+int
 fdatasync (int fd)
 {
-  uint32_t file = tracked (fd);
-  uint32_t kind;
-  uint64_t s;
-  int r;
-
-  if (!file)
-    return REAL (fdatasync) (fd);
-  kind = sync_kind (fd, PC_SYNC_FDATASYNC);
-  s = sync_start (file, kind, 0, 0);
-  r = REAL (fdatasync) (fd);
-  sync_end (file, kind, s, r, errno);
-  return r;
+  return logged_sync (fd, REAL (fdatasync), PC_SYNC_FDATASYNC);
 }
 
 int
