@@ -39,10 +39,13 @@ setup ()
   pc_samples qed
 }
 
+# One connection: with several, qemu-nbd 7.2 itself aborts now and then
+# (block/qed.c: qed_aio_write_alloc: Assertion `s->allocating_acb ==
+# NULL' failed) when allocating writes from different clients meet.
 @test "powercut qed: the checker catches a server that never syncs" {
   requires qemu-nbd --version
   qemu-img create -q -f qed -o cluster_size=4096 live/disk.qed $PC_SIZE
-  pc_record qed qemu-nbd --cache=unsafe -f qed -t -e 4 -k "$PWD/rec.sock" \
+  PC_CONNS=1 pc_record qed qemu-nbd --cache=unsafe -f qed -t -e 4 -k "$PWD/rec.sock" \
     live/disk.qed
   pc_check qed 500
   pc_expect_caught

@@ -23,7 +23,7 @@
 PC_BIN="$abs_top_builddir/tests/powercut"
 PC_RECORDER="$PC_BIN/.libs/powercut-recorder.so"
 PC_SIZE=$((1024 * 1024))
-PC_CONNS=3
+PC_CONNS=${PC_CONNS:-3}
 PC_OPS=${POWERCUT_OPS:-150}
 PC_STATES=${POWERCUT_STATES:-2000}
 PC_SAMPLES=${POWERCUT_SAMPLES:-20}
@@ -106,8 +106,12 @@ pc_record ()
     kill -0 "$pid" 2>/dev/null || { cat rec.sock.log; return 1; }
     sleep 0.1
   done
-  "$PC_BIN/pc-workload" "nbd+unix:///?socket=$PWD/rec.sock" \
-    $PC_SIZE $PC_CONNS $PC_OPS $PC_SEED wl.log
+  if ! "$PC_BIN/pc-workload" "nbd+unix:///?socket=$PWD/rec.sock" \
+       $PC_SIZE $PC_CONNS $PC_OPS $PC_SEED wl.log; then
+    echo "the workload failed; the server said:"
+    cat rec.sock.log
+    return 1
+  fi
   kill -9 "$pid"
   wait "$pid" 2>/dev/null || true
   test -s rec.log
