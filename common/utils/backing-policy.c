@@ -76,13 +76,22 @@ qad_backing_policy_name (enum qad_backing_policy p)
   return "?";
 }
 
-/* The directory part of the canonical path of FILE.  Caller frees. */
+/* The directory part of the canonical path of FILE (which need not
+ * exist yet: then its directory is canonicalised).  Caller frees.
+ */
 static char *
 canonical_dir_of (const char *file)
 {
   char *real = realpath (file, NULL);
   char *slash;
 
+  if (real == NULL && errno == ENOENT) {
+    const char *s = strrchr (file, '/');
+    CLEANUP_FREE char *dir =
+      s == NULL ? strdup (".") : s == file ? strdup ("/")
+      : strndup (file, s - file);
+    return dir ? realpath (dir, NULL) : NULL;
+  }
   if (real == NULL)
     return NULL;
   slash = strrchr (real, '/');
@@ -404,20 +413,12 @@ qad_backing_leaves (const struct qad_backing_rules *r, const char *image,
 {
   CLEANUP_FREE char *real = realpath (path, NULL);
   CLEANUP_FREE char *dir = NULL;
-  struct qad_backing_rules tmp = { .policy = QAD_BACKING_INSIDE };
 
   if (real == NULL)
     real = lexical_abs (path);
-  if (real == NULL)
-    return true;
-  if (r && r->top_dir)
-    tmp = *r;
-  else {
+  if (r == NULL || r->top_dir == NULL)
     dir = canonical_dir_of (image);
-    if (dir == NULL)
-      return true;
-    tmp.top_dir = dir;
-    tmp.backing_dir = r ? r->backing_dir : NULL;
-  }
-  return !allowed (&tmp, real);
+  if (real == NULL || (dir == NULL && (r == NULL || r->top_dir == NULL)))
+    return true;
+  return !qad_path_is_below (real, dir ? dir : r->top_dir);
 }

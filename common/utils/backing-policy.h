@@ -51,6 +51,8 @@ extern int qad_backing_rules_init (struct qad_backing_rules *r,
                                    const char *backing_dir,
                                    const char *top_image);
 extern void qad_backing_rules_free (struct qad_backing_rules *r);
+#define CLEANUP_BACKING_RULES \
+  __attribute__ ((cleanup (qad_backing_rules_free)))
 
 /* May IMAGE name a backing NAME at all?  Refused under "refuse", and
  * for URIs (IS_URI) under "inside".  0, or -1 (errno EPERM) after one
@@ -70,9 +72,9 @@ extern int qad_backing_open (const struct qad_backing_rules *r,
                              const char *path);
 
 /* Without opening anything: does PATH (after resolving symbolic links
- * as they are now) lie outside every directory the "inside" policy
- * allows?  For reports (qad-img info) only, never for decisions.
- * When R has no top_dir, the directory of IMAGE is used.
+ * as they are now) lie outside the top image's directory (R's top_dir,
+ * or when R has none the directory of IMAGE)?  For reports (qad-img
+ * info) only, never for decisions.
  */
 extern bool qad_backing_leaves (const struct qad_backing_rules *r,
                                 const char *image, const char *path);
