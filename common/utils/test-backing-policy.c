@@ -61,16 +61,18 @@ quiet (const char *msg)
  * succeeds must be of in.raw, whatever the timing.
  */
 static volatile bool stop;
+static char tmp_path[256], swap_path[256], top_path[256];
 
+/* Uses only its own paths: at() is not thread-safe. */
 static void *
 swapper (void *arg)
 {
   unsigned i;
 
   for (i = 0; !stop; ++i) {
-    unlink (at ("img/tmp"));
-    if (symlink (i % 2 ? "../out.raw" : "in.raw", at ("img/tmp")) == 0)
-      rename (at ("img/tmp"), at ("img/swap"));
+    unlink (tmp_path);
+    if (symlink (i % 2 ? "../out.raw" : "in.raw", tmp_path) == 0)
+      rename (tmp_path, swap_path);
   }
   return NULL;
 }
@@ -81,7 +83,7 @@ try_open (const struct qad_backing_rules *r, const char *name)
 {
   char path[256];
   snprintf (path, sizeof path, "%s/img/%s", t, name);
-  return qad_backing_open (r, at ("img/top"), name, path);
+  return qad_backing_open (r, top_path, name, path);
 }
 
 static void
@@ -129,6 +131,9 @@ main (void)
   assert (mkdtemp (t) != NULL);
   assert (mkdir (at ("img"), 0755) == 0 && mkdir (at ("extra"), 0755) == 0);
   touch ("img/top");
+  snprintf (top_path, sizeof top_path, "%s/img/top", t);
+  snprintf (tmp_path, sizeof tmp_path, "%s/img/tmp", t);
+  snprintf (swap_path, sizeof swap_path, "%s/img/swap", t);
   touch ("img/in.raw");
   touch ("out.raw");
   touch ("extra/e.raw");
