@@ -65,6 +65,7 @@
 #include "ispowerof2.h"
 #include "minmax.h"
 #include "qad-error.h"
+#include "qad-limits.h"
 #include "qdb-bits.h"
 #include "qdb.h"
 #include "rounding.h"
@@ -191,6 +192,17 @@ dirtybitmap_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     granularity = r;
     return 0;
   }
+  else if (strcmp (key, "dirty-bitmap-max-size") == 0) {
+    int64_t r = nbdkit_parse_size (value);
+    if (r == -1)
+      return -1;
+    if (r < 4096) {
+      nbdkit_error ("dirty-bitmap-max-size=%s: must be at least 4K", value);
+      return -1;
+    }
+    qad_limits.max_qdb_bytes = r;
+    return 0;
+  }
   else
     return next (nxdata, key, value);
 }
@@ -209,7 +221,8 @@ dirtybitmap_config_complete (nbdkit_next_config_complete *next,
 #define dirtybitmap_config_help \
   "dirty-bitmap=FILE.qdb       (required) The QDB file of dirty bitmaps.\n" \
   "dirty-bitmap-name=NAME      Bitmap(s) to create in a new file.\n" \
-  "dirty-bitmap-granularity=N  Granularity of new bitmaps (default 64K)."
+  "dirty-bitmap-granularity=N  Granularity of new bitmaps (default 64K).\n" \
+  "dirty-bitmap-max-size=SIZE  Memory a QDB file may need (default 1G)."
 
 static int
 dirtybitmap_thread_model (void)
