@@ -305,6 +305,9 @@ fd_name (int fd, const struct stat *st)
   return buf;
 }
 
+/* WHERE: the canonical path it resolved to, or NULL when the kernel
+ * refused the walk (openat2) without saying where it led.
+ */
 static int
 refuse_outside (const struct qad_backing_rules *r, const char *image,
                 const char *name, const char *where)
@@ -312,10 +315,31 @@ refuse_outside (const struct qad_backing_rules *r, const char *image,
   char extra[PATH_MAX + 32];
 
   qad_error ("%s: backing file %s refused by backing-policy=inside: "
-             "it resolves to %s, outside %s%s", image, name, where,
+             "it %s%s, outside %s%s", image, name,
+             where ? "resolves to " : "leads", where ? where : "",
              r->top_dir, or_dir (r, extra, sizeof extra));
   errno = EPERM;
   return -1;
+}
+
+/* FD from an open of PATH, or -1: the error is reported here, and *ST
+ * filled in.  Returns FD, or -1 (FD closed).
+ */
+static int
+opened (int fd, const char *path, struct stat *st)
+{
+  if (fd == -1) {
+    qad_error ("%s: cannot open backing file: %m", path);
+    return -1;
+  }
+  if (fstat (fd, st) == -1) {
+    int saved_errno = errno;
+    qad_error ("%s: fstat: %m", path);
+    close (fd);
+    errno = saved_errno;
+    return -1;
+  }
+  return fd;
 }
 
 static int
@@ -343,15 +367,10 @@ qad_backing_open (const struct qad_backing_rules *r, const char *image,
   if (qad_backing_check_name (r, image, name, false) == -1)
     return -1;
 
-  fd = open (path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-  if (fd == -1) {
-    qad_error ("%s: cannot open backing file: %m", path);
+  fd = opened (open (path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK),
+               path, &st);
+  if (fd == -1)
     return -1;
-  }
-  if (fstat (fd, &st) == -1) {
-    qad_error ("%s: fstat: %m", path);
-    goto err;
-  }
   real = fd_name (fd, &st);
   if (real == NULL && errno == ESTALE) {
     qad_error ("%s: backing file %s refused by backing-policy=inside: "
@@ -372,15 +391,10 @@ qad_backing_open (const struct qad_backing_rules *r, const char *image,
       return -1;
     }
     if (fd == -1 && (errno == EXDEV || errno == ELOOP))
-      return refuse_outside (r, image, name, "a path that leaves");
-    if (fd == -1) {
-      qad_error ("%s: cannot open backing file: %m", path);
+      return refuse_outside (r, image, name, NULL);
+    fd = opened (fd, path, &st);
+    if (fd == -1)
       return -1;
-    }
-    if (fstat (fd, &st) == -1) {
-      qad_error ("%s: fstat: %m", path);
-      goto err;
-    }
   }
   else if (!allowed (r, real)) {
     refuse_outside (r, image, name, real);
