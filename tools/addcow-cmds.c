@@ -402,27 +402,13 @@ addcow_create_verb (int argc, char **argv)
                strerror (errno));
       return EXIT_FAILURE;
     }
-    if (bfmt == NULL) {
-      if (!uri && qed_file_has_magic (backing_arg)) {
-        fprintf (stderr, "qad-img: the backing file %s starts with a QED "
-                 "header; formats are never probed: say "
-                 "--backing-format=qed (or raw)\n", backing_arg);
-        return EXIT_FAILURE;
-      }
-      bfmt = "raw";
-    }
-    if (strcmp (bfmt, "raw") != 0 && strcmp (bfmt, "qed") != 0) {
-      fprintf (stderr, "qad-img: --backing-format=%s: must be raw or qed\n",
-               bfmt);
+    bfmt = addcow_choose_backing_format (backing_arg, bfmt,
+                                         "--backing-format");
+    if (bfmt == NULL)
       return EXIT_FAILURE;
-    }
-    if (uri && strcmp (bfmt, "raw") != 0) {
-      fprintf (stderr, "qad-img: an NBD backing must have format raw\n");
-      return EXIT_FAILURE;
-    }
     /* Without a size, a missing image takes the backing's size.  A
      * backing policy other than follow is checked on the backing (and
-     * its chain) as the filter will open it.
+     * its chain) as the filter will open it, before anything is made.
      */
     need_size = !have_size && !uri && stat (image_arg, &st) == -1;
     if (tool_backing_policy != QAD_BACKING_FOLLOW &&
@@ -432,7 +418,7 @@ addcow_create_verb (int argc, char **argv)
     if (need_size || (!uri && tool_backing_policy != QAD_BACKING_FOLLOW)) {
       struct qad_blockdev *b =
         qed_open_backing_checked (file, backing_arg, backing_arg, bfmt,
-                                  false, &rules);
+                                  false, &rules, NULL, 0);
       if (b == NULL)
         return EXIT_FAILURE;
       if (need_size) {
@@ -451,6 +437,18 @@ addcow_create_verb (int argc, char **argv)
   if (ifd == -1 || fstat (ifd, &st) == -1) {
     fprintf (stderr, "qad-img: %s: %s\n", image_arg, strerror (errno));
     return EXIT_FAILURE;
+  }
+  /* The image must not be in its own backing chain, under any name. */
+  if (backing_arg && !addcow_name_is_uri (backing_arg)) {
+    struct qed_file_id image_id = { st.st_dev, st.st_ino, "the image" };
+    struct qad_blockdev *b =
+      qed_open_backing_checked (file, backing_arg, backing_arg, bfmt, false,
+                                &rules, &image_id, 1);
+    if (b == NULL) {
+      close (ifd);
+      return EXIT_FAILURE;
+    }
+    qad_blockdev_close (b);
   }
   if (have_size && S_ISREG (st.st_mode) && (uint64_t) st.st_size != size) {
     if ((uint64_t) st.st_size > size) {

@@ -67,7 +67,7 @@ qed_create (const char *filename, const struct qed_create_options *opts)
       return -1;
     b = qed_open_backing_checked (filename, opts->backing, path,
                                   opts->backing_format, false,
-                                  opts->backing_rules);
+                                  opts->backing_rules, NULL, 0);
     if (b == NULL)
       return -1;
     if (h.image_size == 0)

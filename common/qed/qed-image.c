@@ -45,6 +45,8 @@ struct chain {
   const struct qad_backing_rules *rules; /* NULL: follow */
   bool refusal_ok;              /* see qed_open_options */
   uint64_t l2_cache_bytes;      /* for every image in the chain */
+  const struct qed_file_id *excluded;   /* files the chain must avoid */
+  size_t nr_excluded;
   unsigned depth;
   dev_t dev[QED_MAX_CHAIN_DEPTH + 1];
   ino_t ino[QED_MAX_CHAIN_DEPTH + 1];
@@ -166,6 +168,15 @@ chain_push (struct chain *chain, int fd, const char *path)
     qad_error ("%s: fstat: %m", path);
     return -1;
   }
+  for (i = 0; i < chain->nr_excluded; ++i) {
+    if (chain->excluded[i].dev == st.st_dev &&
+        chain->excluded[i].ino == st.st_ino) {
+      qad_error ("%s: backing chain loop: this backing file is %s",
+                 path, chain->excluded[i].what);
+      errno = ELOOP;
+      return -1;
+    }
+  }
   for (i = 0; i < chain->depth; ++i) {
     if (chain->dev[i] == st.st_dev && chain->ino[i] == st.st_ino) {
       qad_error ("%s: backing chain loop: this file is already in the "
@@ -245,17 +256,29 @@ open_backing_in_chain (const char *image, const char *name, const char *path,
 struct qad_blockdev *
 qed_open_backing_checked (const char *image, const char *name,
                           const char *path, const char *format, bool lock,
-                          const struct qad_backing_rules *rules)
+                          const struct qad_backing_rules *rules,
+                          const struct qed_file_id *excluded,
+                          size_t nr_excluded)
 {
-  struct chain chain = { .lock = lock, .rules = rules };
+  struct chain chain = { .lock = lock, .rules = rules,
+                         .excluded = excluded, .nr_excluded = nr_excluded };
 
   return open_backing_in_chain (image, name, path, format, &chain);
 }
 
 struct qad_blockdev *
+qed_open_backing_excluding (const char *path, const char *format, bool lock,
+                            const struct qed_file_id *excluded,
+                            size_t nr_excluded)
+{
+  return qed_open_backing_checked (path, path, path, format, lock, NULL,
+                                   excluded, nr_excluded);
+}
+
+struct qad_blockdev *
 qed_open_backing (const char *path, const char *format, bool lock)
 {
-  return qed_open_backing_checked (path, path, path, format, lock, NULL);
+  return qed_open_backing_excluding (path, format, lock, NULL, 0);
 }
 
 static int
