@@ -61,7 +61,7 @@ first_bytes ()
 refused_by ()
 {
   local rule="$1" name="$2"; shift 2
-  expect_fail_cleanly "s\.add-cow: backing (file )?$name refused by backing-policy=$rule" \
+  expect_fail_cleanly "s\.add-cow: backing (file )?$name refused by addcow-backing-policy=$rule" \
     nbdkit -U - --filter="$ADDCOW_FILTER" file d/disk.raw \
     addcow=d/s.add-cow "$@" --run true
   test "$(grep -c "refused by" <<<"$output")" -eq 1
@@ -126,7 +126,7 @@ refused_by ()
   run first_bytes 7
   [ "$status" -eq 0 ] && [ "$output" = OUTSIDE ]
   expect_fail_cleanly \
-    "base.qed: backing file ../out.raw refused by backing-policy=inside" \
+    "base.qed: backing file ../out.raw refused by addcow-backing-policy=inside" \
     nbdkit -U - --filter="$ADDCOW_FILTER" file d/disk.raw \
     addcow=d/s.add-cow addcow-backing-policy=inside --run true
 }

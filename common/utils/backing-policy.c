@@ -110,6 +110,7 @@ qad_backing_rules_init (struct qad_backing_rules *r,
   struct stat st;
 
   r->policy = policy;
+  r->param = NULL;
   r->top_dir = NULL;
   r->backing_dir = NULL;
   r->top_dir = canonical_dir_of (top_image);
@@ -159,6 +160,13 @@ allowed (const struct qad_backing_rules *r, const char *canonical)
     (r->backing_dir && qad_path_is_below (canonical, r->backing_dir));
 }
 
+/* The parameter that set the policy, for messages. */
+static const char *
+param (const struct qad_backing_rules *r)
+{
+  return r->param ? r->param : "backing-policy";
+}
+
 /* " or BACKING_DIR" for messages. */
 static const char *
 or_dir (const struct qad_backing_rules *r, char *buf, size_t n)
@@ -177,14 +185,15 @@ qad_backing_check_name (const struct qad_backing_rules *r, const char *image,
   if (r == NULL || r->policy == QAD_BACKING_FOLLOW)
     return 0;
   if (r->policy == QAD_BACKING_REFUSE) {
-    qad_error ("%s: backing file %s refused by backing-policy=refuse "
-               "(the image names a backing file)", image, name);
+    qad_error ("%s: backing file %s refused by %s=refuse "
+               "(the image names a backing file)", image, name, param (r));
     errno = EPERM;
     return -1;
   }
   if (is_uri) {
-    qad_error ("%s: backing %s refused by backing-policy=inside "
-               "(a URI is never inside the image's directory)", image, name);
+    qad_error ("%s: backing %s refused by %s=inside "
+               "(a URI is never inside the image's directory)", image, name,
+               param (r));
     errno = EPERM;
     return -1;
   }
@@ -314,8 +323,8 @@ refuse_outside (const struct qad_backing_rules *r, const char *image,
 {
   char extra[PATH_MAX + 32];
 
-  qad_error ("%s: backing file %s refused by backing-policy=inside: "
-             "it %s%s, outside %s%s", image, name,
+  qad_error ("%s: backing file %s refused by %s=inside: "
+             "it %s%s, outside %s%s", image, name, param (r),
              where ? "resolves to " : "leads", where ? where : "",
              r->top_dir, or_dir (r, extra, sizeof extra));
   errno = EPERM;
@@ -373,9 +382,9 @@ qad_backing_open (const struct qad_backing_rules *r, const char *image,
     return -1;
   real = fd_name (fd, &st);
   if (real == NULL && errno == ESTALE) {
-    qad_error ("%s: backing file %s refused by backing-policy=inside: "
+    qad_error ("%s: backing file %s refused by %s=inside: "
                "it was renamed or replaced while being opened",
-               image, name);
+               image, name, param (r));
     errno = EPERM;
     goto err;
   }
@@ -384,9 +393,9 @@ qad_backing_open (const struct qad_backing_rules *r, const char *image,
     close (fd);
     fd = qad_backing_open_beneath (r, path);
     if (fd == -1 && errno == ENOSYS) {
-      qad_error ("%s: backing file %s refused by backing-policy=inside: "
+      qad_error ("%s: backing file %s refused by %s=inside: "
                  "cannot verify where it leads (neither /proc/self/fd nor "
-                 "openat2 is available)", image, name);
+                 "openat2 is available)", image, name, param (r));
       errno = EPERM;
       return -1;
     }
@@ -401,8 +410,9 @@ qad_backing_open (const struct qad_backing_rules *r, const char *image,
     goto err;
   }
   if (!S_ISREG (st.st_mode) && !S_ISBLK (st.st_mode)) {
-    qad_error ("%s: backing file %s refused by backing-policy=inside: "
-               "not a regular file or block device", image, name);
+    qad_error ("%s: backing file %s refused by %s=inside: "
+               "not a regular file or block device", image, name,
+               param (r));
     errno = EPERM;
     goto err;
   }

@@ -33,6 +33,8 @@ struct qad_backing_rules {
   enum qad_backing_policy policy;
   char *top_dir;                /* canonical directory of the top image */
   char *backing_dir;            /* canonical backing-dir=, or NULL */
+  const char *param;            /* the parameter named in refusals;
+                                   NULL: "backing-policy" */
 };
 
 /* "follow", "inside", "refuse" -> *P.  -1 (errno EINVAL) otherwise,
