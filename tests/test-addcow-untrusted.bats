@@ -15,6 +15,7 @@
 #   extra/e.raw               allowed with addcow-backing-dir=
 
 load functions.sh
+load untrusted-helpers.sh
 load addcow-helpers.sh
 
 setup ()
@@ -22,11 +23,7 @@ setup ()
   requires_addcow
   requires_nbdsh
   cd "$BATS_TEST_TMPDIR"
-  mkdir d extra
-  printf 'INSIDE-DATA' > d/in.raw
-  printf 'OUTSIDE-DATA' > out.raw
-  printf 'EXTRA-DATA' > extra/e.raw
-  truncate -s 1M d/in.raw out.raw extra/e.raw
+  untrusted_tree
   truncate -s 1M d/disk.raw
 }
 

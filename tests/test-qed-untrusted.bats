@@ -15,6 +15,7 @@
 #   extra/       a directory allowed with backing-dir=
 
 load functions.sh
+load untrusted-helpers.sh
 load qed-helpers.sh
 
 setup ()
@@ -24,11 +25,7 @@ setup ()
   requires_file "$QED_PLUGIN"
   requires_file "$QAD_IMG"
   cd "$BATS_TEST_TMPDIR"
-  mkdir d extra
-  printf 'INSIDE-DATA' > d/in.raw
-  printf 'OUTSIDE-DATA' > out.raw
-  printf 'EXTRA-DATA' > extra/e.raw
-  truncate -s 1M d/in.raw out.raw extra/e.raw
+  untrusted_tree
 }
 
 # mk NAME BACKING: d/NAME.qed with raw backing name BACKING as stored.

@@ -151,12 +151,8 @@ set_global_option (const char *key, const char *value)
     limit = &qad_limits.max_qdb_bytes;
   if (parse_size (key, value, &v) == -1)
     return -1;
-  if (v < 4096) {
-    fprintf (stderr, "qad-img: %s=%s: must be at least 4K\n", key, value);
-    return -1;
-  }
-  *limit = v;
-  return 0;
+  return qad_set_limit (key, value, v > INT64_MAX ? INT64_MAX : (int64_t) v,
+                        limit);
 }
 
 /* Remove the shared options from argv (from index 2), applying them.

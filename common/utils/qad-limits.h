@@ -44,4 +44,11 @@ struct qad_limits {
 
 extern struct qad_limits qad_limits;
 
+/* Set *LIMIT from the parameter KEY=VALUE, already parsed as a size
+ * into PARSED (-1: the parser has reported the error).  A limit is at
+ * least 4 KiB.  Returns 0, or -1 after qad_error.
+ */
+extern int qad_set_limit (const char *key, const char *value,
+                          int64_t parsed, uint64_t *limit);
+
 #endif /* QAD_LIMITS_H */

@@ -167,17 +167,9 @@ addcow_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     params.backing_dir = nbdkit_realpath (value);
     return params.backing_dir ? 0 : -1;
   }
-  if (strcmp (key, "addcow-max-bitmap-size") == 0) {
-    int64_t r = nbdkit_parse_size (value);
-    if (r == -1)
-      return -1;
-    if (r < 4096) {
-      nbdkit_error ("addcow-max-bitmap-size=%s: must be at least 4K", value);
-      return -1;
-    }
-    qad_limits.max_bitmap_bytes = r;
-    return 0;
-  }
+  if (strcmp (key, "addcow-max-bitmap-size") == 0)
+    return qad_set_limit (key, value, nbdkit_parse_size (value),
+                          &qad_limits.max_bitmap_bytes);
   /* Remember the plugin's file (to record it and to check it against
    * the sidecar), then pass it on.
    */

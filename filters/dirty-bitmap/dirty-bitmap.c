@@ -204,17 +204,9 @@ dirtybitmap_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     granularity = r;
     return 0;
   }
-  else if (strcmp (key, "dirty-bitmap-max-size") == 0) {
-    int64_t r = nbdkit_parse_size (value);
-    if (r == -1)
-      return -1;
-    if (r < 4096) {
-      nbdkit_error ("dirty-bitmap-max-size=%s: must be at least 4K", value);
-      return -1;
-    }
-    qad_limits.max_qdb_bytes = r;
-    return 0;
-  }
+  else if (strcmp (key, "dirty-bitmap-max-size") == 0)
+    return qad_set_limit (key, value, nbdkit_parse_size (value),
+                          &qad_limits.max_qdb_bytes);
   else
     return next (nxdata, key, value);
 }

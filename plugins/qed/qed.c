@@ -69,21 +69,6 @@ qed_plugin_unload (void)
   free (filename);
 }
 
-/* A size limit parameter (max-table-size=, max-bitmap-size=). */
-static int
-parse_limit (const char *key, const char *value, uint64_t *limit)
-{
-  int64_t r = nbdkit_parse_size (value);
-
-  if (r == -1)
-    return -1;
-  if (r < 4096) {
-    nbdkit_error ("%s=%s: must be at least 4K", key, value);
-    return -1;
-  }
-  *limit = r;
-  return 0;
-}
 
 static int
 qed_plugin_config (const char *key, const char *value)
@@ -138,9 +123,11 @@ qed_plugin_config (const char *key, const char *value)
       return -1;
   }
   else if (strcmp (key, "max-table-size") == 0)
-    return parse_limit (key, value, &qad_limits.max_table_bytes);
+    return qad_set_limit (key, value, nbdkit_parse_size (value),
+                          &qad_limits.max_table_bytes);
   else if (strcmp (key, "max-bitmap-size") == 0)
-    return parse_limit (key, value, &qad_limits.max_bitmap_bytes);
+    return qad_set_limit (key, value, nbdkit_parse_size (value),
+                          &qad_limits.max_bitmap_bytes);
   else {
     nbdkit_error ("unknown parameter '%s'", key);
     return -1;
