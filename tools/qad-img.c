@@ -33,6 +33,8 @@ usage (FILE *fp)
 "  map    FILE [--json]\n"
 "  bitmap FILE.qdb --add|--remove|--clear|--enable|--disable NAME |\n"
 "                  --merge SRC --into DST\n"
+"  bitmap --connect=SOCKET (the same, and --freeze|--release NAME)\n"
+"  info   --connect=SOCKET [--json]\n"
 "\n"
 "Every verb also accepts, for images from untrusted sources:\n"
 "  --backing-policy=follow|inside|refuse  --backing-dir=DIR\n"
@@ -252,6 +254,12 @@ main (int argc, char **argv)
       if (i + 1 < argc && !file)
         file = argv[i + 1];
       break;
+    }
+    else if (strncmp (argv[i], "--connect", 9) == 0) {
+      /* A live filter's control socket: always QDB, no file. */
+      format_name = "qdb";
+      if (strcmp (argv[i], "--connect") == 0)
+        i++;
     }
     else if (argv[i][0] != '-' && !file)
       file = argv[i];
