@@ -37,6 +37,7 @@
 #include "addcow-file.h"
 #include "byte-swapping.h"
 #include "cleanup.h"
+#include "fsync-dir.h"
 #include "full-io.h"
 #include "image-lock.h"
 #include "minmax.h"
@@ -142,29 +143,6 @@ addcow_load_bitmap (int fd, const char *path, const struct addcow_header *h,
   return -1;
 }
 
-static int
-fsync_dir_of (const char *path)
-{
-  CLEANUP_FREE char *dir = NULL;
-  const char *slash = strrchr (path, '/');
-  int fd, r;
-
-  if (slash == NULL)
-    dir = strdup (".");
-  else if (slash == path)
-    dir = strdup ("/");
-  else
-    dir = strndup (path, slash - path);
-  if (dir == NULL)
-    return -1;
-  fd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd == -1)
-    return -1;
-  r = fsync (fd);
-  close (fd);
-  return r;
-}
-
 int
 addcow_create_file (const char *path, const struct addcow_header *h,
                     bool with_bitmap, uint64_t disk_size)
@@ -215,7 +193,7 @@ addcow_create_file (const char *path, const struct addcow_header *h,
     goto err;
   }
   unlink (tmp);
-  if (fsync_dir_of (path) == -1) {
+  if (qad_fsync_dir_of (path) == -1) {
     qad_error ("%s: fsync of its directory: %m", path);
     return -1;
   }

@@ -105,6 +105,7 @@
 #include <nbdkit-filter.h>
 
 #include "cleanup.h"
+#include "fsync-dir.h"
 #include "full-io.h"
 #include "ispowerof2.h"
 #include "minmax.h"
@@ -618,6 +619,14 @@ dirtybitmap_after_fork (nbdkit_backend *backend)
       if (ftruncate (qdb_fd, 0) == -1 || fsync (qdb_fd) == -1)
         nbdkit_error ("%s: cannot empty the partly written file (%m): "
                       "remove it before starting again", qdb_path);
+      return -1;
+    }
+    /* The new name too: without this a power cut can leave no QDB
+     * file at all, and the next start would create an empty one while
+     * the disk has changed (found by test-powercut-dirty-bitmap).
+     */
+    if (qad_fsync_dir_of (qdb_path) == -1) {
+      nbdkit_error ("%s: fsync of its directory: %m", qdb_path);
       return -1;
     }
     nbdkit_debug ("%s: created with %zu bitmap(s) for a disk of %" PRIu64
