@@ -111,6 +111,7 @@
 #include "ispowerof2.h"
 #include "minmax.h"
 #include "qad-error.h"
+#include "qad-limits.h"
 #include "qdb-bits.h"
 #include "qdb-control.h"
 #include "qdb-freeze.h"
@@ -336,6 +337,9 @@ dirtybitmap_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     granularity = r;
     return 0;
   }
+  else if (strcmp (key, "dirty-bitmap-max-size") == 0)
+    return qad_set_limit (key, value, nbdkit_parse_size (value),
+                          &qad_limits.max_qdb_bytes);
   else
     return next (nxdata, key, value);
 }
@@ -369,7 +373,8 @@ dirtybitmap_config_complete (nbdkit_next_config_complete *next,
   "dirty-bitmap-region-size=N  Lazy tracking's region size (default 16M).\n" \
   "dirty-bitmap-checkpoint-interval=S  Lazy: write fine bits every S s (5).\n" \
   "dirty-bitmap-scratch-dir=DIR  Copy-before-write scratch files of frozen\n" \
-  "                            bitmaps (default: the QDB file's directory)."
+  "                            bitmaps (default: the QDB file's directory).\n" \
+  "dirty-bitmap-max-size=SIZE  Memory a QDB file may need (default 1G)."
 
 static int
 dirtybitmap_thread_model (void)
