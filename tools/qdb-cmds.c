@@ -471,32 +471,6 @@ struct op {
 };
 
 static int
-merge (struct qdb_file *qdb, struct qdb_bitmap *src, struct qdb_bitmap *dst)
-{
-  uint64_t n;
-
-  if (src->disk_size != dst->disk_size) {
-    fprintf (stderr, "qad-img: %s: cannot merge \"%s\" (disk size %" PRIu64
-             ") into \"%s\" (disk size %" PRIu64 ")\n", qdb->name,
-             src->name, src->disk_size, dst->name, dst->disk_size);
-    return -1;
-  }
-  for (n = 0; n < src->nr_granules; ) {
-    uint64_t run = qdb_bits_run (src->bits, n, src->nr_granules);
-    if (bit_test (src->bits, n)) {
-      uint64_t start = n * src->granularity;
-      uint64_t end = (n + run) * src->granularity;
-      if (end > src->disk_size)
-        end = src->disk_size;
-      qdb_bits_set_range (dst->bits, start / dst->granularity,
-                          (end - 1) / dst->granularity);
-    }
-    n += run;
-  }
-  return 0;
-}
-
-static int
 qdb_bitmap_verb (int argc, char **argv)
 {
   static const struct option long_options[] = {
@@ -609,8 +583,7 @@ qdb_bitmap_verb (int argc, char **argv)
       qdb_remove_bitmap (qdb, bm - qdb->bitmaps);
       break;
     case OPT_CLEAR:
-      memset (bm->bits, 0, bm->bits_len);
-      bm->flags &= ~QDB_FLAG_IN_USE;
+      qdb_clear_bitmap (bm);
       break;
     case OPT_ENABLE:
       bm->flags |= QDB_FLAG_ENABLED;
@@ -625,7 +598,7 @@ qdb_bitmap_verb (int argc, char **argv)
                  file, ops[i].into);
         r = EXIT_FAILURE;
       }
-      else if (merge (qdb, bm, dst) == -1)
+      else if (qdb_merge_bitmap (qdb, bm, dst) == -1)
         r = EXIT_FAILURE;
       break;
     }
