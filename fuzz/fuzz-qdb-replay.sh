@@ -2,8 +2,5 @@
 # nbdkit QED / add-cow / dirty-bitmap bundle
 # Copyright (C) 2026 the project authors
 # SPDX-License-Identifier: BSD-3-Clause
-# Run the QDB fuzz target over deterministic mutants of seed files.
-set -euo pipefail
-seeds=seeds-qdb
-"$srcdir/make-qdb-seeds.sh" "$seeds" "$(pwd)/../tools/qad-img"
-exec ${VG:-} ./fuzz-qdb-replay "${FUZZ_ITERATIONS:-5000}" "$seeds"/*.qdb
+# Run the qdb fuzz target over deterministic mutants of seed files.
+exec "$srcdir/replay.sh" qdb qdb 5000

@@ -9,6 +9,10 @@
  * ITERATIONS times (bit flips, byte sets to boundary values, 64-bit
  * fields set to interesting values, truncation) with a fixed PRNG
  * seed, and every mutant is passed to LLVMFuzzerTestOneInput.
+ *
+ * With FUZZ_SAVE=FILE in the environment each input is written to FILE
+ * before it runs, so that after a crash FILE holds the input that
+ * crashed; "DRIVER 0 FILE" then runs it alone.
  */
 
 #include <config.h>
@@ -63,6 +67,21 @@ mutate (uint8_t *d, size_t *size, size_t max)
   (void) max;
 }
 
+static void
+save (const uint8_t *d, size_t n)
+{
+  const char *f = getenv ("FUZZ_SAVE");
+  FILE *fp;
+
+  if (f == NULL)
+    return;
+  fp = fopen (f, "wb");
+  if (fp == NULL || fwrite (d, 1, n, fp) != n || fclose (fp) != 0) {
+    perror (f);
+    exit (EXIT_FAILURE);
+  }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -88,11 +107,13 @@ main (int argc, char **argv)
     d = malloc (4 << 20);
     size = fread (seed, 1, 4 << 20, fp);
     fclose (fp);
+    save (seed, size);
     LLVMFuzzerTestOneInput (seed, size);
     for (it = 0; it < iterations; ++it) {
       memcpy (d, seed, size);
       n = size;
       mutate (d, &n, 4 << 20);
+      save (d, n);
       LLVMFuzzerTestOneInput (d, n);
     }
     free (seed);
