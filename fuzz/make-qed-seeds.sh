@@ -8,7 +8,7 @@
 #   empty.qed    no data
 #   data.qed     data, zero and data clusters
 #   backing.qed  over base.raw (NO_PROBE), a data cluster, a zero cluster
-#   probe.qed    over base.raw (probed), 3 MiB with a partial last cluster
+#   probe.qed    over base.raw (probed), 513 KiB: a partial last cluster
 #   repair.qed   NEED_CHECK, a cluster referenced twice, an invalid
 #                entry, leaks below a data cluster that repair moves down
 # The read-write target gives images naming base.raw a backing file of
@@ -21,7 +21,7 @@ qad_img="$2"
 truncate -s 1M "$out/base.raw"
 "$qad_img" create "$out/backing.qed" 1M --cluster-size=4K --table-size=1 \
   --backing=base.raw --backing-format=raw >/dev/null
-"$qad_img" create "$out/probe.qed" 3146240 --cluster-size=4K --table-size=1 \
+"$qad_img" create "$out/probe.qed" 525312 --cluster-size=4K --table-size=1 \
   --backing=base.raw >/dev/null
 rm -f "$out/base.raw"
 cp "$out/empty.qed" "$out/data.qed"
