@@ -3,4 +3,4 @@
 # Copyright (C) 2026 the project authors
 # SPDX-License-Identifier: BSD-3-Clause
 # Run the addcow-rw fuzz target over deterministic mutants of seed files.
-exec "$srcdir/replay.sh" addcow-rw addcow 600
+exec "$srcdir/replay.sh" addcow-rw addcow 400
