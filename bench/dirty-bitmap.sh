@@ -17,6 +17,7 @@
 # Environment: DIRTY_BITMAP_FILTER (default ./dirty-bitmap.so), WORKDIR.
 
 set -euo pipefail
+. "$(dirname "$0")/bench-lib.sh"
 size="${1:-1G}"
 secs="${2:-5}"
 filter="${DIRTY_BITMAP_FILTER:-$(pwd)/dirty-bitmap.so}"
@@ -43,6 +44,7 @@ serve ()                        # serve NAME ARGS...
   local name="$1"; shift
   rm -f "$name.sock" "$name.pid"
   nbdkit -U "$work/$name.sock" -P "$work/$name.pid" "$@"
+  wait_server "$work/$name.pid" "$work/$name.sock"
   pids+=("$(cat "$name.pid")")
 }
 stop ()                         # stop NAME

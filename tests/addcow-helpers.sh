@@ -84,3 +84,18 @@ with open(sys.argv[1], "r+b") as f:
     f.seek(int(sys.argv[2]))
     f.write(sys.argv[3].encode().decode("unicode_escape").encode("latin1"))' "$@"
 }
+
+# start_addcow_eval SOCK FLUSH [ARGS...]: the filter over an eval
+# plugin serving disk.raw (1 MiB) with sidecar disk.add-cow, whose flush
+# runs the shell code FLUSH.  ARGS go to nbdkit: more eval scripts
+# (can_flush= is required, can_multi_conn= optional) and filter
+# parameters.
+start_addcow_eval ()
+{
+  local sock="$1" flush="$2"; shift 2
+  start_nbdkit "$sock" --filter="$ADDCOW_FILTER" eval \
+    get_size='echo 1048576' can_write='exit 0' \
+    pread="dd if=$PWD/disk.raw iflag=skip_bytes,count_bytes skip=\$4 count=\$3 status=none" \
+    pwrite="dd of=$PWD/disk.raw oflag=seek_bytes conv=notrunc seek=\$4 status=none" \
+    flush="$flush" addcow=disk.add-cow addcow-image=disk.raw "$@"
+}

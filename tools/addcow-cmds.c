@@ -369,24 +369,10 @@ addcow_create_verb (int argc, char **argv)
                strerror (errno));
       return EXIT_FAILURE;
     }
-    if (bfmt == NULL) {
-      if (!uri && qed_file_has_magic (backing_arg)) {
-        fprintf (stderr, "qad-img: the backing file %s starts with a QED "
-                 "header; formats are never probed: say "
-                 "--backing-format=qed (or raw)\n", backing_arg);
-        return EXIT_FAILURE;
-      }
-      bfmt = "raw";
-    }
-    if (strcmp (bfmt, "raw") != 0 && strcmp (bfmt, "qed") != 0) {
-      fprintf (stderr, "qad-img: --backing-format=%s: must be raw or qed\n",
-               bfmt);
+    bfmt = addcow_choose_backing_format (backing_arg, bfmt,
+                                         "--backing-format");
+    if (bfmt == NULL)
       return EXIT_FAILURE;
-    }
-    if (uri && strcmp (bfmt, "raw") != 0) {
-      fprintf (stderr, "qad-img: an NBD backing must have format raw\n");
-      return EXIT_FAILURE;
-    }
     /* Without a size, a missing image takes the backing's size. */
     if (!have_size && !uri && stat (image_arg, &st) == -1) {
       struct qad_blockdev *b = qed_open_backing (backing_arg, bfmt, false);
@@ -406,6 +392,17 @@ addcow_create_verb (int argc, char **argv)
   if (ifd == -1 || fstat (ifd, &st) == -1) {
     fprintf (stderr, "qad-img: %s: %s\n", image_arg, strerror (errno));
     return EXIT_FAILURE;
+  }
+  /* The image must not be in its own backing chain, under any name. */
+  if (backing_arg && !addcow_name_is_uri (backing_arg)) {
+    struct qed_file_id image_id = { st.st_dev, st.st_ino, "the image" };
+    struct qad_blockdev *b =
+      qed_open_backing_excluding (backing_arg, bfmt, false, &image_id, 1);
+    if (b == NULL) {
+      close (ifd);
+      return EXIT_FAILURE;
+    }
+    qad_blockdev_close (b);
   }
   if (have_size && S_ISREG (st.st_mode) && (uint64_t) st.st_size != size) {
     if ((uint64_t) st.st_size > size) {

@@ -46,24 +46,6 @@
  * I/O backends.
  */
 
-static int
-fd_pread (void *opaque, void *buf, size_t count, uint64_t offset)
-{
-  return full_pread (*(int *) opaque, buf, count, offset);
-}
-
-static int
-fd_pwrite (void *opaque, const void *buf, size_t count, uint64_t offset)
-{
-  return full_pwrite (*(int *) opaque, buf, count, offset);
-}
-
-static int
-fd_sync (void *opaque)
-{
-  return fdatasync (*(int *) opaque);
-}
-
 int
 qdb_io_init_fd (struct qdb_io *io, int *fd, const char *name)
 {
@@ -76,9 +58,9 @@ qdb_io_init_fd (struct qdb_io *io, int *fd, const char *name)
   io->opaque = fd;
   io->name = name;
   io->size = st.st_size;
-  io->pread = fd_pread;
-  io->pwrite = fd_pwrite;
-  io->sync = fd_sync;
+  io->pread = fd_io_pread;
+  io->pwrite = fd_io_pwrite;
+  io->sync = fd_io_sync;
   return 0;
 }
 

@@ -41,6 +41,8 @@
 /* The files already open in one backing chain, to refuse loops. */
 struct chain {
   bool lock;                    /* lock every backing file (read) */
+  const struct qed_file_id *excluded;   /* files the chain must avoid */
+  size_t nr_excluded;
   unsigned depth;
   dev_t dev[QED_MAX_CHAIN_DEPTH + 1];
   ino_t ino[QED_MAX_CHAIN_DEPTH + 1];
@@ -160,6 +162,15 @@ chain_push (struct chain *chain, int fd, const char *path)
     qad_error ("%s: fstat: %m", path);
     return -1;
   }
+  for (i = 0; i < chain->nr_excluded; ++i) {
+    if (chain->excluded[i].dev == st.st_dev &&
+        chain->excluded[i].ino == st.st_ino) {
+      qad_error ("%s: backing chain loop: this backing file is %s",
+                 path, chain->excluded[i].what);
+      errno = ELOOP;
+      return -1;
+    }
+  }
   for (i = 0; i < chain->depth; ++i) {
     if (chain->dev[i] == st.st_dev && chain->ino[i] == st.st_ino) {
       qad_error ("%s: backing chain loop: this file is already in the "
@@ -232,11 +243,20 @@ open_backing_in_chain (const char *path, const char *format,
 }
 
 struct qad_blockdev *
-qed_open_backing (const char *path, const char *format, bool lock)
+qed_open_backing_excluding (const char *path, const char *format, bool lock,
+                            const struct qed_file_id *excluded,
+                            size_t nr_excluded)
 {
-  struct chain chain = { .lock = lock };
+  struct chain chain = { .lock = lock, .excluded = excluded,
+                         .nr_excluded = nr_excluded };
 
   return open_backing_in_chain (path, format, &chain);
+}
+
+struct qad_blockdev *
+qed_open_backing (const char *path, const char *format, bool lock)
+{
+  return qed_open_backing_excluding (path, format, lock, NULL, 0);
 }
 
 static int

@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "blockdev.h"
 #include "qed-header.h"
@@ -80,9 +81,15 @@ struct qed_image {
   pthread_cond_t sync_done;
   uint64_t sync_requested;      /* tickets handed out */
   uint64_t sync_completed;      /* every ticket <= this is durable */
-  uint64_t sync_failed;         /* tickets <= this got an error */
-  int sync_errno;
   bool sync_running;
+
+  /* Set (atomically, once) when an fdatasync of the image fails: the
+   * kernel may have dropped dirty pages and will not report it again,
+   * so no later flush can be trusted.  Every later write, zero, trim
+   * and flush fails with EIO until the image is reopened.  Read with
+   * __atomic_load_n: the write path tests it without a lock.
+   */
+  int poisoned;
 };
 
 extern struct qed_image *qed_open (const char *filename,
@@ -133,6 +140,8 @@ extern int qed_trim (struct qed_image *img, uint64_t count, uint64_t offset,
  * allocation is in flight.
  */
 extern int qed_flush (struct qed_image *img);
+/* True after a failed fdatasync (see struct qed_image.poisoned). */
+extern bool qed_poisoned (struct qed_image *img);
 /* Clear unknown autoclear bits (read-write open). */
 extern int qed_clear_autoclear (struct qed_image *img);
 /* Write the in-memory header to the file (no sync). */
@@ -151,6 +160,23 @@ extern bool qed_cluster_offset_valid (const struct qed_geometry *g,
 extern struct qad_blockdev *qed_open_backing (const char *path,
                                               const char *format,
                                               bool lock);
+
+/* A file that a backing chain must not contain (the image on top,
+ * an add-cow sidecar): compared by device and inode, so that another
+ * name, a symbolic link or a hard link of it is caught too.
+ */
+struct qed_file_id {
+  dev_t dev;
+  ino_t ino;
+  const char *what;             /* e.g. "the image", for the message */
+};
+
+/* qed_open_backing, refusing (errno ELOOP) a chain in which any file
+ * is one of the NR_EXCLUDED files in EXCLUDED.
+ */
+extern struct qad_blockdev *qed_open_backing_excluding
+  (const char *path, const char *format, bool lock,
+   const struct qed_file_id *excluded, size_t nr_excluded);
 
 /* Resolve a backing name relative to the directory of IMAGE_PATH.
  * Caller frees.

@@ -68,3 +68,21 @@ full_pwrite (int fd, const void *buf, size_t count, uint64_t offset)
   }
   return 0;
 }
+
+int
+fd_io_pread (void *fdp, void *buf, size_t count, uint64_t offset)
+{
+  return full_pread (*(int *) fdp, buf, count, offset);
+}
+
+int
+fd_io_pwrite (void *fdp, const void *buf, size_t count, uint64_t offset)
+{
+  return full_pwrite (*(int *) fdp, buf, count, offset);
+}
+
+int
+fd_io_sync (void *fdp)
+{
+  return fdatasync (*(int *) fdp);
+}

@@ -21,4 +21,13 @@ extern int full_pwrite (int fd, const void *buf, size_t count,
 /* Read, filling whatever lies past end-of-file with zeroes. */
 extern int pread_or_zero (int fd, void *buf, size_t count, uint64_t offset);
 
+/* The same on a descriptor given as a pointer to int, for the format
+ * library's replaceable I/O callbacks (struct qdb_io, struct
+ * addcow_store_io).  fd_io_sync is fdatasync.
+ */
+extern int fd_io_pread (void *fdp, void *buf, size_t count, uint64_t offset);
+extern int fd_io_pwrite (void *fdp, const void *buf, size_t count,
+                         uint64_t offset);
+extern int fd_io_sync (void *fdp);
+
 #endif /* QAD_FULL_IO_H */

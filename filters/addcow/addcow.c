@@ -7,143 +7,66 @@
  *
  * The plugin below this filter is the raw image; the add-cow sidecar
  * (header + COW bitmap, docs/specs/add-cow.txt) and the backing file
- * belong to the filter.  The format half (parse, validate, create,
- * bitmap geometry) is common/addcow; this file is NBD semantics.
+ * belong to the filter.  As in nbdkit's cow filter, this file is NBD
+ * semantics only (parameters, lifecycle, can_*, splitting requests by
+ * bit); the rest lives in:
+ *   sidecar.c   open/create/lock the sidecar, check parameters, open
+ *               the backing chain;
+ *   copy-up.c   copy-up and copy-on-read of bit-0 clusters under the
+ *               cluster range lock;
+ *   common/addcow/addcow-store.c   the bitmap and when its bits may
+ *               reach the sidecar (durability rules, poisoning).
  *
- * State shared by every connection, set up in two steps:
- *  - .get_ready opens (or creates, header only: "fresh") the sidecar,
- *    checks the parameters against it, locks it and opens the backing;
- *  - the first .prepare learns the disk size from the plugin and loads
- *    (or, when fresh, sizes) the bitmap.
+ * Set up in two steps: .get_ready opens the sidecar (creating the
+ * header when missing) and the backing file; the first .prepare learns
+ * the disk size and what the plugin promises, then loads the bitmap
+ * into the store with the persistence mode that promise allows:
+ *   multi-conn plugin        -> AT_FLUSH (a flush persists every bit)
+ *   plugin without multi-conn -> AT_WRITE (a bit is persisted, after
+ *                               its data, before it is visible)
+ *   plugin that cannot flush -> AT_CLOSE (no flush or FUA offered)
+ * A request whose clusters all have bit 1 goes straight through; a FUA
+ * write does so only if those bits are durable too.  Once the store
+ * is poisoned (a failed flush or FUA write of the plugin, a failed
+ * sidecar sync) every write and flush fails with EIO until restart.
  *
- * Invariants:
- *  - A bit goes 0 -> 1 only after the whole cluster's data has been
- *    written to the plugin; bits never go back to 0.
- *  - Work on bit-0 clusters (copy-up, zeroing, copy-on-read) holds the
- *    cluster range lock, and re-reads the bits once it has it.  A
- *    request that finds all its clusters at 1 goes straight through
- *    with no lock but a short bitmap_lock to read the bits.
- *  - Flush: snapshot the dirty bitmap chunks, flush the plugin, then
- *    write the snapshot and fdatasync the sidecar; all under
- *    flush_lock so that an older snapshot never overwrites a newer
- *    one.  Bits set after the snapshot wait for the next flush, so
- *    every persisted bit has persisted data.  That relies on a flush
- *    through one connection flushing what the others wrote, which is
- *    what a multi-conn plugin promises.  With a plugin that is not
- *    multi-conn, each connection instead remembers the clusters whose
- *    bits it set (struct handle: pending) and its flush persists only
- *    those, through the "ondisk" bitmap of bits allowed on disk.
- *  - ALL_ALLOCATED is persisted by the flush that writes the last bit.
+ * Lock order: state_lock (setup only); then the cluster range lock
+ * (copy-up.c), then the store's flush_lock, then its lock.
  */
 
 #include <config.h>
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <nbdkit-filter.h>
 
 #include "addcow.h"
-#include "addcow-file.h"
-#include "blockdev.h"
+#include "addcow-store.h"
 #include "cleanup.h"
-#include "full-io.h"
+#include "copy-up.h"
+#include "extents.h"
 #include "ispowerof2.h"
 #include "minmax.h"
-#include "nbd-backing.h"
 #include "qad-error.h"
-#include "qed-image.h"
-#include "rangelock.h"
+#include "sidecar.h"
 
-/* Bitmap bytes per dirty-tracking chunk. */
-#define CHUNK 4096
-
-/* ---- parameters (set in .config, read-only afterwards) ---- */
-static char *sidecar;                   /* addcow=, absolute */
-static char *backing_param;             /* absolute path or URI */
-static char *backing_format_param;
-static uint32_t cluster_bits_param;     /* 0: not given */
-static char *image_param;               /* addcow-image= as given */
-static char *plugin_file;               /* the plugin's file=, absolute */
+static struct sidecar_params params;    /* set in .config */
 static bool on_read;                    /* addcow-on-read= */
+static struct sidecar sc = { .fd = -1 }; /* opened in .get_ready */
+static struct addcow_store_io sidecar_io;
 
-/* ---- set up in .get_ready, read-only afterwards ---- */
-static int fd = -1;                     /* the sidecar, locked */
-static struct addcow_header hdr;        /* compat_features: bitmap_lock */
-static uint32_t cbits;                  /* cluster_bits */
-static uint64_t csize;                  /* cluster size */
-static struct qad_blockdev *backing;    /* NULL: none (zeroes) */
-
-/* Set up once by the first .prepare. */
+/* The first .prepare sets up the store. */
 static pthread_mutex_t state_lock = PTHREAD_MUTEX_INITIALIZER;
-/* state_lock protects: ready, and the setting of disk_size, nclusters,
- * multi_conn, bitmap, bmlen, dirty, nr_set, ondisk (afterwards only
- * bitmap_lock matters).
- */
-static bool ready;
-static uint64_t disk_size, nclusters;
-
-static pthread_mutex_t bitmap_lock = PTHREAD_MUTEX_INITIALIZER;
-/* bitmap_lock protects: bitmap, dirty, nr_set, ondisk, nr_ondisk,
- * hdr.compat_features, and each handle's pending list.  Never held
- * across I/O.  (multi_conn is set once, under state_lock, before any
- * I/O.)
- */
-static uint8_t *bitmap;                 /* NULL when all allocated */
-static uint64_t bmlen;
-static uint8_t *dirty;                  /* one flag per CHUNK of bitmap
-                                           (of ondisk when !multi_conn) */
-static uint64_t nr_set;
-static bool multi_conn;                 /* the plugin's can_multi_conn */
-static uint8_t *ondisk;                 /* !multi_conn: bits allowed on
-                                           disk (set after a flush) */
-static uint64_t nr_ondisk;              /* !multi_conn: bits in ondisk */
-
-/* Set once every bit is 1 (or the sidecar says ALL_ALLOCATED): from
- * then on every request passes straight through.  Only goes false ->
- * true, so it is read with an atomic load and no lock (a stale false
- * only sends the request down the checked path).
- */
-static bool all_allocated_flag;
-
-static inline bool
-all_allocated (void)
-{
-  return __atomic_load_n (&all_allocated_flag, __ATOMIC_ACQUIRE);
-}
-
-static inline void
-set_all_allocated (void)
-{
-  __atomic_store_n (&all_allocated_flag, true, __ATOMIC_RELEASE);
-}
-
-/* Serialises the flush sequence (snapshot, plugin flush, persist). */
-static pthread_mutex_t flush_lock = PTHREAD_MUTEX_INITIALIZER;
-
-/* Bit-0 cluster work; see rangelock.h. */
-static struct rangelock clusters = RANGELOCK_INIT;
-
-struct cluster_range {
-  uint64_t start, end;
-};
+static bool ready;                      /* state_lock protects it */
 
 struct handle {
   bool can_write;               /* the plugin connection accepts writes */
-  /* !multi_conn: clusters whose bits this connection set since its
-   * last flush (bitmap_lock protects these three).
-   */
-  struct cluster_range *pending;
-  size_t nr_pending, alloc_pending;
 };
 
 static void
@@ -161,19 +84,15 @@ addcow_load (void)
 static void
 addcow_unload (void)
 {
-  if (fd >= 0)
-    close (fd);
-  qad_blockdev_close (backing);
-  addcow_header_free (&hdr);
-  free (bitmap);
-  free (ondisk);
-  free (dirty);
-  rangelock_free (&clusters);
-  free (sidecar);
-  free (backing_param);
-  free (backing_format_param);
-  free (image_param);
-  free (plugin_file);
+  if (ready)
+    addcow_store_free (&cow.store);
+  cow_free ();
+  sidecar_close (&sc);
+  free (params.sidecar);
+  free (params.backing);
+  free (params.backing_format);
+  free (params.image);
+  free (params.plugin_file);
 }
 
 static int
@@ -181,30 +100,30 @@ addcow_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
                const char *key, const char *value)
 {
   if (strcmp (key, "addcow") == 0) {
-    free (sidecar);
-    sidecar = nbdkit_absolute_path (value);
-    return sidecar ? 0 : -1;
+    free (params.sidecar);
+    params.sidecar = nbdkit_absolute_path (value);
+    return params.sidecar ? 0 : -1;
   }
   if (strcmp (key, "addcow-backing") == 0) {
-    free (backing_param);
+    free (params.backing);
     if (addcow_name_is_uri (value))
-      backing_param = strdup (value);
+      params.backing = strdup (value);
     else
-      backing_param = nbdkit_realpath (value);
-    if (backing_param == NULL) {
+      params.backing = nbdkit_realpath (value);
+    if (params.backing == NULL) {
       nbdkit_error ("addcow-backing=%s: %m", value);
       return -1;
     }
     return 0;
   }
   if (strcmp (key, "addcow-backing-format") == 0) {
-    if (strcmp (value, "raw") != 0 && strcmp (value, "qed") != 0) {
+    if (!addcow_backing_format_defined (value)) {
       nbdkit_error ("addcow-backing-format=%s: must be raw or qed", value);
       return -1;
     }
-    free (backing_format_param);
-    backing_format_param = strdup (value);
-    return backing_format_param ? 0 : -1;
+    free (params.backing_format);
+    params.backing_format = strdup (value);
+    return params.backing_format ? 0 : -1;
   }
   if (strcmp (key, "addcow-cluster-size") == 0) {
     int64_t r = nbdkit_parse_size (value);
@@ -217,13 +136,13 @@ addcow_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
                     "between 4K and 2M", value);
       return -1;
     }
-    cluster_bits_param = log_2_bits (r);
+    params.cluster_bits = log_2_bits (r);
     return 0;
   }
   if (strcmp (key, "addcow-image") == 0) {
-    free (image_param);
-    image_param = strdup (value);
-    return image_param ? 0 : -1;
+    free (params.image);
+    params.image = strdup (value);
+    return params.image ? 0 : -1;
   }
   if (strcmp (key, "addcow-on-read") == 0) {
     int r = nbdkit_parse_bool (value);
@@ -236,8 +155,8 @@ addcow_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
    * the sidecar), then pass it on.
    */
   if (strcmp (key, "file") == 0) {
-    free (plugin_file);
-    plugin_file = nbdkit_absolute_path (value);
+    free (params.plugin_file);
+    params.plugin_file = nbdkit_absolute_path (value);
   }
   return next (nxdata, key, value);
 }
@@ -246,7 +165,7 @@ static int
 addcow_config_complete (nbdkit_next_config_complete *next,
                         nbdkit_backend *nxdata)
 {
-  if (sidecar == NULL) {
+  if (params.sidecar == NULL) {
     nbdkit_error ("the addcow=FILE.add-cow parameter is required");
     return -1;
   }
@@ -268,271 +187,56 @@ addcow_thread_model (void)
 }
 
 static int
-create_sidecar (void)
-{
-  struct addcow_header h;
-  CLEANUP_FREE char *image_name = NULL;
-  CLEANUP_FREE char *backing_name = NULL;
-  const char *bfmt = NULL;
-  int r;
-
-  if (image_param)
-    image_name = strdup (image_param);
-  else if (plugin_file)
-    image_name = addcow_relative_name (sidecar, plugin_file);
-  else {
-    nbdkit_error ("%s: creating a new add-cow file needs the image's name: "
-                  "use addcow-image=NAME (the plugin has no file= "
-                  "parameter to take it from)", sidecar);
-    return -1;
-  }
-  if (image_name == NULL)
-    return -1;
-
-  if (backing_param) {
-    backing_name = addcow_relative_name (sidecar, backing_param);
-    if (backing_name == NULL)
-      return -1;
-    bfmt = backing_format_param;
-    if (bfmt == NULL) {
-      if (!addcow_name_is_uri (backing_param) &&
-          qed_file_has_magic (backing_param)) {
-        nbdkit_error ("%s: the backing file %s starts with a QED header; "
-                      "formats are never probed: say "
-                      "addcow-backing-format=qed (or =raw)",
-                      sidecar, backing_param);
-        return -1;
-      }
-      bfmt = "raw";
-    }
-    if (addcow_name_is_uri (backing_param) && strcmp (bfmt, "raw") != 0) {
-      nbdkit_error ("%s: an NBD backing (%s) must have format raw, not %s",
-                    sidecar, backing_param, bfmt);
-      return -1;
-    }
-  }
-  else if (backing_format_param) {
-    nbdkit_error ("addcow-backing-format given without addcow-backing");
-    return -1;
-  }
-
-  if (addcow_header_init (&h, cluster_bits_param ? cluster_bits_param
-                          : ADDCOW_DEFAULT_CLUSTER_BITS,
-                          image_name, "raw", backing_name, bfmt) == -1)
-    return -1;
-  r = addcow_create_file (sidecar, &h, false, 0);
-  addcow_header_free (&h);
-  if (r == 0)
-    nbdkit_debug ("addcow: created %s", sidecar);
-  return r;
-}
-
-/* Same file?  Compares device and inode when both exist, else names. */
-static bool
-same_file (const char *a, const char *b)
-{
-  struct stat sa, sb;
-
-  if (stat (a, &sa) == 0 && stat (b, &sb) == 0)
-    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-  return strcmp (a, b) == 0;
-}
-
-/* Parameters must agree with what the sidecar records. */
-static int
-check_params_against_header (void)
-{
-  CLEANUP_FREE char *image = NULL;
-  CLEANUP_FREE char *bk = NULL;
-
-  if (cluster_bits_param && cluster_bits_param != hdr.cluster_bits) {
-    nbdkit_error ("%s: addcow-cluster-size=%" PRIu64 " contradicts the "
-                  "cluster size %" PRIu64 " recorded in the file",
-                  sidecar, UINT64_C (1) << cluster_bits_param,
-                  UINT64_C (1) << hdr.cluster_bits);
-    return -1;
-  }
-  if (strcmp (hdr.image_format, "raw") != 0) {
-    nbdkit_error ("%s: image file format \"%s\" is not supported "
-                  "(only raw)", sidecar, hdr.image_format);
-    return -1;
-  }
-  if (image_param && strcmp (image_param, hdr.image_file) != 0) {
-    nbdkit_error ("%s: addcow-image=%s contradicts the image name \"%s\" "
-                  "recorded in the file", sidecar, image_param,
-                  hdr.image_file);
-    return -1;
-  }
-  image = addcow_resolve_name (sidecar, hdr.image_file);
-  if (image == NULL)
-    return -1;
-  if (plugin_file && access (image, F_OK) == 0 &&
-      !same_file (image, plugin_file)) {
-    nbdkit_error ("%s: records the image %s, but the plugin serves %s",
-                  sidecar, image, plugin_file);
-    return -1;
-  }
-
-  if (hdr.backing_file == NULL) {
-    if (backing_param) {
-      nbdkit_error ("%s: addcow-backing=%s given, but the file records "
-                    "no backing file", sidecar, backing_param);
-      return -1;
-    }
-    return 0;
-  }
-  bk = addcow_resolve_name (sidecar, hdr.backing_file);
-  if (bk == NULL)
-    return -1;
-  if (backing_param) {
-    bool same = addcow_name_is_uri (bk) || addcow_name_is_uri (backing_param)
-      ? strcmp (bk, backing_param) == 0 : same_file (bk, backing_param);
-    if (!same) {
-      nbdkit_error ("%s: addcow-backing=%s contradicts the backing file "
-                    "%s recorded in the file", sidecar, backing_param, bk);
-      return -1;
-    }
-  }
-  if (backing_format_param &&
-      strcmp (backing_format_param, hdr.backing_format) != 0) {
-    nbdkit_error ("%s: addcow-backing-format=%s contradicts the backing "
-                  "format %s recorded in the file", sidecar,
-                  backing_format_param, hdr.backing_format);
-    return -1;
-  }
-  return 0;
-}
-
-static int
-open_backing (void)
-{
-  CLEANUP_FREE char *bk = NULL;
-
-  if (hdr.backing_file == NULL)
-    return 0;
-  bk = addcow_resolve_name (sidecar, hdr.backing_file);
-  if (bk == NULL)
-    return -1;
-  if (addcow_name_is_uri (bk)) {
-    if (strcmp (hdr.backing_format, "raw") != 0) {
-      nbdkit_error ("%s: backing format %s over NBD is not supported "
-                    "(only raw)", sidecar, hdr.backing_format);
-      return -1;
-    }
-    backing = nbd_backing_open (bk);
-  }
-  else if (strcmp (hdr.backing_format, "raw") == 0)
-    backing = qad_raw_open (bk);
-  else if (strcmp (hdr.backing_format, "qed") == 0)
-    /* Read-only, with its own backing chain, read-locked as QEMU does. */
-    backing = qed_open_backing (bk, "qed", true);
-  else {
-    nbdkit_error ("%s: backing file format \"%s\" is not supported "
-                  "(raw or qed)", sidecar, hdr.backing_format);
-    return -1;
-  }
-  if (backing == NULL) {
-    nbdkit_error ("%s: cannot open the backing file %s (%s) recorded in it",
-                  sidecar, bk, hdr.backing_format);
-    return -1;
-  }
-  nbdkit_debug ("addcow: backing %s (%s), %" PRIu64 " bytes",
-                bk, hdr.backing_format, backing->size);
-  return 0;
-}
-
-static int
 addcow_get_ready (int thread_model)
 {
-  uint64_t file_size;
-
-  fd = open (sidecar, O_RDWR | O_CLOEXEC);
-  if (fd == -1 && errno == ENOENT) {
-    if (create_sidecar () == -1)
-      return -1;
-    fd = open (sidecar, O_RDWR | O_CLOEXEC);
-  }
-  if (fd == -1) {
-    nbdkit_error ("%s: %m", sidecar);
+  if (sidecar_open (&params, &sc) == -1)
     return -1;
-  }
-  if (addcow_lock_fd (fd, sidecar) == -1 ||
-      addcow_read_header (fd, sidecar, &hdr, &file_size) == -1 ||
-      check_params_against_header () == -1)
-    return -1;
-  cbits = hdr.cluster_bits;
-  csize = UINT64_C (1) << cbits;
-
-  if (hdr.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED) {
-    nbdkit_debug ("addcow: %s is ALL_ALLOCATED: serving the image alone",
-                  sidecar);
-    set_all_allocated ();
-    return 0;
-  }
-  return open_backing ();
+  cow.backing = sc.backing;
+  cow.cbits = sc.hdr.cluster_bits;
+  cow.csize = UINT64_C (1) << cow.cbits;
+  addcow_store_io_fd (&sidecar_io, &sc.fd);
+  return 0;
 }
 
-/* First connection: load or size the bitmap for the plugin's size. */
+/* First connection: load the bitmap for the plugin's size into the
+ * store, persisting bits as the plugin's promises allow.
+ */
 static int
-setup_bitmap (uint64_t size, bool plugin_multi_conn)
+setup_store (uint64_t size, bool plugin_multi_conn, bool plugin_can_flush)
 {
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&state_lock);
-  uint64_t file_size;
-  struct stat st;
-  bool fresh;
+  enum addcow_persist_mode mode;
+  uint8_t *bitmap = NULL;
+  uint64_t bmlen = 0;
 
   if (ready) {
-    if (size != disk_size) {
+    if (size != cow.disk_size) {
       nbdkit_error ("%s: the image's size changed from %" PRIu64 " to %"
                     PRIu64 " bytes while it is being served",
-                    sidecar, disk_size, size);
+                    params.sidecar, cow.disk_size, size);
       return -1;
     }
     return 0;
   }
-  disk_size = size;
-  nclusters = addcow_nr_clusters (size, cbits);
-  multi_conn = plugin_multi_conn;
-  if (all_allocated ()) {
-    ready = true;
-    return 0;
-  }
-  if (fstat (fd, &st) == -1) {
-    nbdkit_error ("%s: fstat: %m", sidecar);
+  mode = !plugin_can_flush ? ADDCOW_PERSIST_AT_CLOSE
+    : plugin_multi_conn ? ADDCOW_PERSIST_AT_FLUSH : ADDCOW_PERSIST_AT_WRITE;
+  if (!(sc.hdr.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED) &&
+      sidecar_load_bitmap (&sc, params.sidecar, size, &bitmap, &bmlen) == -1)
+    return -1;
+  if (addcow_store_init (&cow.store, params.sidecar, &sidecar_io, mode,
+                         sc.hdr.header_size, sc.hdr.compat_features, bitmap,
+                         bmlen, addcow_nr_clusters (size, cow.cbits)) == -1) {
+    free (bitmap);
     return -1;
   }
-  file_size = st.st_size;
-  if (addcow_load_bitmap (fd, sidecar, &hdr, file_size, size,
-                          &bitmap, &bmlen, &fresh) == -1)
-    return -1;
-  if (fresh) {
-    if (ftruncate (fd, hdr.header_size + bmlen) == -1 ||
-        fdatasync (fd) == -1) {
-      nbdkit_error ("%s: sizing the bitmap to %" PRIu64 " bytes: %m",
-                    sidecar, bmlen);
-      return -1;
-    }
-  }
-  dirty = calloc (bmlen / CHUNK + 1, 1);
-  if (dirty == NULL) {
-    nbdkit_error ("calloc: %m");
-    return -1;
-  }
-  nr_set = addcow_bitmap_count (bitmap, nclusters);
-  if (!multi_conn) {
-    ondisk = malloc (bmlen ? bmlen : 1);
-    if (ondisk == NULL) {
-      nbdkit_error ("malloc: %m");
-      return -1;
-    }
-    memcpy (ondisk, bitmap, bmlen);
-    nr_ondisk = nr_set;
-  }
+  cow.disk_size = size;
   nbdkit_debug ("addcow: disk %" PRIu64 " bytes, %" PRIu64 " clusters of %"
-                PRIu64 ", %" PRIu64 " in the image%s",
-                size, nclusters, csize, nr_set, fresh ? " (new bitmap)" : "");
-  if (nr_set == nclusters && nclusters > 0)
-    set_all_allocated ();       /* the header is updated at next flush */
+                PRIu64 ", %" PRIu64 " in the image; bits persisted %s",
+                size, cow.store.nclusters, cow.csize, cow.store.nr_set,
+                mode == ADDCOW_PERSIST_AT_FLUSH ? "at flush"
+                : mode == ADDCOW_PERSIST_AT_WRITE ? "at write"
+                : "at a clean close (the plugin cannot flush: neither "
+                  "flush nor FUA is offered)");
   ready = true;
   return 0;
 }
@@ -557,10 +261,7 @@ addcow_open (nbdkit_next_open *next, nbdkit_context *nxdata,
 static void
 addcow_close (void *handle)
 {
-  struct handle *h = handle;
-
-  free (h->pending);
-  free (h);
+  free (handle);
 }
 
 static int
@@ -568,7 +269,7 @@ addcow_prepare (nbdkit_next *next, void *handle, int readonly)
 {
   struct handle *h = handle;
   int64_t size;
-  int r;
+  int r, multi;
 
   size = next->get_size (next);
   if (size == -1)
@@ -577,265 +278,53 @@ addcow_prepare (nbdkit_next *next, void *handle, int readonly)
   if (r == -1)
     return -1;
   h->can_write = r;
-  r = next->can_multi_conn (next);
+  multi = next->can_multi_conn (next);
+  if (multi == -1)
+    return -1;
+  r = next->can_flush (next);
   if (r == -1)
     return -1;
-  return setup_bitmap (size, r == 1);
+  return setup_store (size, multi == 1, r == 1);
 }
 
-/* ---- bitmap helpers ---- */
-
-static bool
-range_all_set (uint64_t c0, uint64_t c1)
-{
-  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bitmap_lock);
-  bool v;
-
-  if (all_allocated ())
-    return true;
-  return addcow_bitmap_run (bitmap, c0, c1, &v) == c1 - c0 && v;
-}
-
-/* Run of equal bits from cluster C, at most to END. */
-static uint64_t
-bit_run (uint64_t c, uint64_t end, bool *v)
-{
-  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bitmap_lock);
-
-  if (all_allocated ()) {
-    *v = true;
-    return end - c;
-  }
-  return addcow_bitmap_run (bitmap, c, end, v);
-}
-
-/* Set the bits of clusters [C0, C1): their data has been written
- * through connection H.
- */
-static int
-set_bits (struct handle *h, uint64_t c0, uint64_t c1, int *err)
-{
-  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bitmap_lock);
-  uint64_t c;
-
-  if (!multi_conn) {
-    struct cluster_range *last =
-      h->nr_pending ? &h->pending[h->nr_pending - 1] : NULL;
-    if (last && last->end == c0)
-      last->end = c1;
-    else {
-      if (h->nr_pending == h->alloc_pending) {
-        size_t n = h->alloc_pending ? h->alloc_pending * 2 : 64;
-        struct cluster_range *p = realloc (h->pending, n * sizeof *p);
-        if (p == NULL) {
-          *err = errno;
-          nbdkit_error ("realloc: %m");
-          return -1;
-        }
-        h->pending = p;
-        h->alloc_pending = n;
-      }
-      h->pending[h->nr_pending].start = c0;
-      h->pending[h->nr_pending].end = c1;
-      h->nr_pending++;
-    }
-  }
-  for (c = c0; c < c1; ++c) {
-    if (!bit_test (bitmap, c)) {
-      bit_set (bitmap, c);
-      if (multi_conn)
-        dirty[(c >> 3) / CHUNK] = 1;
-      nr_set++;
-    }
-  }
-  if (nr_set == nclusters && !all_allocated ()) {
-    nbdkit_debug ("addcow: every cluster is in the image now");
-    set_all_allocated ();
-  }
-  return 0;
-}
-
-/* ---- the flush sequence ---- */
-
-struct chunk_copy {
-  uint64_t index;
-  uint8_t data[CHUNK];
+/* The store's image flush: the plugin below. */
+struct plugin_flush {
+  nbdkit_next *next;
+  int err;
 };
 
-/* Copy the dirty chunks of SRC and clear their flags.  Caller holds
- * bitmap_lock.  Returns the number of copies, or -1.
- */
-static ssize_t
-collect_dirty (const uint8_t *src, struct chunk_copy **copies_ret, int *err)
+static int
+plugin_flush (void *opaque)
 {
-  uint64_t nchunks = bmlen / CHUNK + (bmlen % CHUNK != 0), k;
-  struct chunk_copy *copies = NULL;
-  size_t n = 0, i;
+  struct plugin_flush *pf = opaque;
 
-  for (k = 0; k < nchunks; ++k)
-    n += dirty[k];
-  if (n) {
-    copies = malloc (n * sizeof *copies);
-    if (copies == NULL) {
-      *err = errno;
-      nbdkit_error ("malloc: %m");
-      return -1;
-    }
+  if (pf->next->flush (pf->next, 0, &pf->err) == -1) {
+    errno = pf->err;
+    return -1;
   }
-  for (i = 0, k = 0; k < nchunks; ++k) {
-    if (dirty[k]) {
-      copies[i].index = k;
-      memcpy (copies[i].data, src + k * CHUNK,
-              MIN ((uint64_t) CHUNK, bmlen - k * CHUNK));
-      dirty[k] = 0;
-      i++;
-    }
-  }
-  *copies_ret = copies;
-  return n;
+  return 0;
 }
 
 static int
-do_flush (nbdkit_next *next, struct handle *h, int *err)
+do_flush (nbdkit_next *next, int *err)
 {
-  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&flush_lock);
-  CLEANUP_FREE struct chunk_copy *copies = NULL;
-  CLEANUP_FREE struct cluster_range *pending = NULL;
-  size_t nr_pending = 0, i;
-  ssize_t nr_copies = 0;
-  bool set_all = false;
-  int r;
+  struct plugin_flush pf = { .next = next, .err = 0 };
 
-  if (bitmap) {
-    ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bitmap_lock);
-    if (multi_conn) {
-      /* Every bit set so far: the plugin flush below covers its data. */
-      nr_copies = collect_dirty (bitmap, &copies, err);
-      if (nr_copies == -1)
-        return -1;
-      set_all = nr_set == nclusters && nclusters > 0 &&
-        !(hdr.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED);
-    }
-    else {
-      /* Only this connection's bits: their data went through it. */
-      pending = h->pending;
-      nr_pending = h->nr_pending;
-      h->pending = NULL;
-      h->nr_pending = h->alloc_pending = 0;
-    }
-  }
-
-  /* 1. The plugin: the data behind every bit in the snapshot. */
-  r = next->can_flush (next);
-  if (r == -1 || (r == 1 && next->flush (next, 0, err) == -1))
-    goto redirty;
-
-  if (bitmap && !multi_conn) {
-    ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bitmap_lock);
-    for (i = 0; i < nr_pending; ++i) {
-      uint64_t c;
-      for (c = pending[i].start; c < pending[i].end; ++c) {
-        if (!bit_test (ondisk, c)) {
-          bit_set (ondisk, c);
-          dirty[(c >> 3) / CHUNK] = 1;
-          nr_ondisk++;
-        }
-      }
-    }
-    nr_copies = collect_dirty (ondisk, &copies, err);
-    if (nr_copies == -1)
-      return -1;
-    set_all = nr_ondisk == nclusters && nclusters > 0 &&
-      !(hdr.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED);
-    /* From here on the bits are in ondisk: a failure re-dirties the
-     * chunks, which is enough.
-     */
-    free (pending);
-    pending = NULL;
-    nr_pending = 0;
-  }
-
-  /* 2. The bitmap, then the header. */
-  for (i = 0; i < (size_t) nr_copies; ++i) {
-    uint64_t off = copies[i].index * CHUNK;
-    if (full_pwrite (fd, copies[i].data, MIN ((uint64_t) CHUNK, bmlen - off),
-                     hdr.header_size + off) == -1) {
-      *err = errno;
-      nbdkit_error ("%s: writing bitmap at offset %" PRIu64 ": %m",
-                    sidecar, hdr.header_size + off);
-      goto redirty;
-    }
-  }
-  if (set_all) {
-    /* The bitmap bytes must be durable before the header says so. */
-    if (fdatasync (fd) == -1) {
-      *err = errno;
-      nbdkit_error ("%s: fdatasync: %m", sidecar);
-      goto redirty;
-    }
-    {
-      ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bitmap_lock);
-      hdr.compat_features |= ADDCOW_COMPAT_ALL_ALLOCATED;
-    }
-    if (addcow_write_compat_features (fd, sidecar,
-                                      hdr.compat_features) == -1) {
-      *err = errno ? errno : EIO;
-      ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bitmap_lock);
-      hdr.compat_features &= ~ADDCOW_COMPAT_ALL_ALLOCATED;
-      goto redirty;
-    }
-    nbdkit_debug ("addcow: %s: set ALL_ALLOCATED", sidecar);
-  }
-  if ((nr_copies || set_all) && fdatasync (fd) == -1) {
-    *err = errno;
-    nbdkit_error ("%s: fdatasync: %m", sidecar);
-    goto redirty;
+  if (addcow_store_flush (&cow.store, plugin_flush, &pf) == -1) {
+    *err = errno ? errno : EIO;
+    return -1;
   }
   return 0;
-
- redirty:
-  {
-    ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bitmap_lock);
-    for (i = 0; i < (size_t) nr_copies; ++i)
-      dirty[copies[i].index] = 1;
-    /* Give the connection its pending ranges back. */
-    for (i = 0; i < nr_pending; ++i) {
-      if (h->nr_pending == h->alloc_pending) {
-        size_t n = h->alloc_pending ? h->alloc_pending * 2 : 64;
-        struct cluster_range *p = realloc (h->pending, n * sizeof *p);
-        if (p == NULL) {
-          /* Those clusters keep bit 1 in memory but will not be
-           * persisted: after a restart they read from the backing.
-           */
-          nbdkit_error ("realloc: %m");
-          break;
-        }
-        h->pending = p;
-        h->alloc_pending = n;
-      }
-      h->pending[h->nr_pending++] = pending[i];
-    }
-  }
-  return -1;
 }
 
-static bool
-have_dirty (struct handle *h)
+static int
+refuse_if_poisoned (int *err)
 {
-  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bitmap_lock);
-  uint64_t k;
-
-  if (bitmap == NULL)
-    return false;
-  if (!multi_conn)
-    return h->nr_pending > 0;
-  if (nr_set == nclusters && nclusters > 0 &&
-      !(hdr.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED))
-    return true;
-  for (k = 0; k <= bmlen / CHUNK; ++k)
-    if (dirty[k])
-      return true;
-  return false;
+  if (addcow_store_poisoned (&cow.store)) {
+    *err = EIO;
+    return -1;
+  }
+  return 0;
 }
 
 /* A clean disconnect persists what this server set (as a flush). */
@@ -844,7 +333,8 @@ addcow_finalize (nbdkit_next *next, void *handle)
 {
   int err = 0;
 
-  if (have_dirty (handle) && do_flush (next, handle, &err) == -1)
+  if (!addcow_store_poisoned (&cow.store) &&
+      addcow_store_have_dirty (&cow.store) && do_flush (next, &err) == -1)
     return -1;
   return 0;
 }
@@ -863,8 +353,8 @@ addcow_block_size (nbdkit_next *next, void *handle, uint32_t *minimum,
     *preferred = 4096;
     *maximum = 0xffffffff;
   }
-  if (csize > *preferred && csize <= *maximum)
-    *preferred = csize;
+  if (cow.csize > *preferred && cow.csize <= *maximum)
+    *preferred = cow.csize;
   return 0;
 }
 
@@ -876,16 +366,23 @@ addcow_can_write (nbdkit_next *next, void *handle)
   return next->can_write (next);
 }
 
+/* A plugin that cannot flush cannot make anything durable: offer
+ * neither flush nor FUA then (persist mode AT_CLOSE).
+ */
 static int
 addcow_can_flush (nbdkit_next *next, void *handle)
 {
-  return 1;
+  return next->can_flush (next);
 }
 
 static int
 addcow_can_fua (nbdkit_next *next, void *handle)
 {
-  return NBDKIT_FUA_NATIVE;
+  int r = next->can_flush (next);
+
+  if (r == -1)
+    return -1;
+  return r ? NBDKIT_FUA_NATIVE : NBDKIT_FUA_NONE;
 }
 
 static int
@@ -929,170 +426,6 @@ addcow_can_cache (nbdkit_next *next, void *handle)
   return on_read && h->can_write ? NBDKIT_CACHE_EMULATE : NBDKIT_CACHE_NONE;
 }
 
-/* ---- I/O helpers ---- */
-
-/* Read from the backing file (zeroes past its end or without one). */
-static int
-backing_read (void *buf, uint64_t count, uint64_t offset, int *err)
-{
-  if (backing == NULL) {
-    memset (buf, 0, count);
-    return 0;
-  }
-  if (qad_blockdev_pread (backing, buf, count, offset) == -1) {
-    *err = errno ? errno : EIO;
-    return -1;
-  }
-  return 0;
-}
-
-/* Zero a range of the plugin, emulating when it cannot zero. */
-static int
-image_zero (nbdkit_next *next, uint64_t count, uint64_t offset,
-            uint32_t flags, int *err)
-{
-  int r = next->can_zero (next);
-
-  if (r == -1) {
-    *err = EIO;
-    return -1;
-  }
-  if (r > NBDKIT_ZERO_NONE)
-    return next->zero (next, count, offset, flags, err);
-  {
-    CLEANUP_FREE char *zeroes = calloc (1, MIN (count, (uint64_t) 1 << 20));
-    if (zeroes == NULL) {
-      *err = errno;
-      return -1;
-    }
-    while (count > 0) {
-      uint32_t n = MIN (count, (uint64_t) 1 << 20);
-      if (next->pwrite (next, zeroes, n, offset, 0, err) == -1)
-        return -1;
-      count -= n;
-      offset += n;
-    }
-  }
-  return 0;
-}
-
-/* Copy cluster C up into the image, with [DOFF, DOFF+DLEN) of the
- * cluster (disk offsets) replaced by DATA, or by zeroes if DATA is
- * NULL.  Caller holds the range lock and has seen bit 0.  Sets the
- * bit after the write.
- */
-static int
-copy_up (nbdkit_next *next, struct handle *h, uint64_t c, const void *data,
-         uint64_t doff, uint64_t dlen, int *err)
-{
-  uint64_t start = c * csize;
-  uint64_t len = MIN (csize, disk_size - start);
-  CLEANUP_FREE char *buf = malloc (len);
-
-  if (buf == NULL) {
-    *err = errno;
-    nbdkit_error ("malloc: %m");
-    return -1;
-  }
-  if (backing_read (buf, len, start, err) == -1)
-    return -1;
-  if (data)
-    memcpy (buf + (doff - start), data, dlen);
-  else
-    memset (buf + (doff - start), 0, dlen);
-  if (next->pwrite (next, buf, len, start, 0, err) == -1)
-    return -1;
-  return set_bits (h, c, c + 1, err);
-}
-
-enum op { OP_WRITE, OP_ZERO };
-
-/* The checked path for writes and zeroes that touch bit-0 clusters.
- * FLAGS never contains FUA here.
- */
-static int
-write_slow (nbdkit_next *next, struct handle *h, enum op op, const char *buf,
-            uint32_t count, uint64_t offset, uint32_t flags, int *err)
-{
-  uint64_t c0 = offset >> cbits;
-  uint64_t c1 = ((offset + count - 1) >> cbits) + 1;
-  uint64_t end = offset + count;
-  int ret = -1;
-
-  if (rangelock_acquire (&clusters, c0, c1) == -1) {
-    *err = errno;
-    nbdkit_error ("rangelock: %m");
-    return -1;
-  }
-  while (offset < end) {
-    uint64_t c = offset >> cbits;
-    bool v;
-    uint64_t run = bit_run (c, c1, &v);
-    uint64_t rend = MIN (end, (c + run) * csize);
-    uint64_t n = rend - offset;
-
-    if (v) {
-      if (op == OP_WRITE) {
-        if (next->pwrite (next, buf, n, offset, flags, err) == -1)
-          goto out;
-      }
-      else if (image_zero (next, n, offset, flags, err) == -1)
-        goto out;
-    }
-    else {
-      /* Bit-0 run: partial head and tail clusters are copied up;
-       * whole clusters in between are written directly.
-       */
-      uint64_t pos = offset;
-      while (pos < rend) {
-        uint64_t cc = pos >> cbits;
-        uint64_t cstart = cc * csize;
-        uint64_t cend = MIN (cstart + csize, disk_size);
-        if (pos != cstart || rend < cend) {
-          uint64_t l = MIN (rend, cend) - pos;
-          if (copy_up (next, h, cc,
-                       op == OP_WRITE ? buf + (pos - offset) : NULL,
-                       pos, l, err) == -1)
-            goto out;
-          pos += l;
-        }
-        else {
-          /* Whole clusters from cc up to the last one rend covers. */
-          uint64_t wend = rend == disk_size ? rend
-            : rend & ~(csize - 1);
-          uint64_t l = wend - pos;
-          if (op == OP_WRITE) {
-            if (next->pwrite (next, buf + (pos - offset), l, pos, 0,
-                              err) == -1)
-              goto out;
-          }
-          else if (image_zero (next, l, pos, flags, err) == -1)
-            goto out;
-          if (set_bits (h, cc, (wend + csize - 1) >> cbits, err) == -1)
-            goto out;
-          pos = wend;
-        }
-      }
-    }
-    if (op == OP_WRITE)
-      buf += n;
-    offset = rend;
-  }
-  ret = 0;
- out:
-  rangelock_release (&clusters, c0, c1);
-  return ret;
-}
-
-/* After a request with FUA that could not simply pass FUA down (it
- * set bits, or the plugin cannot FUA): the full flush sequence.
- */
-static int
-finish_fua (nbdkit_next *next, struct handle *h, int *err)
-{
-  return do_flush (next, h, err);
-}
-
 /* ---- NBD operations ---- */
 
 static int
@@ -1102,124 +435,90 @@ addcow_pread (nbdkit_next *next, void *handle, void *vbuf, uint32_t count,
   struct handle *h = handle;
   char *buf = vbuf;
   uint64_t end = offset + count;
-  uint64_t c1 = ((end - 1) >> cbits) + 1;
 
-  if (all_allocated ())
+  if (addcow_store_all_set (&cow.store))
     return next->pread (next, buf, count, offset, flags, err);
 
   while (offset < end) {
-    uint64_t c = offset >> cbits;
     bool v;
-    uint64_t run = bit_run (c, c1, &v);
-    uint64_t rend = MIN (end, (c + run) * csize);
+    uint64_t rend = cow_run_end (offset, end, &v);
     uint64_t n = rend - offset;
+    int r;
 
-    if (v) {
-      if (next->pread (next, buf, n, offset, 0, err) == -1)
-        return -1;
-    }
-    else if (!on_read || !h->can_write) {
-      if (backing_read (buf, n, offset, err) == -1)
-        return -1;
-    }
-    else {
-      /* Copy-on-read: under the range lock, copy each cluster still
-       * at 0 into the image and set its bit.
-       */
-      uint64_t ca = c, cb = ((rend - 1) >> cbits) + 1, cc;
-      int r = 0;
-      if (rangelock_acquire (&clusters, ca, cb) == -1) {
-        *err = errno;
-        return -1;
-      }
-      for (cc = ca; cc < cb && r == 0; ++cc) {
-        uint64_t cstart = cc * csize;
-        uint64_t clen = MIN (csize, disk_size - cstart);
-        uint64_t s = MAX (cstart, offset), e = MIN (cstart + clen, rend);
-        bool bit;
-        bit_run (cc, cc + 1, &bit);
-        if (bit)
-          r = next->pread (next, buf + (s - offset), e - s, s, 0, err);
-        else {
-          char *cbuf = malloc (clen);
-          if (cbuf == NULL) {
-            *err = errno;
-            r = -1;
-            break;
-          }
-          r = backing_read (cbuf, clen, cstart, err);
-          if (r == 0)
-            r = next->pwrite (next, cbuf, clen, cstart, 0, err);
-          if (r == 0)
-            r = set_bits (h, cc, cc + 1, err);
-          if (r == 0) {
-            memcpy (buf + (s - offset), cbuf + (s - cstart), e - s);
-          }
-          free (cbuf);
-        }
-      }
-      rangelock_release (&clusters, ca, cb);
-      if (r == -1)
-        return -1;
-    }
+    if (v)
+      r = next->pread (next, buf, n, offset, 0, err);
+    else if (!on_read || !h->can_write)
+      r = cow_backing_read (buf, n, offset, err);
+    else
+      r = cow_read_copying (next, buf, n, offset, err);
+    if (r == -1)
+      return -1;
     buf += n;
     offset = rend;
   }
   return 0;
 }
 
+/* Write or zero [OFFSET, OFFSET+COUNT) (BUF NULL: zeroes, ZFLAGS). */
+static int
+write_or_zero (nbdkit_next *next, const void *buf, uint32_t count,
+               uint64_t offset, uint32_t zflags, bool fua, int *err)
+{
+  uint64_t c0 = offset >> cow.cbits;
+  uint64_t c1 = ((offset + count - 1) >> cow.cbits) + 1;
+
+  if (addcow_store_range_set (&cow.store, c0, c1)) {
+    /* FUA may go straight down only if the bits are durable too. */
+    bool direct_fua = fua && addcow_store_range_durable (&cow.store, c0, c1);
+    if (cow_image_write (next, buf, count, offset, zflags, direct_fua,
+                         err) == -1)
+      return -1;
+    if (direct_fua)
+      return 0;
+  }
+  else if (cow_write_slow (next, buf ? COW_WRITE : COW_ZERO, buf, count,
+                           offset, zflags, err) == -1)
+    return -1;
+  return fua ? do_flush (next, err) : 0;
+}
+
 static int
 addcow_pwrite (nbdkit_next *next, void *handle, const void *buf,
                uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
-  uint64_t c0 = offset >> cbits;
-  uint64_t c1 = ((offset + count - 1) >> cbits) + 1;
-  bool fua = flags & NBDKIT_FLAG_FUA;
-
-  if (range_all_set (c0, c1)) {
-    if (fua && next->can_fua (next) > NBDKIT_FUA_NONE)
-      return next->pwrite (next, buf, count, offset, flags, err);
-    if (next->pwrite (next, buf, count, offset, 0, err) == -1)
-      return -1;
-  }
-  else if (write_slow (next, handle, OP_WRITE, buf, count, offset, 0,
-                       err) == -1)
+  if (refuse_if_poisoned (err) == -1)
     return -1;
-  return fua ? finish_fua (next, handle, err) : 0;
+  return write_or_zero (next, buf, count, offset, 0,
+                        flags & NBDKIT_FLAG_FUA, err);
 }
 
 static int
 addcow_zero (nbdkit_next *next, void *handle, uint32_t count,
              uint64_t offset, uint32_t flags, int *err)
 {
-  uint64_t c0 = offset >> cbits;
-  uint64_t c1 = ((offset + count - 1) >> cbits) + 1;
-  bool fua = flags & NBDKIT_FLAG_FUA;
-  uint32_t pflags = flags & NBDKIT_FLAG_MAY_TRIM;
+  uint64_t c0 = offset >> cow.cbits;
+  uint64_t c1 = ((offset + count - 1) >> cow.cbits) + 1;
+  uint32_t zflags = flags & NBDKIT_FLAG_MAY_TRIM;
 
+  if (refuse_if_poisoned (err) == -1)
+    return -1;
   if (flags & NBDKIT_FLAG_FAST_ZERO) {
     /* Fast only if nothing needs copying up and the plugin is fast. */
-    uint64_t head = offset & (csize - 1);
-    uint64_t tail = (offset + count) & (csize - 1);
+    uint64_t head = offset & (cow.csize - 1);
+    uint64_t tail = (offset + count) & (cow.csize - 1);
+    struct addcow_store *st = &cow.store;
     if (next->can_fast_zero (next) != 1 ||
-        (!range_all_set (c0, c1) &&
-         ((head && !range_all_set (c0, c0 + 1)) ||
-          (tail && offset + count != disk_size &&
-           !range_all_set (c1 - 1, c1))))) {
+        (!addcow_store_range_set (st, c0, c1) &&
+         ((head && !addcow_store_range_set (st, c0, c0 + 1)) ||
+          (tail && offset + count != cow.disk_size &&
+           !addcow_store_range_set (st, c1 - 1, c1))))) {
       *err = ENOTSUP;
       return -1;
     }
-    pflags |= NBDKIT_FLAG_FAST_ZERO;
+    zflags |= NBDKIT_FLAG_FAST_ZERO;
   }
-
-  if (range_all_set (c0, c1)) {
-    if (image_zero (next, count, offset, pflags, err) == -1)
-      return -1;
-  }
-  else if (write_slow (next, handle, OP_ZERO, NULL, count, offset, pflags,
-                       err) == -1)
-    return -1;
-  return fua ? finish_fua (next, handle, err) : 0;
+  return write_or_zero (next, NULL, count, offset, zflags,
+                        flags & NBDKIT_FLAG_FUA, err);
 }
 
 static int
@@ -1227,10 +526,11 @@ addcow_trim (nbdkit_next *next, void *handle, uint32_t count,
              uint64_t offset, uint32_t flags, int *err)
 {
   uint64_t end = offset + count;
-  uint64_t c1 = ((end - 1) >> cbits) + 1;
-  bool fua = flags & NBDKIT_FLAG_FUA;
-  int r = next->can_trim (next);
+  int r;
 
+  if (refuse_if_poisoned (err) == -1)
+    return -1;
+  r = next->can_trim (next);
   if (r == -1) {
     *err = EIO;
     return -1;
@@ -1239,97 +539,20 @@ addcow_trim (nbdkit_next *next, void *handle, uint32_t count,
    * reading from the backing file.
    */
   while (r == 1 && offset < end) {
-    uint64_t c = offset >> cbits;
     bool v;
-    uint64_t run = bit_run (c, c1, &v);
-    uint64_t rend = MIN (end, (c + run) * csize);
+    uint64_t rend = cow_run_end (offset, end, &v);
 
     if (v && next->trim (next, rend - offset, offset, 0, err) == -1)
       return -1;
     offset = rend;
   }
-  return fua ? finish_fua (next, handle, err) : 0;
+  return flags & NBDKIT_FLAG_FUA ? do_flush (next, err) : 0;
 }
 
 static int
 addcow_flush (nbdkit_next *next, void *handle, uint32_t flags, int *err)
 {
-  return do_flush (next, handle, err);
-}
-
-/* Copy the plugin's extents for [OFFSET, OFFSET+COUNT) into EXTENTS.
- * Sets *SHORT when the plugin described less than asked (the caller
- * must then stop: extents have to be contiguous).
- */
-static int
-plugin_extents (nbdkit_next *next, uint64_t count, uint64_t offset,
-                uint32_t flags, struct nbdkit_extents *extents,
-                bool *short_, int *err)
-{
-  struct nbdkit_extents *e2;
-  uint64_t end = offset + count, pos = offset;
-  size_t i, n;
-  int r = next->can_extents (next);
-
-  if (r == -1) {
-    *err = EIO;
-    return -1;
-  }
-  if (r == 0)
-    return nbdkit_add_extent (extents, offset, count, 0);
-
-  e2 = nbdkit_extents_new (offset, end);
-  if (e2 == NULL) {
-    *err = errno;
-    return -1;
-  }
-  if (next->extents (next, count, offset, flags, e2, err) == -1) {
-    nbdkit_extents_free (e2);
-    return -1;
-  }
-  n = nbdkit_extents_count (e2);
-  for (i = 0; i < n && pos < end; ++i) {
-    struct nbdkit_extent e = nbdkit_get_extent (e2, i);
-    uint64_t eend = MIN (end, e.offset + e.length);
-    if (e.offset > pos || eend <= pos)
-      continue;
-    if (nbdkit_add_extent (extents, pos, eend - pos, e.type) == -1) {
-      *err = errno;
-      nbdkit_extents_free (e2);
-      return -1;
-    }
-    pos = eend;
-  }
-  nbdkit_extents_free (e2);
-  *short_ = pos < end;
-  return 0;
-}
-
-static int
-backing_extents (uint64_t count, uint64_t offset,
-                 struct nbdkit_extents *extents, int *err)
-{
-  uint64_t end = offset + count;
-
-  if (backing == NULL)
-    return nbdkit_add_extent (extents, offset, count,
-                              NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO);
-  while (offset < end) {
-    uint64_t len;
-    uint32_t fl;
-    if (qad_blockdev_extent (backing, offset, end - offset, &len, &fl) == -1) {
-      *err = errno ? errno : EIO;
-      return -1;
-    }
-    if (len == 0 || len > end - offset)
-      len = end - offset;
-    if (nbdkit_add_extent (extents, offset, len, fl) == -1) {
-      *err = errno;
-      return -1;
-    }
-    offset += len;
-  }
-  return 0;
+  return do_flush (next, err);
 }
 
 static int
@@ -1337,34 +560,7 @@ addcow_extents (nbdkit_next *next, void *handle, uint32_t count,
                 uint64_t offset, uint32_t flags,
                 struct nbdkit_extents *extents, int *err)
 {
-  uint64_t end = offset + count;
-  uint64_t c1 = ((end - 1) >> cbits) + 1;
-  bool short_ = false;
-
-  if (all_allocated ())
-    return plugin_extents (next, count, offset, flags, extents, &short_, err);
-
-  while (offset < end) {
-    uint64_t c = offset >> cbits;
-    bool v;
-    uint64_t run = bit_run (c, c1, &v);
-    uint64_t rend = MIN (end, (c + run) * csize);
-
-    if (v) {
-      if (plugin_extents (next, rend - offset, offset,
-                          flags & ~NBDKIT_FLAG_REQ_ONE, extents, &short_,
-                          err) == -1)
-        return -1;
-      if (short_)
-        break;
-    }
-    else if (backing_extents (rend - offset, offset, extents, err) == -1)
-      return -1;
-    if (flags & NBDKIT_FLAG_REQ_ONE)
-      break;
-    offset = rend;
-  }
-  return 0;
+  return cow_extents (next, count, offset, flags, extents, err);
 }
 
 static struct nbdkit_filter filter = {
