@@ -236,13 +236,9 @@ resync_either (struct qed_image *img, struct window *w, uint64_t off,
 }
 
 /* The shadow of a trim of [off, off+len) (window-relative): whole
- * clusters read as zeroes, partial ones are left alone.
- *
- * A range that reaches the end of the disk trims the partial last
- * cluster too, and docs/specs/qed.txt section 6 says it then reads as
- * zeroes; but over a backing file it still reads backing data (issue
- * 14, bug 4, fixed on another branch).  Until then that cluster may
- * read its old contents or zeroes; make it strict with the fix.
+ * clusters read as zeroes, partial ones are left alone; a range that
+ * reaches the end of the disk trims the partial last cluster too
+ * (docs/specs/qed.txt section 6, also over a backing file).
  */
 static void
 shadow_trim (struct qed_image *img, struct window *w, uint64_t off,
@@ -252,14 +248,10 @@ shadow_trim (struct qed_image *img, struct window *w, uint64_t off,
   uint64_t g0 = w->start + off, g1 = g0 + len;
   uint64_t start = (g0 + cs - 1) & ~(cs - 1), end = g1 & ~(cs - 1);
 
+  if (g1 == img->dev.size && g0 <= end)
+    end = g1;
   if (start < end)
     memset (w->shadow + (start - w->start), 0, end - start);
-  if (g1 == img->dev.size && end < g1) {
-    start = start > end ? start : end;
-    if (start < g1 && g0 <= end)
-      resync_either (img, w, start - w->start, g1 - start,
-                     "after trimming the partial last cluster");
-  }
 }
 
 static void
