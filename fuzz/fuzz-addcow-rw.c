@@ -7,7 +7,8 @@
  * repaired and checked again, then written the way the filter writes
  * (copy-up of whole clusters into the image, bits set in memory, the
  * bitmap written back and synced, ALL_ALLOCATED set when every bit is
- * 1), with the operations chosen by a PRNG seeded from the input.
+ * 1, through common/addcow's store in a persistence mode the PRNG
+ * picks), with the operations chosen by a PRNG seeded from the input.
  *
  * Notes on the design.  The image and backing files the header names
  * are created beside the sidecar in a private directory, with sizes
@@ -30,9 +31,9 @@
  *    no new problem.
  * 3. A sidecar that checks clean loads (addcow_load_bitmap), as the
  *    filter will load it.
- * 4. After the writes, the view equals the shadow disk, the bitmap
- *    loads back equal to the one in memory, and the check is clean
- *    and counts the bits set.
+ * 4. After the writes and a flush, the view equals the shadow disk,
+ *    the bitmap loads back equal to the store's, ALL_ALLOCATED is set
+ *    only with every bit, and the check is clean and counts the bits.
  */
 
 #include <config.h>
@@ -52,6 +53,7 @@
 #include "addcow.h"
 #include "addcow-check.h"
 #include "addcow-file.h"
+#include "addcow-store.h"
 #include "fuzz-util.h"
 #include "qad-error.h"
 
@@ -211,30 +213,30 @@ check (const struct files *f, bool repair, struct addcow_check_result *res)
   return addcow_check (f->sidecar, repair, quiet_problem, NULL, res) == 0;
 }
 
-/* The filter's write path, modelled with the library's pieces. */
+/* The filter's write path: the image written here, the bits through
+ * common/addcow's store in one of its three persistence modes.
+ */
 struct writer {
   const struct files *f;
   struct addcow_header h;
+  struct addcow_store st;
   int fd, ifd;
-  uint8_t *bm;
-  uint64_t bmlen, n, cs;
+  uint64_t n, cs;
   uint8_t *shadow;
 };
 
-static void
-persist (struct writer *w)
+static int
+flush_image (void *opaque)
 {
-  if (full_pwrite (w->fd, w->bm, w->bmlen, w->h.header_size) == -1 ||
-      fdatasync (w->fd) == -1)
-    fuzz_fail ("writing the bitmap: %s", strerror (errno));
-  if (w->n > 0 && addcow_bitmap_count (w->bm, w->n) == w->n &&
-      !(w->h.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED)) {
-    w->h.compat_features |= ADDCOW_COMPAT_ALL_ALLOCATED;
-    if (addcow_write_compat_features (w->fd, w->f->sidecar,
-                                      w->h.compat_features) == -1 ||
-        fdatasync (w->fd) == -1)
-      fuzz_fail ("setting ALL_ALLOCATED: %s", strerror (errno));
-  }
+  struct writer *w = opaque;
+  return fdatasync (w->ifd);
+}
+
+static void
+flush (struct writer *w)
+{
+  if (addcow_store_flush (&w->st, flush_image, w) == -1)
+    fuzz_fail ("addcow_store_flush failed: %s", strerror (errno));
 }
 
 static void
@@ -264,35 +266,51 @@ write_op (struct writer *w, struct fuzz_rng *r)
     if (full_pwrite (w->ifd, w->shadow + co, cl, co) == -1)
       fuzz_fail ("writing the image: %s", strerror (errno));
     memcpy (w->f->image + co, w->shadow + co, cl);
-    bit_set (w->bm, c);
   }
   free (buf);
+  /* AT_WRITE wants the data durable before the bits. */
+  if (w->st.mode == ADDCOW_PERSIST_AT_WRITE && fdatasync (w->ifd) == -1)
+    abort ();
+  if (addcow_store_set (&w->st, first, last + 1) == -1)
+    fuzz_fail ("addcow_store_set failed: %s", strerror (errno));
   if (fuzz_below (r, 3) == 0)
-    persist (w);
+    flush (w);
 }
 
 /* Invariant 4. */
 static void
 write_phase (const struct files *f, struct fuzz_rng *r)
 {
+  static const enum addcow_persist_mode modes[] = {
+    ADDCOW_PERSIST_AT_FLUSH, ADDCOW_PERSIST_AT_WRITE, ADDCOW_PERSIST_AT_CLOSE,
+  };
   struct writer w = { .f = f };
+  struct addcow_store_io io;
   struct addcow_check_result res;
   char ipath[PATH_MAX];
-  uint64_t fsz, blen;
-  uint8_t *bm2, *after;
+  uint64_t fsz, blen, bmlen;
+  uint8_t *bm, *bm2, *after;
   bool fresh;
   unsigned i, nops;
+  struct stat st;
 
   w.fd = open (f->sidecar, O_RDWR | O_CLOEXEC);
   if (w.fd == -1 || addcow_read_header (w.fd, f->sidecar, &w.h, &fsz) == -1)
     fuzz_fail ("a sidecar that checked clean does not open");
   if (w.h.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED)
     goto out;
-  if (addcow_load_bitmap (w.fd, f->sidecar, &w.h, fsz, f->disk, &w.bm,
-                          &w.bmlen, &fresh) == -1)
+  if (addcow_load_bitmap (w.fd, f->sidecar, &w.h, fsz, f->disk, &bm,
+                          &bmlen, &fresh) == -1)
     fuzz_fail ("a sidecar that checked clean does not load");
+  if (fresh && ftruncate (w.fd, w.h.header_size + bmlen) == -1)
+    abort ();
   w.cs = UINT64_C (1) << w.h.cluster_bits;
   w.n = addcow_nr_clusters (f->disk, w.h.cluster_bits);
+  addcow_store_io_fd (&io, &w.fd);
+  if (addcow_store_init (&w.st, f->sidecar, &io, modes[fuzz_below (r, 3)],
+                         w.h.header_size, w.h.compat_features, bm, bmlen,
+                         w.n) == -1)
+    abort ();
   w.shadow = malloc (f->disk);
   after = malloc (f->disk);
   w.ifd = open (fuzz_path (ipath, sizeof ipath, f->image_name),
@@ -303,31 +321,37 @@ write_phase (const struct files *f, struct fuzz_rng *r)
     fuzz_fail ("a sidecar that checked clean has no defined view");
 
   nops = 1 + fuzz_below (r, 16);
+  fuzz_trace ("addcow: persistence mode %d, %u operations", w.st.mode, nops);
   for (i = 0; i < nops; ++i)
     write_op (&w, r);
-  persist (&w);
+  flush (&w);
   close (w.ifd);
 
   if (!view (f, after) || memcmp (after, w.shadow, f->disk) != 0)
     fuzz_fail ("after the writes the disk differs from the shadow");
   if (!check (f, false, &res) || res.corruptions)
     fuzz_fail ("the check after the writes is not clean");
-  if (res.in_image != addcow_bitmap_count (w.bm, w.n))
+  if (res.in_image != w.st.nr_set)
     fuzz_fail ("the check counts %" PRIu64 " clusters in the image, the "
-               "bitmap has %" PRIu64, res.in_image,
-               addcow_bitmap_count (w.bm, w.n));
+               "store %" PRIu64, res.in_image, w.st.nr_set);
+  addcow_header_free (&w.h);
+  if (addcow_read_header (w.fd, f->sidecar, &w.h, &fsz) == -1)
+    fuzz_fail ("the sidecar does not open after the writes");
+  if ((w.h.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED) &&
+      w.st.nr_set != w.n)
+    fuzz_fail ("ALL_ALLOCATED is set with %" PRIu64 " of %" PRIu64
+               " bits", w.st.nr_set, w.n);
   if (!(w.h.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED)) {
-    struct stat st;
     if (fstat (w.fd, &st) == -1 ||
         addcow_load_bitmap (w.fd, f->sidecar, &w.h, st.st_size, f->disk,
                             &bm2, &blen, &fresh) == -1 ||
-        blen != w.bmlen || memcmp (bm2, w.bm, blen) != 0)
+        blen != bmlen || memcmp (bm2, w.st.bitmap, blen) != 0)
       fuzz_fail ("the bitmap does not load back as written");
     free (bm2);
   }
   free (after);
   free (w.shadow);
-  free (w.bm);
+  addcow_store_free (&w.st);
  out:
   addcow_header_free (&w.h);
   close (w.fd);
