@@ -15,6 +15,8 @@
 #   SKIP_INSTALL=1     do not touch packages
 #   SKIP_SANITIZERS=1  skip the ASan/UBSan build
 #   SKIP_VALGRIND=1    skip the valgrind run
+#   SKIP_LIBFUZZER=1   skip the libFuzzer runs (they need clang)
+#   FUZZ_SECONDS=N     seconds per libFuzzer target (default 8)
 #   JOBS=N             parallel make jobs (default: number of CPUs)
 
 set -euo pipefail
@@ -100,6 +102,28 @@ if test -z "${SKIP_SANITIZERS:-}"; then
   count_results "$srcdir/build-asan/tests"
   count_results "$srcdir/build-asan/common"
   count_results "$srcdir/build-asan/fuzz"
+fi
+
+# Each fuzz target under libFuzzer for a fixed budget (the replay tests
+# above ran the seeds and fixed mutants): a clang build of common/ and
+# fuzz/ only, with ASan + UBSan.  Longer runs: see README, "Testing".
+if test -z "${SKIP_LIBFUZZER:-}" && command -v clang >/dev/null &&
+   echo 'int LLVMFuzzerTestOneInput(const char *d, long n){return 0;}' |
+     clang -fsanitize=fuzzer -x c - -o /dev/null 2>/dev/null; then
+  step "libFuzzer: each fuzz target for ${FUZZ_SECONDS:-8} s"
+  copy_sources build-fuzz
+  if (cd build-fuzz && autoreconf -fi >/dev/null &&
+        CC=clang ./configure --enable-fuzzing --enable-sanitizers -q &&
+        make -j"$JOBS" -C common >/dev/null &&
+        make -j"$JOBS" -C fuzz fuzz-qed fuzz-addcow fuzz-qdb fuzz-qed-rw \
+          fuzz-addcow-rw fuzz-qdb-rw >/dev/null &&
+        cd fuzz && QAD_IMG="$srcdir/tools/qad-img" \
+          ./run-libfuzzer.sh "${FUZZ_SECONDS:-8}"); then
+    passed=$((passed + 1))
+  else
+    echo "FAILED: libFuzzer"
+    failed=$((failed + 1))
+  fi
 fi
 
 if test -z "${SKIP_VALGRIND:-}"; then

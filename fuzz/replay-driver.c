@@ -15,6 +15,10 @@
  * measured.  With FUZZ_PEAK_LIMIT=BYTES in the environment, an input
  * whose peak passes BYTES fails the run; it is saved as
  * peak-failure.bin to reproduce.  The largest peak is always printed.
+ *
+ * With FUZZ_SAVE=FILE in the environment each input is written to FILE
+ * before it runs, so that after a crash FILE holds the input that
+ * crashed; "DRIVER 0 FILE" then runs it alone.
  */
 
 #include <config.h>
@@ -104,6 +108,21 @@ run_one (const uint8_t *d, size_t n, const char *seed, long it)
   }
 }
 
+static void
+save (const uint8_t *d, size_t n)
+{
+  const char *f = getenv ("FUZZ_SAVE");
+  FILE *fp;
+
+  if (f == NULL)
+    return;
+  fp = fopen (f, "wb");
+  if (fp == NULL || fwrite (d, 1, n, fp) != n || fclose (fp) != 0) {
+    perror (f);
+    exit (EXIT_FAILURE);
+  }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -132,11 +151,13 @@ main (int argc, char **argv)
     d = malloc (4 << 20);
     size = fread (seed, 1, 4 << 20, fp);
     fclose (fp);
+    save (seed, size);
     run_one (seed, size, argv[i], -1);
     for (it = 0; it < iterations; ++it) {
       memcpy (d, seed, size);
       n = size;
       mutate (d, &n, 4 << 20);
+      save (d, n);
       run_one (d, n, argv[i], it);
     }
     free (seed);

@@ -32,34 +32,6 @@ qdb_op_word (enum qdb_op_kind kind)
   return "?";
 }
 
-int
-qdb_merge (struct qdb_file *qdb, const struct qdb_bitmap *src,
-           struct qdb_bitmap *dst)
-{
-  uint64_t n;
-
-  if (src->disk_size != dst->disk_size) {
-    qad_error ("%s: cannot merge \"%s\" (disk size %" PRIu64 ") into \"%s\" "
-               "(disk size %" PRIu64 ")", qdb->name, src->name,
-               src->disk_size, dst->name, dst->disk_size);
-    errno = EINVAL;
-    return -1;
-  }
-  for (n = 0; n < src->nr_granules; ) {
-    uint64_t run = qdb_bits_run (src->bits, n, src->nr_granules);
-    if (bit_test (src->bits, n)) {
-      uint64_t start = n * src->granularity;
-      uint64_t end = (n + run) * src->granularity;
-      if (end > src->disk_size)
-        end = src->disk_size;
-      qdb_bits_set_range (dst->bits, start / dst->granularity,
-                          (end - 1) / dst->granularity);
-    }
-    n += run;
-  }
-  return 0;
-}
-
 static struct qdb_bitmap *
 find (struct qdb_file *qdb, const char *name)
 {
@@ -106,8 +78,7 @@ qdb_op_apply (struct qdb_file *qdb, const struct qdb_op *op,
   case QDB_OP_REMOVE:
     return qdb_remove_bitmap (qdb, bm - qdb->bitmaps);
   case QDB_OP_CLEAR:
-    memset (bm->bits, 0, bm->bits_len);
-    bm->flags &= ~QDB_FLAG_IN_USE;
+    qdb_clear_bitmap (bm);
     return 0;
   case QDB_OP_ENABLE:
     bm->flags |= QDB_FLAG_ENABLED;
@@ -119,7 +90,7 @@ qdb_op_apply (struct qdb_file *qdb, const struct qdb_op *op,
     dst = find (qdb, op->into);
     if (!dst)
       return -1;
-    return qdb_merge (qdb, bm, dst);
+    return qdb_merge_bitmap (qdb, bm, dst);
   default:
     abort ();                   /* handled above */
   }

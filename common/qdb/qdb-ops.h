@@ -44,12 +44,6 @@ extern const char *qdb_op_word (enum qdb_op_kind kind);
 extern int qdb_op_apply (struct qdb_file *qdb, const struct qdb_op *op,
                          uint64_t disk_size);
 
-/* OR the dirty bits of SRC into DST (granularities may differ; DST
- * gets every granule that overlaps a dirty granule of SRC).
- */
-extern int qdb_merge (struct qdb_file *qdb, const struct qdb_bitmap *src,
-                      struct qdb_bitmap *dst);
-
 /* A deep copy of a model with its bits loaded (through an in-memory
  * serialisation, so that the copy is exactly what the file would hold).
  */

@@ -366,6 +366,51 @@ qdb_remove_bitmap (struct qdb_file *qdb, size_t i)
   return 0;
 }
 
+int
+qdb_merge_bitmap (struct qdb_file *qdb, const struct qdb_bitmap *src,
+                  struct qdb_bitmap *dst)
+{
+  uint64_t n;
+
+  if (src->disk_size != dst->disk_size) {
+    qad_error ("%s: cannot merge \"%s\" (disk size %" PRIu64 ") into \"%s\" "
+               "(disk size %" PRIu64 ")", qdb->name, src->name,
+               src->disk_size, dst->name, dst->disk_size);
+    errno = EINVAL;
+    return -1;
+  }
+  if (!src->bits || !dst->bits) {
+    qad_error ("%s: internal error: merge without the bits loaded",
+               qdb->name);
+    errno = EINVAL;
+    return -1;
+  }
+  for (n = 0; n < src->nr_granules; ) {
+    uint64_t run = qdb_bits_run (src->bits, n, src->nr_granules);
+    if (bit_test (src->bits, n)) {
+      /* Bytes [start, end) of the disk are dirty in SRC; the last
+       * granule may be short.
+       */
+      uint64_t start = n * src->granularity;
+      uint64_t end = (n + run) * src->granularity;
+      if (end > src->disk_size)
+        end = src->disk_size;
+      qdb_bits_set_range (dst->bits, start / dst->granularity,
+                          (end - 1) / dst->granularity);
+    }
+    n += run;
+  }
+  return 0;
+}
+
+void
+qdb_clear_bitmap (struct qdb_bitmap *bm)
+{
+  if (bm->bits)
+    memset (bm->bits, 0, bm->bits_len);
+  bm->flags &= ~QDB_FLAG_IN_USE;
+}
+
 void
 qdb_describe_features (const struct qdb_file *qdb, int type, uint64_t bits,
                        char *buf, size_t len)

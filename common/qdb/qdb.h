@@ -173,6 +173,15 @@ extern int qdb_add_bitmap (struct qdb_file *qdb, const char *name,
 extern int qdb_remove_bitmap (struct qdb_file *qdb, size_t i);
 extern struct qdb_bitmap *qdb_find_bitmap (struct qdb_file *qdb,
                                            const char *name);
+/* Set in DST every granule that overlaps a dirty granule of SRC (the
+ * granularities may differ).  Both must have their bits loaded and
+ * cover the same disk size.  Returns 0, or -1 after qad_error.
+ */
+extern int qdb_merge_bitmap (struct qdb_file *qdb,
+                             const struct qdb_bitmap *src,
+                             struct qdb_bitmap *dst);
+/* Every bit clean, and the in_use flag cleared. */
+extern void qdb_clear_bitmap (struct qdb_bitmap *bm);
 /* Load bits of one bitmap (qdb_read with LOAD_BITS does all). */
 extern int qdb_load_bits (struct qdb_io *io, struct qdb_file *qdb,
                           struct qdb_bitmap *bm);

@@ -371,7 +371,13 @@ qed_check (struct qed_image *img, bool repair, struct qed_check_result *res,
 
   if (c.repair) {
     qed_l2cache_clear (img->l2cache);
-    if (res->leaks && reclaim_leaks (&c) == -1)
+    /* A partial last cluster is never in use (every table and cluster
+     * lies whole inside the file) and is not counted as a leak, but
+     * the next allocation, which starts past it, would make it one:
+     * truncate it away too.
+     */
+    if ((res->leaks || img->file_end % g->cluster_size) &&
+        reclaim_leaks (&c) == -1)
       goto out;
     if (fdatasync (img->fd) == -1) {
       qad_error ("%s: repair: fdatasync: %m", img->dev.name);
