@@ -38,6 +38,7 @@
 #include "byte-swapping.h"
 #include "cleanup.h"
 #include "full-io.h"
+#include "image-lock.h"
 #include "minmax.h"
 #include "qad-error.h"
 
@@ -256,20 +257,5 @@ addcow_write_compat_features (int fd, const char *path, uint64_t compat)
 int
 addcow_lock_fd (int fd, const char *path)
 {
-  struct flock fl = {
-    .l_type = F_WRLCK,
-    .l_whence = SEEK_SET,
-    .l_start = 0,
-    .l_len = 0,
-  };
-
-  if (fcntl (fd, F_OFD_SETLK, &fl) == -1) {
-    if (errno == EAGAIN || errno == EACCES)
-      qad_error ("%s: add-cow file is in use by another process "
-                 "(it is locked)", path);
-    else
-      qad_error ("%s: cannot lock: %m", path);
-    return -1;
-  }
-  return 0;
+  return qad_lock_whole_file (fd, path, "add-cow file");
 }

@@ -88,6 +88,21 @@ main (void)
   assert (open_locked (true, &w) == 0);
   assert (close (w) == 0);
 
+  /* The whole-file lock: one holder at a time, released on close. */
+  w = open (path, O_RDWR);
+  r1 = open (path, O_RDWR);
+  assert (w >= 0 && r1 >= 0);
+  assert (qad_lock_whole_file (w, "the-file", "test file") == 0);
+  errno = 0;
+  assert (qad_lock_whole_file (r1, "the-file", "test file") == -1);
+  assert (errno == EAGAIN);
+  assert (strstr (last_error,
+                  "the-file: test file is in use by another process") ==
+          last_error);
+  assert (close (w) == 0);
+  assert (qad_lock_whole_file (r1, "the-file", "test file") == 0);
+  assert (close (r1) == 0);
+
   assert (unlink (path) == 0);
   return EXIT_SUCCESS;
 }
