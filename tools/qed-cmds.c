@@ -24,11 +24,31 @@
 enum { OPT_FORMAT = 256, OPT_JSON, OPT_REPAIR, OPT_CLUSTER_SIZE,
        OPT_TABLE_SIZE, OPT_BACKING, OPT_BACKING_FORMAT };
 
+/* Open FILE read-only, its backing chain under the tool's backing
+ * policy (*RULES, which the caller frees).  With REPORT (info), a
+ * refused backing file ends the chain instead of failing the open.
+ */
 static struct qed_image *
-open_image (const char *file)
+open_image (const char *file, struct qad_backing_rules *rules, bool report)
 {
-  struct qed_open_options opts = { .readonly = true };
+  struct qed_open_options opts = {
+    .readonly = true, .backing_rules = rules, .backing_refusal_ok = report,
+  };
+
+  if (tool_backing_rules (file, rules) == -1)
+    return NULL;
   return qed_open (file, &opts);
+}
+
+/* The last image of the chain that was opened, and whether its own
+ * backing file was refused.
+ */
+static const struct qed_image *
+chain_end (const struct qed_image *img)
+{
+  while (img->backing && img->backing->ops == img->dev.ops)
+    img = (const struct qed_image *) img->backing;
+  return img;
 }
 
 /* Sum the guest bytes held in data clusters. */
@@ -51,10 +71,16 @@ allocated_bytes (struct qed_image *img, uint64_t *data, uint64_t *zero)
   return 0;
 }
 
+/* The chain as opened, then the backing file that the policy refused
+ * (not opened).  Every name that leads outside the directories the
+ * "inside" policy allows is flagged, whatever the policy.
+ */
 static void
-print_chain_json (struct qed_image *img)
+print_chain_json (struct qed_image *img, const struct qad_backing_rules *r,
+                  const char *top)
 {
   struct qad_blockdev *b = img->backing;
+  const struct qed_image *end = chain_end (img);
   bool first = true;
 
   printf ("  \"backing-chain\": [");
@@ -62,26 +88,44 @@ print_chain_json (struct qed_image *img)
     bool is_qed = b->ops == img->dev.ops;
     printf ("%s\n    { \"filename\": ", first ? "" : ",");
     json_string (stdout, b->name);
-    printf (", \"format\": \"%s\", \"virtual-size\": %" PRIu64 " }",
-            is_qed ? "qed" : "raw", b->size);
+    printf (", \"format\": \"%s\", \"virtual-size\": %" PRIu64
+            ", \"outside\": %s }", is_qed ? "qed" : "raw", b->size,
+            qad_backing_leaves (r, top, b->name) ? "true" : "false");
     first = false;
     b = is_qed ? ((struct qed_image *) b)->backing : NULL;
+  }
+  if (end->backing_refused) {
+    printf ("%s\n    { \"filename\": ", first ? "" : ",");
+    json_string (stdout, end->backing_path);
+    printf (", \"outside\": %s, \"refused-by\": \"%s\" }",
+            qad_backing_leaves (r, top, end->backing_path) ? "true" : "false",
+            qad_backing_policy_name (r->policy));
+    first = false;
   }
   printf ("%s]", first ? "" : "\n  ");
 }
 
 static void
-print_chain_text (struct qed_image *img)
+print_chain_text (struct qed_image *img, const struct qad_backing_rules *r,
+                  const char *top)
 {
   struct qad_blockdev *b = img->backing;
+  const struct qed_image *end = chain_end (img);
+  const char *outside = " [outside the image's directory]";
   unsigned depth = 1;
 
   while (b) {
     bool is_qed = b->ops == img->dev.ops;
-    printf ("backing file %u:     %s (%s, %" PRIu64 " bytes)\n",
-            depth++, b->name, is_qed ? "qed" : "raw", b->size);
+    printf ("backing file %u:     %s (%s, %" PRIu64 " bytes)%s\n",
+            depth++, b->name, is_qed ? "qed" : "raw", b->size,
+            qad_backing_leaves (r, top, b->name) ? outside : "");
     b = is_qed ? ((struct qed_image *) b)->backing : NULL;
   }
+  if (end->backing_refused)
+    printf ("backing file %u:     %s (not opened: refused by "
+            "backing-policy=%s)%s\n", depth, end->backing_path,
+            qad_backing_policy_name (r->policy),
+            qad_backing_leaves (r, top, end->backing_path) ? outside : "");
 }
 
 static int
@@ -94,6 +138,7 @@ qed_info (int argc, char **argv)
   };
   bool json = false;
   struct qed_image *img;
+  CLEANUP_BACKING_RULES struct qad_backing_rules rules = { 0 };
   const struct qed_header *h;
   uint64_t data, zero;
   CLEANUP_FREE char *bname = NULL;
@@ -111,7 +156,7 @@ qed_info (int argc, char **argv)
     fprintf (stderr, "usage: qad-img info FILE.qed [--json]\n");
     return EXIT_FAILURE;
   }
-  img = open_image (argv[optind]);
+  img = open_image (argv[optind], &rules, true);
   if (img == NULL)
     return EXIT_FAILURE;
   h = &img->header;
@@ -153,7 +198,7 @@ qed_info (int argc, char **argv)
     else
       printf ("null");
     printf (",\n");
-    print_chain_json (img);
+    print_chain_json (img, &rules, argv[optind]);
     printf ("\n}\n");
   }
   else {
@@ -175,7 +220,7 @@ qed_info (int argc, char **argv)
             features, compat, autoclear, data, zero);
     if (bname)
       printf ("backing file name:  %s\n", bname);
-    print_chain_text (img);
+    print_chain_text (img, &rules, argv[optind]);
   }
   qed_close (img);
   return EXIT_SUCCESS;
@@ -192,6 +237,7 @@ qed_map_verb (int argc, char **argv)
   };
   bool json = false, first = true;
   struct qed_image *img;
+  CLEANUP_BACKING_RULES struct qad_backing_rules rules = { 0 };
   uint64_t off = 0;
   int c;
 
@@ -207,7 +253,7 @@ qed_map_verb (int argc, char **argv)
     fprintf (stderr, "usage: qad-img map FILE.qed [--json]\n");
     return EXIT_FAILURE;
   }
-  img = open_image (argv[optind]);
+  img = open_image (argv[optind], &rules, false);
   if (img == NULL)
     return EXIT_FAILURE;
 
@@ -382,6 +428,7 @@ qed_create_verb (int argc, char **argv)
     { NULL }
   };
   struct qed_create_options opts = { 0 };
+  CLEANUP_BACKING_RULES struct qad_backing_rules rules = { 0 };
   unsigned long long v;
   const char *file;
   int c;
@@ -430,6 +477,11 @@ qed_create_verb (int argc, char **argv)
       return EXIT_FAILURE;
     }
     opts.size = v;
+  }
+  if (opts.backing) {
+    if (tool_backing_rules (file, &rules) == -1)
+      return EXIT_FAILURE;
+    opts.backing_rules = &rules;
   }
   if (qed_create (file, &opts) == -1)
     return EXIT_FAILURE;

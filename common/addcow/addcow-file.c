@@ -37,10 +37,12 @@
 #include "addcow-file.h"
 #include "byte-swapping.h"
 #include "cleanup.h"
+#include "fsync-dir.h"
 #include "full-io.h"
 #include "image-lock.h"
 #include "minmax.h"
 #include "qad-error.h"
+#include "qad-limits.h"
 
 int
 addcow_read_header (int fd, const char *path, struct addcow_header *h,
@@ -88,10 +90,14 @@ addcow_load_bitmap (int fd, const char *path, const struct addcow_header *h,
     errno = EINVAL;
     return -1;
   }
-  if (need > SIZE_MAX) {
-    qad_error ("%s: add-cow bitmap of %" PRIu64 " bytes is too large",
-               path, need);
-    errno = ENOMEM;
+  if (need > SIZE_MAX || need > qad_limits.max_bitmap_bytes) {
+    qad_error ("%s: add-cow bitmap of %" PRIu64 " bytes (a disk of %"
+               PRIu64 " bytes in %" PRIu64 " clusters of %" PRIu64
+               ") exceeds the limit of %" PRIu64 " bytes (raise it with "
+               "max-bitmap-size=, or use larger clusters)",
+               path, need, disk_size, nclusters,
+               UINT64_C (1) << h->cluster_bits, qad_limits.max_bitmap_bytes);
+    errno = EFBIG;
     return -1;
   }
   bm = calloc (1, need ? need : 1);
@@ -135,29 +141,6 @@ addcow_load_bitmap (int fd, const char *path, const struct addcow_header *h,
  err:
   free (bm);
   return -1;
-}
-
-static int
-fsync_dir_of (const char *path)
-{
-  CLEANUP_FREE char *dir = NULL;
-  const char *slash = strrchr (path, '/');
-  int fd, r;
-
-  if (slash == NULL)
-    dir = strdup (".");
-  else if (slash == path)
-    dir = strdup ("/");
-  else
-    dir = strndup (path, slash - path);
-  if (dir == NULL)
-    return -1;
-  fd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd == -1)
-    return -1;
-  r = fsync (fd);
-  close (fd);
-  return r;
 }
 
 int
@@ -210,7 +193,7 @@ addcow_create_file (const char *path, const struct addcow_header *h,
     goto err;
   }
   unlink (tmp);
-  if (fsync_dir_of (path) == -1) {
+  if (qad_fsync_dir_of (path) == -1) {
     qad_error ("%s: fsync of its directory: %m", path);
     return -1;
   }

@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "backing-policy.h"
 #include "blockdev.h"
 #include "qed-header.h"
 #include "qed-l2cache.h"
@@ -31,6 +32,13 @@ struct qed_open_options {
   bool lock;                    /* take QEMU-compatible locks on the
                                    image (write lock unless readonly)
                                    and on its backing files (read) */
+  /* Which backing files the image may make us open: NULL = follow. */
+  const struct qad_backing_rules *backing_rules;
+  /* A backing file refused by backing_rules leaves img->backing NULL
+   * and sets backing_refused, instead of failing the open (for
+   * reports such as qad-img info; never for serving data).
+   */
+  bool backing_refusal_ok;
 };
 
 /* What a range of guest clusters maps to. */
@@ -48,13 +56,16 @@ struct qed_mapping {
 
 struct qed_image {
   struct qad_blockdev dev;      /* first: a QED image can be a backing */
-  int fd;
+  int fd;                       /* the image file, or -1 when FILE */
+  struct qad_blockdev *file;    /* or the image as a block device
+                                   (qed_open_dev: read-only; owned) */
   bool readonly;
   struct qed_header header;
   struct qed_geometry geom;
   char *backing_path;           /* resolved name, or NULL */
   bool backing_raw;             /* backing is raw (probed or NO_PROBE) */
   struct qad_blockdev *backing; /* NULL when none or not opened */
+  bool backing_refused;         /* see backing_refusal_ok */
   struct qed_l2cache *l2cache;  /* has its own lock */
 
   pthread_mutex_t lock;         /* protects l1, file_end, header
@@ -98,6 +109,40 @@ extern struct qed_image *qed_open (const char *filename,
  * when nothing is in flight.  Returns -1 if that failed.
  */
 extern int qed_close (struct qed_image *img);
+
+/* Where the backing file of an image opened by qed_open_dev is.
+ * Called with the chain depth (1 for the top image's backing), the
+ * name of the image that needs it and the backing name from its
+ * header; returns an open block device (the raw bytes of the backing
+ * file), or NULL after reporting an error.
+ */
+typedef struct qad_blockdev *(*qed_backing_opener) (void *opaque,
+                                                    unsigned depth,
+                                                    const char *image,
+                                                    const char *name);
+
+/* Open a QED image read-only from the block device FILE, which holds
+ * its bytes (ownership passes to the image, also on failure).  Its
+ * backing chain is opened through OPENER; backing formats are probed
+ * as for local files.  OPTS->readonly is implied and OPTS->lock is
+ * ignored (there is no local file to lock).
+ */
+extern struct qed_image *qed_open_dev (struct qad_blockdev *file,
+                                       const struct qed_open_options *opts,
+                                       qed_backing_opener opener,
+                                       void *opaque);
+
+/* Read COUNT bytes at OFFSET of the image file itself (not the guest
+ * view), from the fd or the block device.  Errors name the image.
+ */
+extern int qed_read_file (struct qed_image *img, void *buf, uint64_t count,
+                          uint64_t offset);
+
+/* Load into the L2 cache every L2 table that maps guest bytes
+ * [OFFSET, OFFSET+COUNT) (for NBD_CMD_CACHE).  Validates L1 entries.
+ */
+extern int qed_prefetch_l2 (struct qed_image *img, uint64_t count,
+                            uint64_t offset);
 
 /* Read the backing name from the header area (NUL-terminated, caller
  * frees).  NULL with no error when there is no backing file.
@@ -156,6 +201,7 @@ extern bool qed_cluster_offset_valid (const struct qed_geometry *g,
 /* Open a backing file read-only: FORMAT "raw", "qed", or NULL to probe
  * (QED magic means QED, anything else raw).  QED backings bring their
  * own chains; loops and chains deeper than QED_MAX_CHAIN_DEPTH fail.
+ * No backing policy applies (the caller chose PATH).
  */
 extern struct qad_blockdev *qed_open_backing (const char *path,
                                               const char *format,
@@ -177,6 +223,18 @@ struct qed_file_id {
 extern struct qad_blockdev *qed_open_backing_excluding
   (const char *path, const char *format, bool lock,
    const struct qed_file_id *excluded, size_t nr_excluded);
+
+/* The same for a backing NAME recorded in the file IMAGE (PATH is its
+ * resolved form): the file and every file of its own chain are opened
+ * under RULES (NULL = follow), checked on the opened descriptor, and
+ * none may be one of the EXCLUDED files.
+ */
+extern struct qad_blockdev *
+qed_open_backing_checked (const char *image, const char *name,
+                          const char *path, const char *format, bool lock,
+                          const struct qad_backing_rules *rules,
+                          const struct qed_file_id *excluded,
+                          size_t nr_excluded);
 
 /* Resolve a backing name relative to the directory of IMAGE_PATH.
  * Caller frees.
