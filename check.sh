@@ -8,15 +8,25 @@
 # On a fresh Debian 12 machine (as root) it installs the build and test
 # dependencies with apt-get, then runs autoreconf, configure and
 # "make check" with warnings as errors, then the unit tests again in a
-# sanitizer (ASan + UBSan) build and under valgrind.  It ends with a
-# line "N passed, N failed" and exits non-zero on any failure.
+# sanitizer (ASan + UBSan) build, the concurrency tests in a
+# ThreadSanitizer build, and the unit tests under valgrind; last, a
+# test of this script itself (a broken object must turn it red).  It
+# ends with a line "N passed, N failed, N skipped" and exits non-zero
+# on any failure.  A skip is never a pass: tests skip only when an
+# optional external tool is missing; an object this tree builds is
+# never optional.
 #
 # Environment:
 #   SKIP_INSTALL=1     do not touch packages
 #   SKIP_SANITIZERS=1  skip the ASan/UBSan build
+#   SKIP_TSAN=1        skip the ThreadSanitizer build
 #   SKIP_VALGRIND=1    skip the valgrind run
 #   SKIP_LIBFUZZER=1   skip the libFuzzer runs (they need clang)
 #   FUZZ_SECONDS=N     seconds per libFuzzer target (default 8)
+#   SKIP_SELFTEST=1    skip tests/test-check-sh-red.sh
+#   CHECK_ONLY_TESTS="test-a.bats ..."
+#                      build, run only these files of tests/, print the
+#                      summary and stop (used by the self-test)
 #   JOBS=N             parallel make jobs (default: number of CPUs)
 
 set -euo pipefail
@@ -36,6 +46,28 @@ step () { printf '\n=== %s ===\n' "$*"; }
 # runtimes preloaded, an nbdkit that exits with an error can deadlock in
 # a library destructor at exit (glibc's locale lock, seen in p11-kit).
 ASAN_SERVER_TESTS="${ASAN_SERVER_TESTS:-test-qed-concurrent.bats test-qed-differential.bats test-qed-crash.bats test-addcow-differential.bats test-dirty-bitmap-differential.bats}"
+# Under ThreadSanitizer: the tests with many connections or many
+# requests in flight against one server (same caveat as above).
+TSAN_SERVER_TESTS="${TSAN_SERVER_TESTS:-test-qed-concurrent.bats test-addcow-race.bats test-addcow-differential.bats test-dirty-bitmap-differential.bats}"
+
+status=0
+passed=0 failed=0 skipped=0
+count_results ()
+{
+  # Sum the ":test-result:" lines automake writes in each .trs file.
+  local dir="$1" p f s
+  p=$( (find "$dir" -name '*.trs' -exec grep -h '^:test-result: \(PASS\|XFAIL\)' {} + || true) | wc -l)
+  f=$( (find "$dir" -name '*.trs' -exec grep -h '^:test-result: \(FAIL\|XPASS\|ERROR\)' {} + || true) | wc -l)
+  s=$( (find "$dir" -name '*.trs' -exec grep -h '^:test-result: SKIP' {} + || true) | wc -l)
+  passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
+}
+summary ()
+{
+  echo
+  echo "$passed passed, $failed failed, $skipped skipped"
+  test "$failed" -eq 0 || status=1
+  exit $status
+}
 
 step "autoreconf"
 autoreconf -fi >/dev/null
@@ -44,22 +76,25 @@ autoreconf -fi >/dev/null
 step "configure"
 ./configure --enable-werror -q
 step "make"
-make -j"$JOBS" >/dev/null
+if ! make -j"$JOBS" >/dev/null; then
+  echo "FAILED: the build"
+  failed=$((failed + 1))
+  summary
+fi
 
-status=0
+if test -n "${CHECK_ONLY_TESTS:-}"; then
+  step "make check: $CHECK_ONLY_TESTS"
+  find tests -name '*.trs' -delete
+  make -C tests check TESTS="$CHECK_ONLY_TESTS" || status=1
+  count_results "$srcdir/tests"
+  summary
+fi
+
 step "make check"
 make -j"$JOBS" check || status=1
 
-passed=0 failed=0
-count_results ()
-{
-  # Sum the ":test-result:" lines automake writes in each .trs file.
-  local dir="$1" p f
-  p=$( (find "$dir" -name '*.trs' -exec grep -h '^:test-result: \(PASS\|SKIP\|XFAIL\)' {} + || true) | wc -l)
-  f=$( (find "$dir" -name '*.trs' -exec grep -h '^:test-result: \(FAIL\|XPASS\|ERROR\)' {} + || true) | wc -l)
-  passed=$((passed + p)); failed=$((failed + f))
-}
 count_results "$srcdir/common"
+count_results "$srcdir/tools"
 count_results "$srcdir/fuzz"
 count_results "$srcdir/tests"
 # Show the logs of whatever failed.
@@ -126,12 +161,56 @@ if test -z "${SKIP_LIBFUZZER:-}" && command -v clang >/dev/null &&
   fi
 fi
 
+if test -z "${SKIP_TSAN:-}"; then
+  # The unit tests (among them the threaded ones: test-rangelock,
+  # test-qed-write) and the server tests that hammer one server from
+  # many connections, with the plugin and filters built with TSan and
+  # loaded into nbdkit with libtsan preloaded.  Every report is written
+  # to build-tsan/reports/ and counts as a failure, whatever the exit
+  # status of the process that found it.  Time-bounded (TSAN_TIMEOUT
+  # seconds for each of the two runs).
+  step "ThreadSanitizer: unit tests and concurrency server tests"
+  tsan_reports="$srcdir/build-tsan/reports"
+  copy_sources build-tsan
+  mkdir -p "$tsan_reports"
+  (cd build-tsan && autoreconf -fi >/dev/null &&
+     ./configure --enable-werror --enable-tsan -q &&
+     make -j"$JOBS" >/dev/null &&
+     export TSAN_OPTIONS="log_path=$tsan_reports/tsan:second_deadlock_stack=1" &&
+     timeout "${TSAN_TIMEOUT:-600}" make -j"$JOBS" -C common check &&
+     NBDKIT_PRELOAD="$(gcc -print-file-name=libtsan.so)" \
+     timeout "${TSAN_TIMEOUT:-600}" \
+       make -j"$JOBS" -C tests check TESTS="$TSAN_SERVER_TESTS") || status=1
+  count_results "$srcdir/build-tsan/common"
+  count_results "$srcdir/build-tsan/tests"
+  for r in "$tsan_reports"/tsan.*; do
+    test -e "$r" || continue
+    step "ThreadSanitizer report: $r"; cat "$r"
+    failed=$((failed + 1))
+  done
+fi
+
 if test -z "${SKIP_VALGRIND:-}"; then
   step "unit tests under valgrind"
   # Same binaries as the main build; the .trs files are rewritten, so
   # count them again (the main run's were counted above).
   make check-valgrind || status=1
   count_results "$srcdir/common"
+  count_results "$srcdir/tools"
+fi
+
+if test -z "${SKIP_SELFTEST:-}"; then
+  # A green run must not hide a broken object: break one in a copy of
+  # the tree and check that this script goes red (a few server tests
+  # only, see the script).
+  step "self-test: a broken object turns check.sh red"
+  selftest=0
+  "$srcdir/tests/test-check-sh-red.sh" || selftest=$?
+  case "$selftest" in
+    0) passed=$((passed + 1)) ;;
+    77) skipped=$((skipped + 1)) ;;     # a release tarball: no git
+    *) echo "FAILED: tests/test-check-sh-red.sh"; failed=$((failed + 1)) ;;
+  esac
 fi
 
 # make install puts the objects where nbdkit looks for short names.
@@ -157,8 +236,4 @@ if test "$(id -u)" -eq 0 && test -z "${SKIP_INSTALL_TEST:-}"; then
   fi
 fi
 
-
-echo
-echo "$passed passed, $failed failed"
-test "$failed" -eq 0 || status=1
-exit $status
+summary
