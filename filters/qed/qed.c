@@ -385,6 +385,12 @@ qed_filter_prepare (nbdkit_next *next, void *handle, int readonly)
   int64_t size;
 
   current_next = next;
+  /* nbdkit 1.32 asserts that a context's can_extents was asked before
+   * its extents are: the shared device may read extents through this
+   * connection's context, so ask on every one, not only the first.
+   */
+  if (next->can_extents (next) == -1)
+    return -1;
   for (e = exports; e != NULL; e = e->next)
     if (strcmp (e->name, h->exportname) == 0)
       break;
