@@ -49,6 +49,9 @@ struct qed_mapping {
 struct qed_image {
   struct qad_blockdev dev;      /* first: a QED image can be a backing */
   int fd;
+  int lock_fd;                  /* after qed_upgrade_readwrite: the
+                                   first (read-only) descriptor, kept
+                                   open because it holds the locks */
   bool readonly;
   struct qed_header header;
   struct qed_geometry geom;
@@ -92,6 +95,15 @@ extern struct qed_image *qed_open (const char *filename,
  * when nothing is in flight.  Returns -1 if that failed.
  */
 extern int qed_close (struct qed_image *img);
+
+/* Make an image opened read-only writable: open the file again
+ * read-write (checking that it is still the same file), extend the
+ * locks to a writer's (refused while another process uses the image)
+ * and clear readonly.  Nothing is written.  The caller must make sure
+ * no other thread uses IMG meanwhile.  Returns -1 with an error and
+ * IMG unchanged on failure.
+ */
+extern int qed_upgrade_readwrite (struct qed_image *img, bool lock);
 
 /* Read the backing name from the header area (NUL-terminated, caller
  * frees).  NULL with no error when there is no backing file.
