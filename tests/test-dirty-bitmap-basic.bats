@@ -256,7 +256,7 @@ except nbd.Error as e:
   echo "$output"
   [[ "$output" != *"unexpected success"* ]]
   [ "$(echo "$output" | grep -c "failed as expected")" -eq 2 ]
-  grep -q "refusing all further writes" sock.log
+  grep -q "refusing every further write" sock.log
   # Neither write reached the disk.
   [ "$(od -An -c -j $((1 << 20)) -N 1 disk.raw | tr -d ' ')" = '\0' ]
   [ "$(od -An -c -j 1 -N 1 disk.raw | tr -d ' ')" = '\0' ]

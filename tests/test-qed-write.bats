@@ -98,6 +98,29 @@ assert h.pread(512, 131072 + 512) == bytes(512)
   done
 }
 
+@test "qed write: trimming the partial last cluster over a backing file reads zeroes (bug 4)" {
+  requires_nbdsh
+  # 1M + 4K: the last 64K cluster is only 4K long.
+  random_file base.raw $((1024 * 1024 + 4096)) 7
+  qemu-img create -q -f qed -b base.raw -F raw disk.qed $((1024 * 1024 + 4096))
+  serve_qed "$SOCK" disk.qed
+  nbdsh -u "$URI" -c '
+size = h.get_size()
+assert size == (1 << 20) + 4096
+assert h.pread(4096, 1 << 20) != bytes(4096)      # backing data
+h.trim(4096, 1 << 20)                             # the partial last cluster
+assert h.pread(4096, 1 << 20) == bytes(4096), "trimmed tail shows backing data"
+assert h.pread(65536, (1 << 20) - 65536) != bytes(65536) # cluster 15 kept
+# Allocated now: trimming punches it, and it still reads zeroes.
+h.pwrite(b"\x55" * 4096, 1 << 20)
+h.trim(4096, 1 << 20)
+assert h.pread(4096, 1 << 20) == bytes(4096)
+'
+  stop_nbdkit "$SOCK"
+  qemu-io -f qed -r -c "read -P 0 1M 4k" disk.qed | (! grep -q "failed")
+  qemu-img check disk.qed
+}
+
 @test "qed write: NEED_CHECK is set before allocating and cleared by flush" {
   requires_nbdsh
   qemu-img create -q -f qed disk.qed 16M

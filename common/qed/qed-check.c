@@ -364,10 +364,15 @@ qed_check (struct qed_image *img, bool repair, struct qed_check_result *res,
       pthread_mutex_lock (&img->lock);
       img->header.features &= ~QED_F_NEED_CHECK;
       r = qed_write_header (img);
-      if (r == 0 && fdatasync (img->fd) == -1)
+      if (r == 0 && fdatasync (img->fd) == -1) {
+        qad_error ("%s: repair: fdatasync after clearing NEED_CHECK: %m",
+                   img->dev.name);
         r = -1;
+      }
       if (r == 0)
         img->need_check_on_disk = img->unchecked = false;
+      else
+        img->header.features |= QED_F_NEED_CHECK;
       pthread_mutex_unlock (&img->lock);
       if (r == -1)
         goto out;

@@ -84,9 +84,15 @@ struct qed_image {
   pthread_cond_t sync_done;
   uint64_t sync_requested;      /* tickets handed out */
   uint64_t sync_completed;      /* every ticket <= this is durable */
-  uint64_t sync_failed;         /* tickets <= this got an error */
-  int sync_errno;
   bool sync_running;
+
+  /* Set (atomically, once) when an fdatasync of the image fails: the
+   * kernel may have dropped dirty pages and will not report it again,
+   * so no later flush can be trusted.  Every later write, zero, trim
+   * and flush fails with EIO until the image is reopened.  Read with
+   * __atomic_load_n: the write path tests it without a lock.
+   */
+  int poisoned;
 };
 
 extern struct qed_image *qed_open (const char *filename,
@@ -146,6 +152,8 @@ extern int qed_trim (struct qed_image *img, uint64_t count, uint64_t offset,
  * allocation is in flight.
  */
 extern int qed_flush (struct qed_image *img);
+/* True after a failed fdatasync (see struct qed_image.poisoned). */
+extern bool qed_poisoned (struct qed_image *img);
 /* Clear unknown autoclear bits (read-write open). */
 extern int qed_clear_autoclear (struct qed_image *img);
 /* Write the in-memory header to the file (no sync). */

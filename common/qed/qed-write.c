@@ -26,6 +26,21 @@
  * - flush clears NEED_CHECK only when no allocation is in flight and
  *   none completed since the fdatasync it is clearing after.
  *
+ * I/O errors.  A failed fdatasync poisons the image (img->poisoned):
+ * Linux reports a writeback error to one fdatasync only and may have
+ * dropped the pages, so a later fdatasync that succeeds proves
+ * nothing about data written before the failure.  From then on every
+ * write, zero, trim and flush fails with EIO (reads still work) until
+ * the image is reopened; one line is logged when it happens.  Any
+ * other failed call (pwrite, fallocate, also with ENOSPC) fails only
+ * its own request: allocation reserves space before writing, so at
+ * worst the reserved clusters leak, the image stays valid, and later
+ * writes succeed once space is available again.
+ *
+ * Fallback for zeroing: only when fallocate is not supported
+ * (EOPNOTSUPP, ENOSYS) do we write zeroes instead; any other error
+ * fails the request.
+ *
  * Zero and trim never orphan a data cluster: an allocated cluster is
  * zeroed or punched in place and keeps its entry, so a clean shutdown
  * leaves no leaked clusters (qemu-nbd leaves some).
@@ -89,20 +104,53 @@ qed_write_header (struct qed_image *img)
   return 0;
 }
 
+bool
+qed_poisoned (struct qed_image *img)
+{
+  return __atomic_load_n (&img->poisoned, __ATOMIC_ACQUIRE) != 0;
+}
+
+/* An fdatasync failed with ERR: poison the image, logging it once.
+ * Returns -1 with errno EIO.
+ */
+static int
+poison (struct qed_image *img, int err)
+{
+  if (__atomic_exchange_n (&img->poisoned, 1, __ATOMIC_ACQ_REL) == 0)
+    qad_error ("%s: fdatasync failed: %s: data written before it may be "
+               "lost; refusing every further write and flush with EIO "
+               "until the image is reopened", img->dev.name, strerror (err));
+  errno = EIO;
+  return -1;
+}
+
+/* Refuse a write or flush on a poisoned image (already logged). */
+static int
+refuse_if_poisoned (struct qed_image *img)
+{
+  if (qed_poisoned (img)) {
+    errno = EIO;
+    return -1;
+  }
+  return 0;
+}
+
 static int
 sync_file (struct qed_image *img)
 {
-  if (fdatasync (img->fd) == -1) {
-    qad_error ("%s: fdatasync: %m", img->dev.name);
+  if (refuse_if_poisoned (img) == -1)
     return -1;
-  }
+  if (fdatasync (img->fd) == -1)
+    return poison (img, errno);
   return 0;
 }
 
 /* Make every write this caller completed durable, sharing fdatasyncs
  * with concurrent callers: a caller takes a ticket; an fdatasync that
  * starts after the ticket was taken covers it.  So N writers that need
- * a sync at once cost about two fdatasyncs, not N.
+ * a sync at once cost about two fdatasyncs, not N.  Once one fails,
+ * its waiters and every later caller fail: no new fdatasync is started
+ * (it could succeed and acknowledge data the failed one lost).
  */
 static int
 group_sync (struct qed_image *img)
@@ -111,11 +159,8 @@ group_sync (struct qed_image *img)
   uint64_t ticket = ++img->sync_requested;
 
   while (img->sync_completed < ticket) {
-    if (img->sync_failed >= ticket) {
-      errno = img->sync_errno;
-      qad_error ("%s: fdatasync: %m", img->dev.name);
+    if (refuse_if_poisoned (img) == -1)
       return -1;
-    }
     if (!img->sync_running) {
       uint64_t target = img->sync_requested;
       int r, e;
@@ -128,10 +173,8 @@ group_sync (struct qed_image *img)
       img->sync_running = false;
       if (r == 0)
         img->sync_completed = target;
-      else {
-        img->sync_failed = target;
-        img->sync_errno = e;
-      }
+      else
+        poison (img, e);
       pthread_cond_broadcast (&img->sync_done);
     }
     else
@@ -450,6 +493,8 @@ check_range (struct qed_image *img, const char *what, uint64_t count,
     errno = EROFS;
     return false;
   }
+  if (refuse_if_poisoned (img) == -1)
+    return false;
   if (!range_within (offset, count, img->dev.size)) {
     qad_error ("%s: %s beyond the end of the image: offset=%" PRIu64
                " count=%" PRIu64 " size=%" PRIu64, img->dev.name, what,
@@ -508,6 +553,15 @@ qed_pwrite (struct qed_image *img, const void *vbuf, uint64_t count,
   return 0;
 }
 
+/* Does this fallocate errno mean "not supported here" (so writing
+ * zeroes instead is right) rather than an I/O error?
+ */
+static bool
+fallocate_unsupported (int err)
+{
+  return err == EOPNOTSUPP || err == ENOTSUP || err == ENOSYS;
+}
+
 /* Zero [offset, offset+len) of allocated clusters in place.  With
  * FAST, fail with ENOTSUP rather than write zeroes.
  */
@@ -521,10 +575,14 @@ zero_in_place (struct qed_image *img, uint64_t host, uint64_t len,
 
   if (fallocate (img->fd, mode, host, len) == 0)
     return 0;
+  if (!fallocate_unsupported (errno))
+    goto fallocate_failed;
   if (may_trim &&
       fallocate (img->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
                  host, len) == 0)
     return 0;
+  if (may_trim && !fallocate_unsupported (errno))
+    goto fallocate_failed;
   /* No fallocate support: write zeroes. */
   if (fast) {
     errno = ENOTSUP;
@@ -546,17 +604,24 @@ zero_in_place (struct qed_image *img, uint64_t host, uint64_t len,
     len -= n;
   }
   return 0;
+
+ fallocate_failed:
+  qad_error ("%s: cannot zero host offset %" PRIu64 " length %" PRIu64
+             ": fallocate: %m", img->dev.name, host, len);
+  return -1;
 }
 
-/* Make the whole clusters of [offset, offset+len) zero clusters; the
- * caller holds their range lock and checked they are not DATA.
+/* Make the clusters of [offset, offset+len) zero clusters; the caller
+ * holds their range lock and checked they are not DATA.  LEN is whole
+ * clusters, except that the image's last cluster may be partial: it
+ * counts as a whole one (the spec, section 6).
  */
 static int
 set_zero_clusters (struct qed_image *img, uint64_t len, uint64_t offset)
 {
   const struct qed_geometry *g = &img->geom;
   uint64_t first = offset >> g->cluster_bits;
-  uint64_t n = len >> g->cluster_bits;
+  uint64_t n = (len + g->cluster_size - 1) >> g->cluster_bits;
   uint64_t l2_offset, values[MAX_ALLOC_CLUSTERS], i;
 
   if (get_l2 (img, first >> g->table_bits, true, &l2_offset) == -1)
@@ -697,6 +762,9 @@ int
 qed_flush (struct qed_image *img)
 {
   uint64_t gen;
+
+  if (refuse_if_poisoned (img) == -1)
+    return -1;
 
   pthread_mutex_lock (&img->lock);
   gen = img->alloc_gen;

@@ -35,9 +35,18 @@
  * sync.  Bits only go from 0 to 1 here, so a torn block write is still
  * a superset of the previous durable state (see the spec).
  *
- * A failed pwrite or fdatasync of the bitmap makes the filter refuse
- * every further write (EIO): we can no longer promise the bitmap
- * covers what changed.
+ * I/O errors ("poison").  The filter refuses every further write,
+ * write-zeroes, trim and flush with EIO until restart, logging one
+ * line when it starts, after:
+ * - a failed pwrite or fdatasync of the bitmap: we can no longer
+ *   promise the bitmap covers what changed;
+ * - a failed flush of the plugin below, whatever the error, or a
+ *   failed FUA request below (except with the errors in
+ *   fua_error_is_harmless: a refusal, or ENOSPC from allocating):
+ *   the plugin's fdatasync may have failed, and Linux reports that to
+ *   one fdatasync only (nbdkit's file plugin fails once, then
+ *   succeeds), so a later successful flush would acknowledge data the
+ *   kernel may have dropped.
  *
  * Views.  The export name "dirty-bitmap:NAME" opens a read-only view
  * of the same disk whose base:allocation extents are the bitmap: data
@@ -104,7 +113,7 @@ struct queued_block {
 };
 
 /* lock protects: every bitmap's mem and durable bits and queued flags,
- * the queue, commit_in_progress, failed and the statistics.  Bit
+ * the queue, commit_in_progress and the statistics.  Bit
  * arrays are read-modify-written a byte at a time, so every access to
  * them, reads included, holds it.
  */
@@ -114,7 +123,10 @@ static pthread_cond_t commit_done = PTHREAD_COND_INITIALIZER;
 static struct queued_block *queue;
 static size_t queue_len, queue_alloc;
 static bool commit_in_progress;
-static bool failed;
+/* Poisoned (see the notes above).  Set once with __atomic_exchange_n,
+ * read with __atomic_load_n: the write path tests it without the lock.
+ */
+static int failed;
 static uint64_t stat_first_touch, stat_commits, stat_blocks;
 
 static void
@@ -369,8 +381,15 @@ dirtybitmap_after_fork (nbdkit_backend *backend)
       if (qdb_add_bitmap (qdb, names[i], granularity, disk_size,
                           QDB_FLAG_ENABLED) == -1)
         return -1;
-    if (qdb_write (&qdb_io, qdb, true) == -1)
+    if (qdb_write (&qdb_io, qdb, true) == -1) {
+      /* Leave an empty file, which the next start creates again,
+       * rather than a partly written one that it would refuse.
+       */
+      if (ftruncate (qdb_fd, 0) == -1 || fsync (qdb_fd) == -1)
+        nbdkit_error ("%s: cannot empty the partly written file (%m): "
+                      "remove it before starting again", qdb_path);
       return -1;
+    }
     nbdkit_debug ("%s: created with %zu bitmap(s) for a disk of %" PRIu64
                   " bytes", qdb_path, qdb->nr_bitmaps, disk_size);
     return setup_tracking ();
@@ -405,6 +424,71 @@ dirtybitmap_cleanup (nbdkit_backend *backend)
   nbdkit_debug ("dirty-bitmap: %" PRIu64 " requests needed new bits, "
                 "%" PRIu64 " commits (fdatasync), %" PRIu64 " blocks written",
                 stat_first_touch, stat_commits, stat_blocks);
+}
+
+/*----------------------------------------------------------------------
+ * Poison.
+ */
+
+/* Refuse all further writes and flushes; log WHY once. */
+static void
+poison (const char *why)
+{
+  if (__atomic_exchange_n (&failed, 1, __ATOMIC_ACQ_REL) == 0)
+    nbdkit_error ("%s: %s: refusing every further write and flush with "
+                  "EIO until nbdkit is restarted", qdb_path, why);
+}
+
+static bool
+poisoned (void)
+{
+  return __atomic_load_n (&failed, __ATOMIC_ACQUIRE) != 0;
+}
+
+/* Errors of a FUA request below that say nothing about durability:
+ * the request was refused before any I/O, or failed to allocate
+ * (ENOSPC from the write; a plugin's flush failing with ENOSPC is
+ * possible on some storage but cannot be told apart: see LIMITATIONS
+ * in the man page).
+ */
+static bool
+fua_error_is_harmless (int err)
+{
+  switch (err) {
+  case ENOTSUP:
+#if EOPNOTSUPP != ENOTSUP
+  case EOPNOTSUPP:
+#endif
+  case EINVAL: case EPERM: case EROFS: case ENOSPC: case EDQUOT:
+    return true;
+  default:
+    return false;
+  }
+}
+
+/* After a request below with FLAGS returned R (error in *ERR). */
+static int
+check_below (const char *what, uint32_t flags, int r, int *err)
+{
+  if (r == -1 && (flags & NBDKIT_FLAG_FUA) &&
+      !fua_error_is_harmless (*err)) {
+    char why[128];
+    snprintf (why, sizeof why, "a FUA %s failed in the plugin below: %s",
+              what, strerror (*err));
+    poison (why);
+  }
+  return r;
+}
+
+/* At the start of every write-side request. */
+static int
+refuse_if_poisoned (int *err)
+{
+  if (poisoned ()) {
+    *err = EIO;
+    return -1;
+  }
+  return 0;
 }
 
 /*----------------------------------------------------------------------
@@ -459,6 +543,7 @@ commit (void)
   CLEANUP_FREE uint8_t *data = NULL;
   size_t i;
   int r = 0, saved_errno = 0;
+  char why[256];
 
   snap = malloc ((n ? n : 1) * sizeof *snap);
   data = malloc ((n ? n : 1) * BLOCK);
@@ -484,14 +569,14 @@ commit (void)
     /* 0: an ALL_ONES cluster, whose bits are all set already. */
     if (off && full_pwrite (qdb_fd, data + i * BLOCK, BLOCK, off) == -1) {
       saved_errno = errno;
-      nbdkit_error ("%s: writing bitmap \"%s\" at offset %" PRIu64 ": %m",
-                    qdb_path, t->bm->name, off);
+      snprintf (why, sizeof why, "writing bitmap \"%s\" at offset %" PRIu64
+                ": %s", t->bm->name, off, strerror (saved_errno));
       r = -1;
     }
   }
   if (r == 0 && fdatasync (qdb_fd) == -1) {
     saved_errno = errno;
-    nbdkit_error ("%s: fdatasync: %m", qdb_path);
+    snprintf (why, sizeof why, "fdatasync: %s", strerror (saved_errno));
     r = -1;
   }
   pthread_mutex_lock (&lock);
@@ -506,11 +591,8 @@ commit (void)
         d[j] |= s[j];
     }
   }
-  else {
-    nbdkit_error ("%s: the dirty bitmap can no longer be kept up to date: "
-                  "refusing all further writes", qdb_path);
-    failed = true;
-  }
+  else
+    poison (why);
   commit_in_progress = false;
   pthread_cond_broadcast (&commit_done);
   errno = saved_errno;
@@ -527,10 +609,8 @@ mark_dirty (uint64_t offset, uint32_t count, int *err)
     return 0;
 
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&lock);
-  if (failed) {
-    *err = EIO;
+  if (refuse_if_poisoned (err) == -1)
     return -1;
-  }
   if (all_durable (offset, count))
     return 0;                   /* the fast path */
 
@@ -560,10 +640,8 @@ mark_dirty (uint64_t offset, uint32_t count, int *err)
   }
 
   while (!all_durable (offset, count)) {
-    if (failed) {
-      *err = EIO;
+    if (refuse_if_poisoned (err) == -1)
       return -1;
-    }
     if (commit_in_progress)
       pthread_cond_wait (&commit_done, &lock);
     else if (queue_len == 0) {
@@ -745,27 +823,47 @@ dirtybitmap_pwrite (nbdkit_next *next, void *handle,
                     const void *buf, uint32_t count, uint64_t offset,
                     uint32_t flags, int *err)
 {
-  if (mark_dirty (offset, count, err) == -1)
+  if (refuse_if_poisoned (err) == -1 || mark_dirty (offset, count, err) == -1)
     return -1;
-  return next->pwrite (next, buf, count, offset, flags, err);
+  return check_below ("write", flags,
+                      next->pwrite (next, buf, count, offset, flags, err),
+                      err);
 }
 
 static int
 dirtybitmap_zero (nbdkit_next *next, void *handle,
                   uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
-  if (mark_dirty (offset, count, err) == -1)
+  if (refuse_if_poisoned (err) == -1 || mark_dirty (offset, count, err) == -1)
     return -1;
-  return next->zero (next, count, offset, flags, err);
+  return check_below ("write-zeroes", flags,
+                      next->zero (next, count, offset, flags, err), err);
 }
 
 static int
 dirtybitmap_trim (nbdkit_next *next, void *handle,
                   uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
-  if (mark_dirty (offset, count, err) == -1)
+  if (refuse_if_poisoned (err) == -1 || mark_dirty (offset, count, err) == -1)
     return -1;
-  return next->trim (next, count, offset, flags, err);
+  return check_below ("trim", flags,
+                      next->trim (next, count, offset, flags, err), err);
+}
+
+static int
+dirtybitmap_flush (nbdkit_next *next, void *handle, uint32_t flags,
+                   int *err)
+{
+  if (refuse_if_poisoned (err) == -1)
+    return -1;
+  if (next->flush (next, flags, err) == -1) {
+    char why[128];
+    snprintf (why, sizeof why, "a flush failed in the plugin below: %s",
+              strerror (*err));
+    poison (why);
+    return -1;
+  }
+  return 0;
 }
 
 static int
@@ -828,6 +926,7 @@ static struct nbdkit_filter filter = {
   .pwrite            = dirtybitmap_pwrite,
   .zero              = dirtybitmap_zero,
   .trim              = dirtybitmap_trim,
+  .flush             = dirtybitmap_flush,
   .extents           = dirtybitmap_extents,
 };
 

@@ -111,9 +111,14 @@ qed_plugin_load (void)
 static void
 qed_plugin_unload (void)
 {
-  /* A final flush; clears NEED_CHECK after a clean shutdown. */
+  /* A final flush; clears NEED_CHECK after a clean shutdown.  After a
+   * failed fdatasync (common/qed poisons the image) it is refused.
+   */
+  bool poisoned = img && qed_poisoned (img);
   if (qed_close (img) == -1)
-    nbdkit_debug ("%s: final flush failed: NEED_CHECK stays set", filename);
+    nbdkit_debug ("%s: final flush %s: NEED_CHECK (if set) stays set",
+                  filename, poisoned ? "refused after a failed fdatasync"
+                  : "failed");
   img = NULL;
   free (filename);
 }

@@ -1,0 +1,465 @@
+#!/usr/bin/env python3
+# nbdkit QED / add-cow / dirty-bitmap bundle
+# Copyright (C) 2026 the project authors
+# SPDX-License-Identifier: BSD-3-Clause
+#
+# I/O-error injection driver for test-qed-faults.bats and
+# test-dirty-bitmap-faults.bats.  For one object it:
+#  1. runs a fixed workload once with tests/fault-inject.so counting
+#     and logging every write, sync, truncate and fallocate call the
+#     server makes on the object's file, and finds the first call of
+#     every distinct call site (the caller's stack, FAULT_DEPTH frames
+#     deep, default 2);
+#  2. for each such call and each errno (EIO, ENOSPC) runs the workload
+#     again on a fresh copy with that one call failing, and checks the
+#     rules of the man pages ("I/O errors"):
+#     - the request during which the call failed gets an error, never
+#       success;
+#     - a failed sync (and for the QDB file any failure) poisons: every
+#       later write, zero, trim and flush fails with EIO, reads work,
+#       and the server logs one "refusing every further write" line;
+#     - any other failure (QED: pwrite, fallocate, ftruncate, also
+#       ENOSPC) fails only its request: later requests succeed;
+#     - after the server exits the file checks with at most leaks; a
+#       restarted server reads every acknowledged write back (bytes of
+#       failed requests may hold old or new data) and accepts writes;
+#     - dirty-bitmap: every granule that changed is dirty in the QDB.
+#
+# Usage: fault-driver.py qed|dirty-bitmap WORKDIR
+# Environment: SHIM (fault-inject.so), QED_PLUGIN, DIRTY_BITMAP_FILTER,
+# QAD_IMG, QDBREAD (dirty-bitmap-qdbread.py).  Prints a summary line;
+# exits 1 on the first broken rule.
+
+import errno
+import importlib.util
+import os
+import random
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+import nbd
+
+K, M = 1024, 1024 * 1024
+SIZE = 8 * M
+FUA = nbd.CMD_FLAG_FUA
+
+# (op, offset, length, flags, byte) with byte the written pattern.
+WORKLOAD = [
+    ("write", 0, 4096, 0, 0x11),        # new L2 table and cluster
+    ("write", 70000, 1000, 0, 0x22),    # partial cluster
+    ("flush",),
+    ("write", 0, 4096, 0, 0x33),        # in place
+    ("write", 4 * M + 100, 5000, FUA, 0x44),  # new table, two partials
+    ("zero", 128 * K, 8192, 0),         # whole unallocated clusters
+    ("zero", 0, 4096, 0),               # allocated: zeroed in place
+    ("trim", 69632, 4096, 0),           # allocated: punched
+    ("zero", 5 * M + 10, 100, 0),       # partial
+    ("write", 6 * M, 8192, FUA, 0x55),
+    ("flush",),
+    ("write", 512, 512, 0, 0x66),
+    ("flush",),
+    ("read", 0, SIZE),
+]
+WRITE_OPS = ("write", "zero", "trim", "flush")
+
+
+def fail(msg):
+    print("FAIL: " + msg, file=sys.stderr)
+    sys.exit(1)
+
+
+class Server:
+    def __init__(self, work, args, env=None):
+        self.sock = os.path.join(work, "sock")
+        self.log = os.path.join(work, "server.log")
+        if os.path.exists(self.sock):
+            os.unlink(self.sock)
+        e = dict(os.environ)
+        e.update(env or {})
+        with open(self.log, "w") as logf:
+            self.proc = subprocess.Popen(
+                ["nbdkit", "-U", self.sock, "-f"] + args,
+                stdout=logf, stderr=subprocess.STDOUT, env=e)
+        self.started = False
+        for _ in range(400):
+            if self.proc.poll() is not None:
+                return
+            if os.path.exists(self.sock):
+                try:
+                    h = self.connect()
+                    h.shutdown()
+                    self.started = True
+                    return
+                except nbd.Error:
+                    pass
+            time.sleep(0.025)
+        fail("server did not start: %s" % args)
+
+    def connect(self, export=""):
+        h = nbd.NBD()
+        h.set_export_name(export)
+        h.connect_unix(self.sock)
+        return h
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(30)
+        with open(self.log) as f:
+            return rc, f.read()
+
+
+class Model:
+    """Expected contents: bytes of failed requests may be old or new."""
+
+    def __init__(self, data):
+        self.data = bytearray(data)
+        self.alt = {}                   # offset -> other allowed byte
+
+    def apply(self, off, new, ok):
+        if ok:
+            self.data[off:off + len(new)] = new
+            for i in [i for i in self.alt if off <= i < off + len(new)]:
+                del self.alt[i]
+            return
+        for i, b in enumerate(new):
+            if self.data[off + i] != b:
+                self.alt[off + i] = b
+
+    def check(self, got, what):
+        if bytes(got) == bytes(self.data):
+            return
+        for i in range(len(got)):
+            if got[i] != self.data[i] and self.alt.get(i) != got[i]:
+                fail("%s: byte %d is 0x%02x, expected 0x%02x" %
+                     (what, i, got[i], self.data[i]))
+
+
+def new_bytes(op, size):
+    kind, off, n = op[0], op[1], op[2]
+    if kind == "write":
+        return bytes([op[4]]) * n
+    return bytes(n)                     # zero; trim of whole clusters
+
+
+def run_workload(srv, model):
+    """Run WORKLOAD; returns [(op, None or errno)]."""
+    h = srv.connect()
+    results = []
+    for op in WORKLOAD:
+        err = None
+        try:
+            if op[0] == "write":
+                h.pwrite(new_bytes(op, SIZE), op[1], op[3])
+            elif op[0] == "zero":
+                h.zero(op[2], op[1], op[3])
+            elif op[0] == "trim":
+                h.trim(op[2], op[1], op[3])
+            elif op[0] == "flush":
+                h.flush()
+            elif op[0] == "read":
+                model.check(h.pread(op[2], op[1]), "read during workload")
+        except nbd.Error as e:
+            err = e.errnum
+        if op[0] in ("write", "zero", "trim"):
+            model.apply(op[1], new_bytes(op, SIZE), err is None)
+        results.append((op, err))
+    h.shutdown()
+    return results
+
+
+def parse_log(path):
+    """[(kind, n, site, injected)] from a fault-inject log."""
+    out = []
+    if not os.path.exists(path):
+        return out
+    with open(path) as f:
+        for line in f:
+            w = line.split()
+            inj = w[0] == "INJECT"
+            if inj:
+                w = w[1:]
+            site = "<".join(w[2].split("<")[:DEPTH])
+            out.append((w[0], int(w[1]), site, inj))
+    return out
+
+
+def sites_of(calls):
+    first = {}
+    for kind, n, site, _ in calls:
+        first.setdefault((kind, site), n)
+    return sorted(first.items(), key=lambda kv: kv[1])
+
+
+def check_rules(name, kind, want, results, log, poison_kinds):
+    failed = [i for i, (_, e) in enumerate(results) if e is not None]
+    if not failed:
+        return "no request failed"      # injected outside a request
+    first = failed[0]
+    op, err = results[first]
+    poison = kind in poison_kinds
+    if err != want:
+        fail("%s: %s failed with errno %d, expected %d" %
+             (name, op[0], err, want))
+    for op2, err2 in results[first + 1:]:
+        if op2[0] == "read":
+            if err2 is not None:
+                fail("%s: read after the failure got errno %d" % (name, err2))
+        elif poison and err2 != errno.EIO:
+            fail("%s: %s after a failed %s got %s, not EIO" %
+                 (name, op2[0], kind, err2))
+        elif not poison and err2 is not None:
+            fail("%s: %s after a failed %s (not poison) got errno %d" %
+                 (name, op2[0], kind, err2))
+    lines = [l for l in log.splitlines()
+             if "refusing every further write" in l]
+    if poison and len(lines) != 1:
+        fail("%s: expected one poison line in the log, got %d:\n%s" %
+             (name, len(lines), log))
+    if not poison and lines:
+        fail("%s: %s failure poisoned:\n%s" % (name, kind, log))
+    return "%s failed (%s), %s" % (op[0], errno.errorcode[err],
+                                   "poisoned" if poison else "not poisoned")
+
+
+def qemu_img_check(path, name):
+    r = subprocess.run(["qemu-img", "check", "-f", "qed", path],
+                       capture_output=True, text=True)
+    if r.returncode not in (0, 3):      # 3: leaks only
+        fail("%s: qemu-img check exit %d:\n%s%s" %
+             (name, r.returncode, r.stdout, r.stderr))
+
+
+def verify_after(srv_args, model, name, env=None):
+    """Restart without injection: contents, then a write and flush."""
+    srv = Server(WORK, srv_args, env)
+    if not srv.started:
+        rc, log = srv.stop()
+        fail("%s: restart failed:\n%s" % (name, log))
+    h = srv.connect()
+    model.check(h.pread(SIZE, 0), name + ": after restart")
+    h.pwrite(b"\x77" * 4096, 7 * M)
+    h.flush()
+    model.apply(7 * M, b"\x77" * 4096, True)
+    h.shutdown()
+    srv.stop()
+
+
+def make_repair_image(plugin, pristine):
+    """An image whose open runs the repair: clusters written, then one
+    L2 entry cleared (a leak in the middle, moved down by the repair)
+    and a junk cluster appended (truncated), NEED_CHECK set.
+    """
+    srv = Server(WORK, [plugin, "file=" + pristine])
+    h = srv.connect()
+    h.pwrite(b"\x11" * 4096, 0)
+    h.pwrite(b"\x22" * 4096, 8192)
+    h.pwrite(b"\x33" * 4096, 4 * M)
+    h.shutdown()
+    srv.stop()
+    with open(pristine, "r+b") as f:
+        hdr = f.read(64)
+        features, = struct.unpack_from("<Q", hdr, 16)
+        l1, = struct.unpack_from("<Q", hdr, 40)
+        f.seek(l1)
+        l2, = struct.unpack("<Q", f.read(8))
+        f.seek(l2)
+        f.write(bytes(8))               # guest cluster 0: leaked
+        f.seek(16)
+        f.write(struct.pack("<Q", features | 2))
+        f.seek(0, 2)
+        f.write(b"\xee" * 4096)         # junk past the last cluster
+
+
+def qed_main():
+    plugin = os.environ["QED_PLUGIN"]
+    base = os.path.join(WORK, "base.raw")
+    r = random.Random(14)
+    base_data = r.randbytes(SIZE // 2)
+    with open(base, "wb") as f:
+        f.write(base_data)
+    done = set()
+    total = 0
+    for variant in ("plain", "backing", "repair"):
+        pristine = os.path.join(WORK, "pristine.qed")
+        img = os.path.join(WORK, "disk.qed")
+        cmd = ["qemu-img", "create", "-q", "-f", "qed", "-o",
+               "cluster_size=4096,table_size=2"]
+        if variant == "backing":
+            cmd += ["-b", base, "-F", "raw"]
+        subprocess.run(cmd + [pristine, str(SIZE)], check=True)
+        args = [plugin, "file=" + img]
+        initial = bytes(SIZE)
+        if variant == "backing":
+            initial = base_data + bytes(SIZE - len(base_data))
+        elif variant == "repair":
+            make_repair_image(plugin, pristine)
+            # What a clean repair gives is the reference.
+            shutil.copy(pristine, img)
+            srv = Server(WORK, args)
+            initial = srv.connect().pread(SIZE, 0)
+            srv.stop()
+        env = {"LD_PRELOAD": SHIM, "FAULT_PATH": img,
+               "FAULT_LOG": os.path.join(WORK, "calls.log")}
+
+        # 1. Count.
+        shutil.copy(pristine, img)
+        if os.path.exists(env["FAULT_LOG"]):
+            os.unlink(env["FAULT_LOG"])
+        srv = Server(WORK, args, env)
+        res = run_workload(srv, Model(initial))
+        if any(e for _, e in res):
+            fail("workload fails without injection: %s" % res)
+        srv.stop()
+        sites = [s for s in sites_of(parse_log(env["FAULT_LOG"]))
+                 if s[0] not in done]
+
+        # 2. Inject at each new site, EIO then ENOSPC.
+        for (kind, site), n in sites:
+            done.add((kind, site))
+            for e in ("EIO", "ENOSPC"):
+                name = "qed %s %s #%d %s" % (variant, kind, n, e)
+                shutil.copy(pristine, img)
+                os.unlink(env["FAULT_LOG"])
+                model = Model(initial)
+                srv = Server(WORK, args, dict(env, FAULT_NTH=str(n),
+                                              FAULT_ERRNO=e))
+                if not srv.started:
+                    # Injected during the open (the repair): the server
+                    # must exit with a message, the next open repairs.
+                    rc, log = srv.stop()
+                    if rc <= 0 or "error" not in log:
+                        fail("%s: startup failure not clean (rc %d):\n%s"
+                             % (name, rc, log))
+                    what = "open failed (exit %d)" % rc
+                else:
+                    res = run_workload(srv, model)
+                    rc, log = srv.stop()
+                    # A failed sync fails its request with EIO.
+                    want = errno.EIO if kind == "sync" else getattr(errno, e)
+                    what = check_rules(name, kind, want, res, log, ("sync",))
+                    if what == "no request failed" and "error" not in log:
+                        fail("%s: the failure was not reported:\n%s" %
+                             (name, log))
+                calls = parse_log(env["FAULT_LOG"])
+                inj = [c for c in calls if c[3]]
+                if not inj or inj[0][0] != kind:
+                    fail("%s: not injected as planned: %s" % (name, inj))
+                qemu_img_check(img, name)
+                verify_after(args, model, name)
+                qemu_img_check(img, name + " after restart")
+                total += 1
+                print("# %s at %s: %s" % (name, site, what))
+    kinds = sorted(set(k for k, _ in done))
+    print("qed: %d distinct call sites (stack depth %d; kinds %s) injected "
+          "with EIO and with ENOSPC: %d runs" %
+          (len(done), DEPTH, ", ".join(kinds), total))
+
+
+def dirty_bitmap_main():
+    filt = os.environ["DIRTY_BITMAP_FILTER"]
+    qad_img = os.environ["QAD_IMG"]
+    qdbread = os.environ["QDBREAD"]
+    disk = os.path.join(WORK, "disk.raw")
+    qdb = os.path.join(WORK, "disk.qdb")
+    r = random.Random(15)
+    initial = r.randbytes(SIZE)
+    args = ["--filter=" + filt, "file", disk, "dirty-bitmap=" + qdb,
+            "dirty-bitmap-granularity=64K"]
+    env = {"LD_PRELOAD": SHIM, "FAULT_PATH": qdb,
+           "FAULT_LOG": os.path.join(WORK, "calls.log")}
+
+    with open(disk, "wb") as f:
+        f.write(initial)
+        os.fdatasync(f.fileno())
+
+    def fresh():
+        # Restore only what a run writes: rewriting (and so flushing)
+        # the whole disk each run would cost more than the run.
+        with open(disk, "r+b") as f:
+            for op in WORKLOAD + [("write", 7 * M, 4096)]:
+                if op[0] in ("write", "zero", "trim"):
+                    f.seek(op[1])
+                    f.write(initial[op[1]:op[1] + op[2]])
+        if os.path.exists(qdb):
+            os.unlink(qdb)
+        if os.path.exists(env["FAULT_LOG"]):
+            os.unlink(env["FAULT_LOG"])
+
+    spec = importlib.util.spec_from_file_location("qdbread", qdbread)
+    qdbread_mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(qdbread_mod)
+
+    def superset(name):
+        bm = qdbread_mod.read(qdb)["bitmap0"]
+        g = bm["granularity"]
+        dirty = set(bm["dirty"])
+        with open(disk, "rb") as f:
+            now = f.read()
+        for i in range(SIZE // g):
+            if now[i * g:(i + 1) * g] != initial[i * g:(i + 1) * g] \
+               and i not in dirty:
+                fail("%s: granule %d changed but is not dirty" % (name, i))
+
+    fresh()
+    srv = Server(WORK, args, env)
+    res = run_workload(srv, Model(initial))
+    if any(e for _, e in res):
+        fail("workload fails without injection: %s" % res)
+    srv.stop()
+    sites = sites_of(parse_log(env["FAULT_LOG"]))
+    total = 0
+    for (kind, site), n in sites:
+        for e in ("EIO", "ENOSPC"):
+            name = "dirty-bitmap QDB %s #%d %s" % (kind, n, e)
+            fresh()
+            model = Model(initial)
+            srv = Server(WORK, args, dict(env, FAULT_NTH=str(n),
+                                          FAULT_ERRNO=e))
+            if not srv.started:
+                # The QDB file is created in .after_fork: a failure
+                # there must stop the server cleanly, with a message,
+                # and leave nothing the next start refuses.
+                rc, log = srv.stop()
+                if rc <= 0 or "error" not in log:
+                    fail("%s: startup failure not clean (rc %d):\n%s" %
+                         (name, rc, log))
+                what = "server refused to start (exit %d)" % rc
+            else:
+                res = run_workload(srv, model)
+                rc, log = srv.stop()
+                # Every QDB failure poisons; the request that saw it
+                # gets its errno.
+                what = check_rules(name, kind, getattr(errno, e), res, log,
+                                   ("write", "sync", "truncate",
+                                    "fallocate"))
+                if what == "no request failed" and "error" not in log:
+                    fail("%s: the failure was not reported:\n%s" %
+                         (name, log))
+                subprocess.run([qad_img, "check", qdb], check=True,
+                               stdout=subprocess.DEVNULL)
+                superset(name)
+            verify_after(args, model, name)
+            superset(name + " after restart")
+            total += 1
+            print("# %s at %s: %s" % (name, site, what))
+    print("dirty-bitmap: %d distinct QDB call sites (stack depth %d) "
+          "injected with EIO and with ENOSPC: %d runs" %
+          (len(sites), DEPTH, total))
+
+
+if __name__ == "__main__":
+    WORK = os.path.abspath(sys.argv[2])
+    SHIM = os.environ["SHIM"]
+    # Sanitizer builds preload their runtimes first (tests/functions.sh).
+    if os.environ.get("NBDKIT_PRELOAD"):
+        SHIM = os.environ["NBDKIT_PRELOAD"] + ":" + SHIM
+    # Call sites are told apart by this many frames of the caller's
+    # stack: 2 (the default) is the call and its caller; more frames
+    # inject along more paths (FAULT_DEPTH=4 in the long mode).
+    DEPTH = int(os.environ.get("FAULT_DEPTH", "2"))
+    {"qed": qed_main, "dirty-bitmap": dirty_bitmap_main}[sys.argv[1]]()
