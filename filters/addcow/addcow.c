@@ -17,10 +17,12 @@
  *   common/addcow/addcow-store.c   the bitmap and when its bits may
  *               reach the sidecar (durability rules, poisoning).
  *
- * Set up in two steps: .get_ready opens the sidecar (creating the
- * header when missing) and the backing file; the first .prepare learns
- * the disk size and what the plugin promises, then loads the bitmap
- * into the store with the persistence mode that promise allows:
+ * Set up in three steps: .get_ready opens the sidecar (creating the
+ * header when missing) and the backing file; .after_fork learns the
+ * plugin's size and loads the bitmap for it (refusing an image whose
+ * size no longer fits the sidecar at startup); the first .prepare learns
+ * what the plugin promises, then hands the bitmap to the store with
+ * the persistence mode that promise allows:
  *   multi-conn plugin        -> AT_FLUSH (a flush persists every bit)
  *   plugin without multi-conn -> AT_WRITE (a bit is persisted, after
  *                               its data, before it is visible)
@@ -65,6 +67,14 @@ static struct addcow_store_io sidecar_io;
 static pthread_mutex_t state_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool ready;                      /* state_lock protects it */
 
+/* The bitmap .after_fork loaded for the plugin's size, handed to the
+ * store by the first .prepare (state_lock protects them).
+ */
+static bool preloaded;
+static uint64_t preloaded_size;
+static uint8_t *preloaded_bitmap;
+static uint64_t preloaded_len;
+
 struct handle {
   bool can_write;               /* the plugin connection accepts writes */
 };
@@ -86,6 +96,7 @@ addcow_unload (void)
 {
   if (ready)
     addcow_store_free (&cow.store);
+  free (preloaded_bitmap);
   cow_free ();
   sidecar_close (&sc);
   free (params.sidecar);
@@ -220,9 +231,19 @@ setup_store (uint64_t size, bool plugin_multi_conn, bool plugin_can_flush)
   }
   mode = !plugin_can_flush ? ADDCOW_PERSIST_AT_CLOSE
     : plugin_multi_conn ? ADDCOW_PERSIST_AT_FLUSH : ADDCOW_PERSIST_AT_WRITE;
-  if (!(sc.hdr.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED) &&
-      sidecar_load_bitmap (&sc, params.sidecar, size, &bitmap, &bmlen) == -1)
-    return -1;
+  if (preloaded && preloaded_size == size) {
+    bitmap = preloaded_bitmap;
+    bmlen = preloaded_len;
+  }
+  else {
+    free (preloaded_bitmap);
+    if (!(sc.hdr.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED) &&
+        sidecar_load_bitmap (&sc, params.sidecar, size, &bitmap,
+                             &bmlen) == -1)
+      return -1;
+  }
+  preloaded = false;
+  preloaded_bitmap = NULL;
   if (addcow_store_init (&cow.store, params.sidecar, &sidecar_io, mode,
                          sc.hdr.header_size, sc.hdr.compat_features, bitmap,
                          bmlen, addcow_nr_clusters (size, cow.cbits)) == -1) {
@@ -238,6 +259,44 @@ setup_store (uint64_t size, bool plugin_multi_conn, bool plugin_can_flush)
                 : "at a clean close (the plugin cannot flush: neither "
                   "flush nor FUA is offered)");
   ready = true;
+  return 0;
+}
+
+/* Learn the plugin's size at startup (nbdkit 1.32 gives a filter a
+ * backend only here) and load the bitmap for it, so that an image that
+ * grew or shrank since the sidecar was made is refused before any
+ * client connects, in one line with both sizes.
+ */
+static int
+addcow_after_fork (nbdkit_backend *backend)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&state_lock);
+  nbdkit_next *next;
+  int64_t size;
+
+  next = nbdkit_next_context_open (backend, 1, "", 1);
+  if (next == NULL)
+    return -1;
+  if (next->prepare (next) == -1) {
+    nbdkit_next_context_close (next);
+    return -1;
+  }
+  size = next->get_size (next);
+  next->finalize (next);
+  nbdkit_next_context_close (next);
+  if (size == -1)
+    return -1;
+  /* A fresh sidecar (header only) fits any size: it is sized by the
+   * first .prepare, so that a server no client used leaves it fresh.
+   */
+  if (sc.hdr.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED ||
+      sc.file_size == sc.hdr.header_size)
+    return 0;
+  if (sidecar_load_bitmap (&sc, params.sidecar, size, &preloaded_bitmap,
+                           &preloaded_len) == -1)
+    return -1;
+  preloaded = true;
+  preloaded_size = size;
   return 0;
 }
 
@@ -573,6 +632,7 @@ static struct nbdkit_filter filter = {
   .config_help       = addcow_config_help,
   .thread_model      = addcow_thread_model,
   .get_ready         = addcow_get_ready,
+  .after_fork        = addcow_after_fork,
   .open              = addcow_open,
   .close             = addcow_close,
   .prepare           = addcow_prepare,
