@@ -292,6 +292,31 @@ addcow_check_verb (int argc, char **argv)
   return r.corruptions ? EXIT_CHECK_CORRUPT : EXIT_SUCCESS;
 }
 
+/* Remove FILE (if it exists) unless another process holds it. */
+static int
+replace_unlocked (const char *file)
+{
+  int fd = open (file, O_RDWR | O_CLOEXEC);
+
+  if (fd == -1) {
+    if (errno == ENOENT)
+      return 0;
+    fprintf (stderr, "qad-img: %s: %s\n", file, strerror (errno));
+    return -1;
+  }
+  if (addcow_lock_fd (fd, file) == -1) {
+    close (fd);
+    return -1;
+  }
+  if (unlink (file) == -1) {
+    fprintf (stderr, "qad-img: %s: unlink: %s\n", file, strerror (errno));
+    close (fd);
+    return -1;
+  }
+  close (fd);
+  return 0;
+}
+
 static int
 addcow_create_verb (int argc, char **argv)
 {
@@ -448,6 +473,11 @@ addcow_create_verb (int argc, char **argv)
   if (addcow_header_init (&h, log_2_bits (cluster_size), image_name, "raw",
                           backing_name, backing_arg ? bfmt : NULL) == -1)
     return EXIT_FAILURE;
+  /* --force: replace an existing file, but never one being served. */
+  if (qad_force && replace_unlocked (file) == -1) {
+    addcow_header_free (&h);
+    return EXIT_FAILURE;
+  }
   r = addcow_create_file (file, &h, true, size);
   addcow_header_free (&h);
   if (r == -1)

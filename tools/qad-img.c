@@ -12,11 +12,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "qad-error.h"
 #include "qad-img.h"
 
 static void
@@ -26,7 +28,7 @@ usage (FILE *fp)
 "usage: qad-img VERB [OPTIONS] FILE ...\n"
 "\n"
 "Verbs:\n"
-"  create [--format=qed|add-cow|qdb] FILE [SIZE] [OPTIONS]\n"
+"  create [--format=qed|add-cow|qdb] [--force] FILE [SIZE] [OPTIONS]\n"
 "  info   FILE [--json]\n"
 "  check  FILE [--repair] [--json]\n"
 "  map    FILE [--json]\n"
@@ -34,7 +36,8 @@ usage (FILE *fp)
 "                  --merge SRC --into DST\n"
 "\n"
 "The format is detected from the file (QED, add-cow or QDB) unless\n"
-"--format= is given.  See qad-img(1).\n");
+"--format= (-f) is given.  Every verb takes -q, --output=human|json\n"
+"(--json) and --help; read-only verbs take -U.  See qad-img(1).\n");
 }
 
 enum verb { VERB_CREATE, VERB_INFO, VERB_CHECK, VERB_MAP, VERB_BITMAP,
@@ -114,6 +117,145 @@ format_by_magic (const char *file)
   return NULL;
 }
 
+/* Per-verb help, printed by "qad-img VERB --help" (exit 0). */
+static const char *const verb_help[NR_VERBS] = {
+  /* create */
+  "usage: qad-img create [-f qed|add-cow|qdb] [--force] [-q] FILE [SIZE] "
+  "[OPTIONS]\n"
+  "\n"
+  "Create FILE.  An existing file (of any format) is never replaced\n"
+  "unless --force is given.  SIZE takes K, M, G, T, P, E suffixes\n"
+  "(powers of 1024) and fractions (1.5G).\n"
+  "  qed:     [-b BACKING [-F raw|qed]] [--cluster-size=N] [--table-size=N]\n"
+  "  add-cow: --image=DISK.raw [-b BACKING [-F raw|qed]] [--cluster-size=N]\n"
+  "  qdb:     [--bitmap=NAME]... [-g GRANULARITY] [--cluster-size=N]\n",
+  /* info */
+  "usage: qad-img info [-f FMT] [-U] [--output=human|json] FILE\n"
+  "\n"
+  "Show what FILE's header records.\n",
+  /* check */
+  "usage: qad-img check [-f FMT] [-U] [-r leaks|all | --repair] [-q]\n"
+  "                     [--output=human|json] FILE\n"
+  "\n"
+  "Check FILE's consistency; -r repairs.  Exit status as qemu-img check:\n"
+  "0 clean, 1 the check could not run, 2 corruption, 3 leaks only.\n",
+  /* map */
+  "usage: qad-img map [-f FMT] [-U] [--output=human|json] FILE\n"
+  "\n"
+  "Show where each range of the disk reads from.\n",
+  /* bitmap */
+  "usage: qad-img bitmap FILE.qdb --add|--remove|--clear|--enable|--disable "
+  "NAME\n"
+  "       qad-img bitmap FILE.qdb --merge SRC --into DST\n"
+  "\n"
+  "Change the bitmaps of a QDB file (offline; refused while it is served).\n",
+};
+
+/* Options every verb understands, taken out of argv here so that the
+ * verbs' own getopt tables stay as they are.  Returns the new argc, or
+ * -1 after an error message.
+ */
+struct common_opts {
+  bool force;                   /* --force (create) */
+  bool quiet;                   /* -q, --quiet */
+  bool help;                    /* -h, --help after the verb */
+  bool json;                    /* --output=json */
+};
+
+static bool
+is_opt (const char *arg, const char *s1, const char *s2)
+{
+  return strcmp (arg, s1) == 0 || (s2 && strcmp (arg, s2) == 0);
+}
+
+static int
+take_common_opts (int argc, char **argv, enum verb v, struct common_opts *o)
+{
+  int i, j = 2;
+
+  for (i = 2; i < argc; ++i) {
+    const char *a = argv[i];
+    if (strcmp (a, "--") == 0) {
+      while (i < argc)
+        argv[j++] = argv[i++];
+      break;
+    }
+    if (is_opt (a, "-h", "--help"))
+      o->help = true;
+    else if (is_opt (a, "-q", "--quiet"))
+      o->quiet = true;
+    else if (strcmp (a, "--force") == 0) {
+      if (v != VERB_CREATE) {
+        fprintf (stderr, "qad-img: %s: --force is an option of create "
+                 "only\n", verb_names[v]);
+        return -1;
+      }
+      o->force = true;
+    }
+    else if (is_opt (a, "-U", "--force-share")) {
+      /* Read-only verbs never lock, as qemu-img with -U. */
+      if (v == VERB_CREATE || v == VERB_BITMAP) {
+        fprintf (stderr, "qad-img: %s: -U (--force-share) is for "
+                 "read-only verbs\n", verb_names[v]);
+        return -1;
+      }
+    }
+    else if (strncmp (a, "--output=", 9) == 0 ||
+             (strcmp (a, "--output") == 0 && i + 1 < argc)) {
+      const char *val = a[8] == '=' ? a + 9 : argv[++i];
+      if (strcmp (val, "json") == 0)
+        o->json = true;
+      else if (strcmp (val, "human") == 0)
+        o->json = false;
+      else {
+        fprintf (stderr, "qad-img: --output=%s: must be human or json\n",
+                 val);
+        return -1;
+      }
+    }
+    else if (v == VERB_CHECK && (strcmp (a, "-r") == 0 ||
+                                 strncmp (a, "--repair=", 9) == 0)) {
+      const char *val = a[1] == 'r' ? (i + 1 < argc ? argv[++i] : "")
+        : a + 9;
+      if (strcmp (val, "leaks") != 0 && strcmp (val, "all") != 0) {
+        fprintf (stderr, "qad-img: check: -r %s: must be leaks or all\n",
+                 val);
+        return -1;
+      }
+      argv[j++] = (char *) "--repair";
+    }
+    else
+      argv[j++] = argv[i];
+  }
+  argv[j] = NULL;
+  return j;
+}
+
+/* Verb options given as "-X VALUE" or "--opt VALUE": the value is
+ * not the FILE.
+ */
+static bool
+takes_value (const char *arg)
+{
+  static const char *const opts[] = {
+    "-b", "-F", "-g", "--backing", "--backing-format", "--image",
+    "--size", "--bitmap", "--granularity", "--cluster-size",
+    "--table-size", NULL
+  };
+  size_t i;
+
+  for (i = 0; opts[i]; ++i)
+    if (strcmp (arg, opts[i]) == 0)
+      return true;
+  return false;
+}
+
+static void
+error_with_prefix (const char *msg)
+{
+  fprintf (stderr, "qad-img: %s\n", msg);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -121,8 +263,12 @@ main (int argc, char **argv)
   const char *verb, *file = NULL;
   enum verb v;
   const char *format_name = NULL;
+  struct common_opts copts = { 0 };
+  char **vargv;
   qad_verb fn;
   int i;
+
+  qad_set_error_handler (error_with_prefix);
 
   if (argc < 2) {
     usage (stderr);
@@ -134,7 +280,7 @@ main (int argc, char **argv)
     usage (stdout);
     exit (EXIT_SUCCESS);
   }
-  if (strcmp (verb, "--version") == 0) {
+  if (strcmp (verb, "--version") == 0 || strcmp (verb, "-V") == 0) {
     printf ("qad-img %s\n", PACKAGE_VERSION);
     exit (EXIT_SUCCESS);
   }
@@ -144,6 +290,31 @@ main (int argc, char **argv)
   if (v == NR_VERBS) {
     fprintf (stderr, "qad-img: unknown verb: %s\n", verb);
     usage (stderr);
+    exit (EXIT_FAILURE);
+  }
+
+  /* Room for a "--json" the verb gets for --output=json. */
+  vargv = calloc (argc + 2, sizeof *vargv);
+  if (vargv == NULL) {
+    perror ("qad-img: calloc");
+    exit (EXIT_FAILURE);
+  }
+  memcpy (vargv, argv, argc * sizeof *vargv);
+  argv = vargv;
+  argc = take_common_opts (argc, argv, v, &copts);
+  if (argc == -1)
+    exit (EXIT_FAILURE);
+  if (copts.help) {
+    fputs (verb_help[v], stdout);
+    exit (EXIT_SUCCESS);
+  }
+  if (copts.json) {
+    argv[argc++] = (char *) "--json";
+    argv[argc] = NULL;
+  }
+  qad_force = copts.force;
+  if (copts.quiet && freopen ("/dev/null", "w", stdout) == NULL) {
+    perror ("qad-img: /dev/null");
     exit (EXIT_FAILURE);
   }
 
@@ -161,6 +332,8 @@ main (int argc, char **argv)
         file = argv[i + 1];
       break;
     }
+    else if (takes_value (argv[i]))
+      ++i;
     else if (argv[i][0] != '-' && !file)
       file = argv[i];
   }
@@ -178,6 +351,8 @@ main (int argc, char **argv)
   }
   if (!fmt)
     exit (EXIT_FAILURE);
+  if (v == VERB_CREATE && file && refuse_existing (file, copts.force) == -1)
+    exit (EXIT_FAILURE);
 
   fn = verb_of (fmt, v);
   if (!fn) {
@@ -188,5 +363,10 @@ main (int argc, char **argv)
   /* The verb sees argv from the verb name on; --format is stripped by
    * each verb's getopt table (every verb accepts and ignores it).
    */
+  /* getopt's messages then start with "qad-img VERB:". */
+  if (asprintf (&argv[1], "qad-img %s", verb) == -1) {
+    perror ("qad-img: asprintf");
+    exit (EXIT_FAILURE);
+  }
   return fn (argc - 1, argv + 1);
 }

@@ -38,8 +38,18 @@ extern const struct qad_format *const qad_formats[];
 #define EXIT_CHECK_CORRUPT 2
 #define EXIT_CHECK_LEAKS 3
 
-/* Parse a size with an optional K/M/G/T/P/E suffix (powers of 1024).
- * Returns -1 and prints an error naming WHAT on failure.
+/* --force was given (create may replace an existing file). */
+extern bool qad_force;
+
+/* For create: refuse (with a message, returning -1) when FILE exists,
+ * whatever its format, unless FORCE.
+ */
+extern int refuse_existing (const char *file, bool force);
+
+/* Parse a size as qemu-img does: an optional K/M/G/T/P/E suffix
+ * (powers of 1024, also KiB/KB) and a decimal fraction with a suffix
+ * ("1.5G"; the result is rounded down to whole bytes).  Returns -1 and
+ * prints an error naming WHAT on failure.
  */
 extern int parse_size (const char *what, const char *str,
                        unsigned long long *ret);

@@ -424,12 +424,13 @@ qed_create_verb (int argc, char **argv)
   if (argc - optind == 2) {
     if (parse_size ("SIZE", argv[optind + 1], &v) == -1)
       return EXIT_FAILURE;
-    if (v == 0 || v % 512 != 0) {
-      fprintf (stderr, "qad-img: SIZE=%s: must be a non-zero multiple of "
-               "512\n", argv[optind + 1]);
+    /* As qemu-img: rounded up to whole 512-byte sectors. */
+    if (v == 0 || v > UINT64_MAX - 511) {
+      fprintf (stderr, "qad-img: SIZE=%s: must be between 1 and 2^64-512 "
+               "bytes\n", argv[optind + 1]);
       return EXIT_FAILURE;
     }
-    opts.size = v;
+    opts.size = (v + 511) & ~511ULL;
   }
   if (qed_create (file, &opts) == -1)
     return EXIT_FAILURE;

@@ -7,19 +7,60 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "qad-img.h"
+
+bool qad_force;
+
+int
+refuse_existing (const char *file, bool force)
+{
+  unsigned char magic[4] = { 0 };
+  const char *what;
+  struct stat st;
+  ssize_t r = 0;
+  int fd;
+
+  if (force || lstat (file, &st) == -1)
+    return 0;
+  if (S_ISREG (st.st_mode)) {
+    fd = open (file, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      r = pread (fd, magic, sizeof magic, 0);
+      close (fd);
+    }
+  }
+  if (!S_ISREG (st.st_mode))
+    what = "not a regular file";
+  else if (r == 4 && memcmp (magic, "QED", 4) == 0)
+    what = "a QED image";
+  else if (r == 4 && memcmp (magic, "ACOW", 4) == 0)
+    what = "an add-cow file";
+  else if (r == 4 && memcmp (magic, "QDB", 4) == 0)
+    what = "a QDB file";
+  else
+    what = "a file of another format";
+  fprintf (stderr, "qad-img: %s: already exists (%s, %" PRIu64 " bytes); "
+           "not replacing it without --force\n", file, what,
+           (uint64_t) st.st_size);
+  return -1;
+}
 
 int
 parse_size (const char *what, const char *str, unsigned long long *ret)
 {
   char *end;
-  unsigned long long v, mult = 1;
+  unsigned long long v, mult = 1, frac = 0, frac_div = 1;
   unsigned shift = 0;
+  bool has_frac = false;
 
   errno = 0;
   if (!isdigit ((unsigned char) str[0]))
@@ -27,6 +68,20 @@ parse_size (const char *what, const char *str, unsigned long long *ret)
   v = strtoull (str, &end, 10);
   if (errno != 0)
     goto bad;
+  if (*end == '.') {
+    /* A fraction: up to 18 digits kept (finer than a byte of an
+     * exbibyte), the rest ignored.
+     */
+    has_frac = true;
+    end++;
+    if (!isdigit ((unsigned char) *end))
+      goto bad;
+    for (; isdigit ((unsigned char) *end); end++)
+      if (frac_div < 1000000000000000000ULL) {
+        frac = frac * 10 + (*end - '0');
+        frac_div *= 10;
+      }
+  }
   switch (*end) {
   case '\0': break;
   case 'b': case 'B': end++; break;
@@ -43,12 +98,30 @@ parse_size (const char *what, const char *str, unsigned long long *ret)
     end += strlen (end);
   if (*end != '\0')
     goto bad;
+  if (has_frac && shift == 0) {
+    fprintf (stderr, "qad-img: %s: a fraction needs a unit suffix "
+             "(K, M, G, ...): %s\n", what, str);
+    return -1;
+  }
   mult = 1ULL << shift;
   if (v > UINT64_MAX / mult) {
     fprintf (stderr, "qad-img: %s: value too large: %s\n", what, str);
     return -1;
   }
-  *ret = v * mult;
+  v *= mult;
+  if (has_frac) {
+    /* frac / frac_div * 2^shift, rounded down: frac < 10^18 < 2^60
+     * and shift <= 60, so the product fits in 128 bits.
+     */
+    unsigned __int128 part = (unsigned __int128) frac << shift;
+    part /= frac_div;
+    if (part > UINT64_MAX - v) {
+      fprintf (stderr, "qad-img: %s: value too large: %s\n", what, str);
+      return -1;
+    }
+    v += (unsigned long long) part;
+  }
+  *ret = v;
   return 0;
 
  bad:

@@ -1,0 +1,123 @@
+#!/usr/bin/env bats
+# nbdkit QED / add-cow / dirty-bitmap bundle
+# Copyright (C) 2026 the project authors
+# SPDX-License-Identifier: BSD-3-Clause
+
+# qad-img with qemu-img's habits: create never replaces an existing
+# file without --force; sizes with fractions and rounding; -V,
+# VERB --help, -q, --output=json, -U, check -r; every error starts
+# with "qad-img".
+
+load functions.sh
+
+setup ()
+{
+  requires_file "$QAD_IMG"
+  requires qemu-img --version
+  cd "$BATS_TEST_TMPDIR"
+}
+
+fingerprint () { echo "$(sha256sum < "$1") $(stat -c %s "$1")"; }
+
+@test "tool habits: create never replaces an existing file of any format without --force" {
+  "$QAD_IMG" create -f qed a.qed 1M
+  "$QAD_IMG" create -f qdb a.qdb 1M
+  truncate -s 1M disk.raw other.raw
+  "$QAD_IMG" create -f add-cow a.add-cow --image=disk.raw >/dev/null
+  echo "precious" > notes.txt
+  for f in a.qed a.qdb a.add-cow notes.txt; do
+    before="$(fingerprint $f)"
+    for fmt in qed qdb; do
+      expect_fail_cleanly "^qad-img: $f: already exists \(.*\); not replacing it without --force$" \
+        "$QAD_IMG" create -f $fmt $f 2M
+    done
+    expect_fail_cleanly "^qad-img: $f: already exists" \
+      "$QAD_IMG" create -f add-cow $f --image=other.raw
+    test "$(fingerprint $f)" = "$before"
+  done
+  grep -q "already exists (a QED image" <<<"$(! "$QAD_IMG" create a.qed 1M 2>&1)"
+  grep -q "already exists (a QDB file" <<<"$(! "$QAD_IMG" create a.qdb 1M 2>&1)"
+  grep -q "already exists (an add-cow file" <<<"$(! "$QAD_IMG" create a.qed.x 1M 2>&1; ! "$QAD_IMG" create a.add-cow 1M 2>&1)"
+  # --force replaces each.
+  "$QAD_IMG" create --force -f qed a.qed 2M
+  qemu-img info a.qed | grep -q "virtual size: 2 MiB"
+  "$QAD_IMG" create --force -f qdb a.qdb 2M
+  "$QAD_IMG" create --force -f add-cow a.add-cow --image=other.raw >/dev/null
+  "$QAD_IMG" info a.add-cow | grep -q other.raw
+  "$QAD_IMG" create --force -f qed notes.txt 1M
+  "$QAD_IMG" check notes.txt
+}
+
+@test "tool habits: --force never replaces an add-cow file being served" {
+  requires_file "$ADDCOW_FILTER"
+  truncate -s 1M disk.raw
+  "$QAD_IMG" create -f add-cow a.add-cow --image=disk.raw >/dev/null
+  before="$(fingerprint a.add-cow)"
+  start_nbdkit "$BATS_TEST_TMPDIR/s" --filter="$ADDCOW_FILTER" file disk.raw addcow=a.add-cow
+  expect_fail_cleanly "^qad-img: .*a.add-cow" \
+    "$QAD_IMG" create --force -f add-cow a.add-cow --image=disk.raw
+  test "$(fingerprint a.add-cow)" = "$before"
+}
+
+@test "tool habits: sizes as qemu-img parses them, with fractions and rounding" {
+  "$QAD_IMG" create -f qed a.qed 1.5G
+  qemu-img info --output=json a.qed | grep -q '"virtual-size": 1610612736'
+  "$QAD_IMG" create -f qed b.qed 0.5M
+  qemu-img info --output=json b.qed | grep -q '"virtual-size": 524288'
+  # Rounded up to whole sectors, as qemu-img create does.
+  "$QAD_IMG" create -f qed c.qed 1000
+  qemu-img info --output=json c.qed | grep -q '"virtual-size": 1024'
+  "$QAD_IMG" create -f qed d.qed 1.1K     # 1126.4 bytes
+  qemu-img info --output=json d.qed | grep -q '"virtual-size": 1536'
+  expect_fail_cleanly "^qad-img: SIZE: a fraction needs a unit suffix" \
+    "$QAD_IMG" create -f qed e.qed 1.5
+  expect_fail_cleanly "^qad-img: SIZE: cannot parse size: 1.G" \
+    "$QAD_IMG" create -f qed e.qed 1.G
+  expect_fail_cleanly "^qad-img: SIZE: value too large" \
+    "$QAD_IMG" create -f qed e.qed 16.5E
+  test ! -e e.qed
+}
+
+@test "tool habits: -V, --version, VERB --help, -q, --output=json, -U, check -r" {
+  "$QAD_IMG" -V | grep -Eq '^qad-img [0-9]'
+  "$QAD_IMG" --version | grep -Eq '^qad-img [0-9]'
+  for v in create info check map bitmap; do
+    run "$QAD_IMG" $v --help
+    test "$status" -eq 0
+    grep -q "^usage: qad-img $v" <<<"$output"
+  done
+  test -z "$("$QAD_IMG" create -q -f add-cow a.add-cow --image=disk.raw --size=1M)"
+  test -f a.add-cow
+  "$QAD_IMG" create -f qed a.qed 1M
+  "$QAD_IMG" info --output=json a.qed | python3 -c 'import json,sys; assert json.load(sys.stdin)["virtual-size"] == 1048576'
+  "$QAD_IMG" info --output json -U a.qed | python3 -c 'import json,sys; json.load(sys.stdin)'
+  "$QAD_IMG" info --output=human a.qed | grep -q "virtual size"
+  expect_fail_cleanly "^qad-img: --output=xml: must be human or json" \
+    "$QAD_IMG" info --output=xml a.qed
+  # check -r leaks|all repairs; -q keeps the exit status.
+  truncate -s $(( $(stat -c %s a.qed) + 65536 )) a.qed
+  run "$QAD_IMG" check -q a.qed
+  test "$status" -eq 3 && test -z "$output"
+  "$QAD_IMG" check -r leaks a.qed >/dev/null
+  "$QAD_IMG" check a.qed
+  expect_fail_cleanly "^qad-img: check: -r some: must be leaks or all" \
+    "$QAD_IMG" check -r some a.qed
+  expect_fail_cleanly "^qad-img: bitmap: -U" "$QAD_IMG" bitmap -U x.qdb --add b
+  expect_fail_cleanly "^qad-img: info: --force is an option of create only" \
+    "$QAD_IMG" info --force a.qed
+}
+
+@test "tool habits: every error starts with qad-img" {
+  "$QAD_IMG" create -f qed a.qed 1M
+  for cmd in "info missing.qed" "info --bogus a.qed" "create -f nope x 1M" \
+             "frobnicate a.qed" "check -f qdb a.qed" "create -f qed y.qed 1X"; do
+    run $QAD_IMG $cmd
+    test "$status" -ne 0
+    grep -q "^qad-img" <<<"${lines[0]}"
+  done
+  # Errors from the format library carry the prefix too.
+  printf 'QED\0' > bad.qed
+  run "$QAD_IMG" info bad.qed
+  test "$status" -ne 0
+  grep -q "^qad-img: bad.qed: truncated QED header" <<<"$output"
+}
