@@ -121,3 +121,20 @@ fingerprint () { echo "$(sha256sum < "$1") $(stat -c %s "$1")"; }
   test "$status" -ne 0
   grep -q "^qad-img: bad.qed: truncated QED header" <<<"$output"
 }
+
+@test "tool habits: create -o key=value,... as qemu-img" {
+  truncate -s 2M base.raw
+  "$QAD_IMG" create -f qed -o cluster_size=4K,table_size=2 -o backing_file=base.raw,backing_fmt=raw a.qed 2M
+  qemu-img info a.qed > info.txt
+  grep -q "cluster_size: 4096" info.txt
+  grep -q "backing file: base.raw" info.txt
+  grep -q "backing file format: raw" info.txt
+  test "$(od -A n -t u4 -j 8 -N 4 a.qed | tr -d ' ')" -eq 2
+  "$QAD_IMG" create -f add-cow -o backing_file=base.raw,cluster_size=4K a.add-cow --image=disk.raw >/dev/null
+  "$QAD_IMG" info a.add-cow | grep -q base.raw
+  expect_fail_cleanly "^qad-img: create: -o foo=1: unknown or incomplete option" \
+    "$QAD_IMG" create -f qed -o foo=1 b.qed 1M
+  expect_fail_cleanly "^qad-img: create: -o cluster_size: unknown or incomplete" \
+    "$QAD_IMG" create -f qed -o cluster_size b.qed 1M
+  test ! -e b.qed
+}

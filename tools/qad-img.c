@@ -122,6 +122,7 @@ static const char *const verb_help[NR_VERBS] = {
   /* create */
   "usage: qad-img create [-f qed|add-cow|qdb] [--force] [-q] FILE [SIZE] "
   "[OPTIONS]\n"
+  "         [-o cluster_size=N,table_size=N,backing_file=F,backing_fmt=F]\n"
   "\n"
   "Create FILE.  An existing file (of any format) is never replaced\n"
   "unless --force is given.  SIZE takes K, M, G, T, P, E suffixes\n"
@@ -168,16 +169,70 @@ is_opt (const char *arg, const char *s1, const char *s2)
   return strcmp (arg, s1) == 0 || (s2 && strcmp (arg, s2) == 0);
 }
 
+/* qemu-img's "-o key=value,..." for create, as the verbs' long
+ * options.  Returns the number of arguments written to OUT (room for
+ * as many as VALUE has commas plus one), or -1 after an error.
+ */
 static int
-take_common_opts (int argc, char **argv, enum verb v, struct common_opts *o)
+expand_create_options (const char *value, char **out)
+{
+  static const struct { const char *key, *opt; } map[] = {
+    { "cluster_size", "--cluster-size=" },
+    { "table_size", "--table-size=" },
+    { "backing_file", "--backing=" },
+    { "backing_fmt", "--backing-format=" },
+  };
+  char *copy = strdup (value), *item, *save = NULL;
+  int n = 0;
+  size_t i;
+
+  if (copy == NULL) {
+    perror ("qad-img: strdup");
+    return -1;
+  }
+  for (item = strtok_r (copy, ",", &save); item;
+       item = strtok_r (NULL, ",", &save)) {
+    const char *eq = strchr (item, '=');
+    size_t klen = eq ? (size_t) (eq - item) : strlen (item);
+
+    for (i = 0; i < sizeof map / sizeof map[0]; ++i)
+      if (strlen (map[i].key) == klen && strncmp (item, map[i].key, klen) == 0)
+        break;
+    if (i == sizeof map / sizeof map[0] || eq == NULL) {
+      fprintf (stderr, "qad-img: create: -o %s: unknown or incomplete "
+               "option (known: cluster_size=, table_size=, backing_file=, "
+               "backing_fmt=)\n", item);
+      free (copy);
+      return -1;
+    }
+    if (asprintf (&out[n++], "%s%s", map[i].opt, eq + 1) == -1) {
+      perror ("qad-img: asprintf");
+      free (copy);
+      return -1;
+    }
+  }
+  free (copy);
+  return n;
+}
+
+/* Takes the common options out of ARGV (verb at argv[1]) and writes
+ * the rest to OUT, which has room for 2 * ARGC + the commas of every
+ * -o value.  Returns the new argc, or -1 after an error message.
+ */
+static int
+take_common_opts (int argc, char **argv, char **out, enum verb v,
+                  struct common_opts *o)
 {
   int i, j = 2;
+
+  out[0] = argv[0];
+  out[1] = argv[1];
 
   for (i = 2; i < argc; ++i) {
     const char *a = argv[i];
     if (strcmp (a, "--") == 0) {
       while (i < argc)
-        argv[j++] = argv[i++];
+        out[j++] = argv[i++];
       break;
     }
     if (is_opt (a, "-h", "--help"))
@@ -222,12 +277,19 @@ take_common_opts (int argc, char **argv, enum verb v, struct common_opts *o)
                  val);
         return -1;
       }
-      argv[j++] = (char *) "--repair";
+      out[j++] = (char *) "--repair";
+    }
+    else if (v == VERB_CREATE && strncmp (a, "-o", 2) == 0 &&
+             (a[2] != '\0' || i + 1 < argc)) {
+      int n = expand_create_options (a[2] ? a + 2 : argv[++i], &out[j]);
+      if (n == -1)
+        return -1;
+      j += n;
     }
     else
-      argv[j++] = argv[i];
+      out[j++] = argv[i];
   }
-  argv[j] = NULL;
+  out[j] = NULL;
   return j;
 }
 
@@ -266,6 +328,7 @@ main (int argc, char **argv)
   struct common_opts copts = { 0 };
   char **vargv;
   qad_verb fn;
+  size_t room;
   int i;
 
   qad_set_error_handler (error_with_prefix);
@@ -293,15 +356,19 @@ main (int argc, char **argv)
     exit (EXIT_FAILURE);
   }
 
-  /* Room for a "--json" the verb gets for --output=json. */
-  vargv = calloc (argc + 2, sizeof *vargv);
+  /* Room for every argument, the expansion of each -o and a "--json"
+   * the verb gets for --output=json.
+   */
+  room = argc + 2;
+  for (i = 0; i < argc; ++i)
+    room += strlen (argv[i]);
+  vargv = calloc (room, sizeof *vargv);
   if (vargv == NULL) {
     perror ("qad-img: calloc");
     exit (EXIT_FAILURE);
   }
-  memcpy (vargv, argv, argc * sizeof *vargv);
+  argc = take_common_opts (argc, argv, vargv, v, &copts);
   argv = vargv;
-  argc = take_common_opts (argc, argv, v, &copts);
   if (argc == -1)
     exit (EXIT_FAILURE);
   if (copts.help) {
