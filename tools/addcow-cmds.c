@@ -408,6 +408,14 @@ addcow_create_verb (int argc, char **argv)
                bfmt);
       return EXIT_FAILURE;
     }
+    if (addcow_uri_is_temporary (backing_arg)) {
+      fprintf (stderr, "qad-img: --backing=%s is a temporary socket (made "
+               "by \"nbdkit -U -\" or a captive libnbd server) that "
+               "disappears with its server: the add-cow file could never "
+               "be reopened; serve the backing file on a socket path of "
+               "your own\n", backing_arg);
+      return EXIT_FAILURE;
+    }
     if (uri && strcmp (bfmt, "raw") != 0) {
       fprintf (stderr, "qad-img: an NBD backing must have format raw\n");
       return EXIT_FAILURE;

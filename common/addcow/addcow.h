@@ -140,6 +140,13 @@ extern uint64_t addcow_bitmap_first_set_from (const uint8_t *bm,
  */
 extern bool addcow_name_is_uri (const char *name);
 
+/* True when the NBD URI names a Unix socket in a directory that lives
+ * only as long as one server: "nbdkit -U -" (nbdkitXXXXXX/socket) or
+ * libnbd's socket activation (libnbdXXXXXX/sock).  A sidecar that
+ * records such a URI could never be reopened.
+ */
+extern bool addcow_uri_is_temporary (const char *uri);
+
 /* Resolve NAME (from the header) relative to the directory holding
  * the sidecar SIDECAR.  Absolute names and URIs are returned as they
  * are.  Returns a malloc'd string or NULL (qad_error) on ENOMEM.

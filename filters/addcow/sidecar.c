@@ -85,6 +85,15 @@ create_sidecar (const struct sidecar_params *p)
       }
       bfmt = "raw";
     }
+    if (addcow_uri_is_temporary (p->backing)) {
+      nbdkit_error ("%s: addcow-backing=%s is a temporary socket (made by "
+                    "\"nbdkit -U -\" or a captive libnbd server) that "
+                    "disappears with its server: a sidecar recording it "
+                    "could never be reopened; serve the backing file on a "
+                    "socket path of your own (nbdkit -U /path/to/sock)",
+                    p->sidecar, p->backing);
+      return -1;
+    }
     if (addcow_name_is_uri (p->backing) && strcmp (bfmt, "raw") != 0) {
       nbdkit_error ("%s: an NBD backing (%s) must have format raw, not %s",
                     p->sidecar, p->backing, bfmt);
