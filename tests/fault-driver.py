@@ -24,10 +24,19 @@
 #       restarted server reads every acknowledged write back (bytes of
 #       failed requests may hold old or new data) and accepts writes;
 #     - dirty-bitmap: every granule that changed is dirty in the QDB.
+#     For dirty-bitmap the call sites are those of the QDB file, then
+#     those of the disk written by nbdkit's file plugin below (EIO).
 #
-# Usage: fault-driver.py qed|dirty-bitmap WORKDIR
+# add-cow: the filter over the file plugin with a raw backing file;
+# failures of the sidecar and of the image the file plugin writes below
+# it.  A failed sync poisons; writes acknowledged but never covered by a
+# successful flush may then read their old bytes after a restart (their
+# bits are never persisted: their data may be lost); the sidecar checks
+# clean.
+#
+# Usage: fault-driver.py qed|dirty-bitmap|addcow WORKDIR
 # Environment: SHIM (fault-inject.so), QED_PLUGIN, DIRTY_BITMAP_FILTER,
-# QAD_IMG, QDBREAD (dirty-bitmap-qdbread.py).  Prints a summary line;
+# ADDCOW_FILTER, QAD_IMG, QDBREAD (dirty-bitmap-qdbread.py).  Prints a summary line;
 # exits 1 on the first broken rule.
 
 import errno
@@ -116,25 +125,40 @@ class Server:
 class Model:
     """Expected contents: bytes of failed requests may be old or new."""
 
+    advisory_trim = False               # trimmed bytes: old or zero
+
     def __init__(self, data):
         self.data = bytearray(data)
-        self.alt = {}                   # offset -> other allowed byte
+        self.alt = {}                   # offset -> other allowed bytes
+        self.unflushed = []             # (offset, old bytes) since flush
 
     def apply(self, off, new, ok):
         if ok:
+            self.unflushed.append((off, bytes(self.data[off:off + len(new)])))
             self.data[off:off + len(new)] = new
             for i in [i for i in self.alt if off <= i < off + len(new)]:
                 del self.alt[i]
             return
         for i, b in enumerate(new):
             if self.data[off + i] != b:
-                self.alt[off + i] = b
+                self.alt.setdefault(off + i, set()).add(b)
+
+    def flushed(self):
+        self.unflushed = []
+
+    def forget_unflushed(self):
+        """Acknowledged writes no flush covered may read old bytes."""
+        for off, old in self.unflushed:
+            for i, b in enumerate(old):
+                if self.data[off + i] != b:
+                    self.alt.setdefault(off + i, set()).add(b)
+        self.unflushed = []
 
     def check(self, got, what):
         if bytes(got) == bytes(self.data):
             return
         for i in range(len(got)):
-            if got[i] != self.data[i] and self.alt.get(i) != got[i]:
+            if got[i] != self.data[i] and got[i] not in self.alt.get(i, ()):
                 fail("%s: byte %d is 0x%02x, expected 0x%02x" %
                      (what, i, got[i], self.data[i]))
 
@@ -166,7 +190,12 @@ def run_workload(srv, model):
         except nbd.Error as e:
             err = e.errnum
         if op[0] in ("write", "zero", "trim"):
-            model.apply(op[1], new_bytes(op, SIZE), err is None)
+            model.apply(op[1], new_bytes(op, SIZE), err is None and
+                        not (op[0] == "trim" and model.advisory_trim))
+            if err is None and op[0] != "trim" and op[3] & FUA:
+                model.flushed()
+        elif op[0] == "flush" and err is None:
+            model.flushed()
         results.append((op, err))
     h.shutdown()
     return results
@@ -195,13 +224,13 @@ def sites_of(calls):
     return sorted(first.items(), key=lambda kv: kv[1])
 
 
-def check_rules(name, kind, want, results, log, poison_kinds):
+def check_rules(name, kind, want, results, log, poisons):
     failed = [i for i, (_, e) in enumerate(results) if e is not None]
     if not failed:
         return "no request failed"      # injected outside a request
     first = failed[0]
     op, err = results[first]
-    poison = kind in poison_kinds
+    poison = poisons(kind, op)
     if err != want:
         fail("%s: %s failed with errno %d, expected %d" %
              (name, op[0], err, want))
@@ -224,6 +253,29 @@ def check_rules(name, kind, want, results, log, poison_kinds):
         fail("%s: %s failure poisoned:\n%s" % (name, kind, log))
     return "%s failed (%s), %s" % (op[0], errno.errorcode[err],
                                    "poisoned" if poison else "not poisoned")
+
+
+def inject_run(name, args, env, model, kind, want, poisons):
+    """One run with a call failing; returns what happened.  A failure
+    while the server starts (QED's repair, the QDB file's creation)
+    must stop it with a message; the next start must work (checked by
+    the caller's verify_after).
+    """
+    srv = Server(WORK, args, env)
+    res = run_workload(srv, model) if srv.started else None
+    rc, log = srv.stop()
+    inj = [c for c in parse_log(env["FAULT_LOG"]) if c[3]]
+    if not inj or inj[0][0] != kind:
+        fail("%s: not injected as planned: %s" % (name, inj))
+    if res is None:
+        if rc <= 0 or "error" not in log:
+            fail("%s: startup failure not clean (rc %d):\n%s" %
+                 (name, rc, log))
+        return "start failed (exit %d)" % rc
+    what = check_rules(name, kind, want, res, log, poisons)
+    if what == "no request failed" and "error" not in log:
+        fail("%s: the failure was not reported:\n%s" % (name, log))
+    return "the server ran: " + what
 
 
 def qemu_img_check(path, name):
@@ -326,29 +378,12 @@ def qed_main():
                 shutil.copy(pristine, img)
                 os.unlink(env["FAULT_LOG"])
                 model = Model(initial)
-                srv = Server(WORK, args, dict(env, FAULT_NTH=str(n),
-                                              FAULT_ERRNO=e))
-                if not srv.started:
-                    # Injected during the open (the repair): the server
-                    # must exit with a message, the next open repairs.
-                    rc, log = srv.stop()
-                    if rc <= 0 or "error" not in log:
-                        fail("%s: startup failure not clean (rc %d):\n%s"
-                             % (name, rc, log))
-                    what = "open failed (exit %d)" % rc
-                else:
-                    res = run_workload(srv, model)
-                    rc, log = srv.stop()
-                    # A failed sync fails its request with EIO.
-                    want = errno.EIO if kind == "sync" else getattr(errno, e)
-                    what = check_rules(name, kind, want, res, log, ("sync",))
-                    if what == "no request failed" and "error" not in log:
-                        fail("%s: the failure was not reported:\n%s" %
-                             (name, log))
-                calls = parse_log(env["FAULT_LOG"])
-                inj = [c for c in calls if c[3]]
-                if not inj or inj[0][0] != kind:
-                    fail("%s: not injected as planned: %s" % (name, inj))
+                # A failed sync fails its request with EIO.
+                want = errno.EIO if kind == "sync" else getattr(errno, e)
+                what = inject_run(name, args, dict(env, FAULT_NTH=str(n),
+                                                   FAULT_ERRNO=e),
+                                  model, kind, want,
+                                  lambda k, op: k == "sync")
                 qemu_img_check(img, name)
                 verify_after(args, model, name)
                 qemu_img_check(img, name + " after restart")
@@ -405,51 +440,139 @@ def dirty_bitmap_main():
                and i not in dirty:
                 fail("%s: granule %d changed but is not dirty" % (name, i))
 
-    fresh()
-    srv = Server(WORK, args, env)
-    res = run_workload(srv, Model(initial))
-    if any(e for _, e in res):
-        fail("workload fails without injection: %s" % res)
-    srv.stop()
-    sites = sites_of(parse_log(env["FAULT_LOG"]))
+    def fua(op):
+        return op[0] in ("write", "zero", "trim") and op[3] & FUA
+
+    # Pass 1, the QDB file: every failure poisons; the request that saw
+    # it gets its errno.  Pass 2, the disk below (nbdkit's file
+    # plugin): a failed sync poisons, and so does any failed FUA
+    # request (the filter cannot tell the plugin's write from its
+    # sync); a plain failed write does not.  EIO only in pass 2: a FUA
+    # request failing with ENOSPC is taken as a failed allocation (see
+    # the man page, LIMITATIONS).
+    passes = [("QDB", qdb, ("EIO", "ENOSPC"), lambda k, op: True),
+              ("disk", disk, ("EIO",),
+               lambda k, op: k == "sync" or fua(op))]
+    summary = []
+    for what_file, path, errnos, poisons in passes:
+        env["FAULT_PATH"] = path
+        fresh()
+        srv = Server(WORK, args, env)
+        res = run_workload(srv, Model(initial))
+        if any(e for _, e in res):
+            fail("workload fails without injection: %s" % res)
+        srv.stop()
+        sites = sites_of(parse_log(env["FAULT_LOG"]))
+        runs = 0
+        for (kind, site), n in sites:
+            for e in errnos:
+                name = "dirty-bitmap %s %s #%d %s" % (what_file, kind, n, e)
+                fresh()
+                model = Model(initial)
+                what = inject_run(name, args, dict(env, FAULT_NTH=str(n),
+                                                   FAULT_ERRNO=e),
+                                  model, kind, getattr(errno, e), poisons)
+                if what.startswith("the server"):
+                    subprocess.run([qad_img, "check", qdb], check=True,
+                                   stdout=subprocess.DEVNULL)
+                    superset(name)
+                verify_after(args, model, name)
+                superset(name + " after restart")
+                runs += 1
+                print("# %s at %s: %s" % (name, site, what))
+        summary.append("%d %s call sites (%d runs)" %
+                       (len(sites), what_file, runs))
+    print("dirty-bitmap: injected at %s, stack depth %d" %
+          (" and ".join(summary), DEPTH))
+
+
+def addcow_main():
+    filt = os.environ["ADDCOW_FILTER"]
+    qad_img = os.environ["QAD_IMG"]
+    disk = os.path.join(WORK, "disk.raw")
+    sidecar = os.path.join(WORK, "disk.add-cow")
+    base = os.path.join(WORK, "base.raw")
+    r = random.Random(16)
+    base_data = r.randbytes(SIZE // 2)
+    stale = r.randbytes(SIZE)           # the image's bytes before use
+    initial = base_data + bytes(SIZE - len(base_data))
+    with open(base, "wb") as f:
+        f.write(base_data)
+    # The file plugin treats a punch that fails with ENOSPC as advisory.
+    Model.advisory_trim = True
+    args = ["--filter=" + filt, "file", disk, "addcow=" + sidecar,
+            "addcow-backing=" + base, "addcow-cluster-size=4K"]
+
+    def fresh():
+        with open(disk, "wb") as f:
+            f.write(stale)
+        if os.path.exists(sidecar):
+            os.unlink(sidecar)
+
     total = 0
-    for (kind, site), n in sites:
-        for e in ("EIO", "ENOSPC"):
-            name = "dirty-bitmap QDB %s #%d %s" % (kind, n, e)
-            fresh()
-            model = Model(initial)
-            srv = Server(WORK, args, dict(env, FAULT_NTH=str(n),
-                                          FAULT_ERRNO=e))
-            if not srv.started:
-                # The QDB file is created in .after_fork: a failure
-                # there must stop the server cleanly, with a message,
-                # and leave nothing the next start refuses.
-                rc, log = srv.stop()
-                if rc <= 0 or "error" not in log:
-                    fail("%s: startup failure not clean (rc %d):\n%s" %
-                         (name, rc, log))
-                what = "server refused to start (exit %d)" % rc
-            else:
-                res = run_workload(srv, model)
-                rc, log = srv.stop()
-                # Every QDB failure poisons; the request that saw it
-                # gets its errno.
-                what = check_rules(name, kind, getattr(errno, e), res, log,
-                                   ("write", "sync", "truncate",
-                                    "fallocate"))
-                if what == "no request failed" and "error" not in log:
-                    fail("%s: the failure was not reported:\n%s" %
-                         (name, log))
-                subprocess.run([qad_img, "check", qdb], check=True,
-                               stdout=subprocess.DEVNULL)
-                superset(name)
-            verify_after(args, model, name)
-            superset(name + " after restart")
-            total += 1
-            print("# %s at %s: %s" % (name, site, what))
-    print("dirty-bitmap: %d distinct QDB call sites (stack depth %d) "
-          "injected with EIO and with ENOSPC: %d runs" %
-          (len(sites), DEPTH, total))
+    for target in (sidecar, disk):
+        what_file = "sidecar" if target == sidecar else "image"
+        env = {"LD_PRELOAD": SHIM, "FAULT_PATH": target,
+               "FAULT_LOG": os.path.join(WORK, "calls.log")}
+        fresh()
+        if os.path.exists(env["FAULT_LOG"]):
+            os.unlink(env["FAULT_LOG"])
+        srv = Server(WORK, args, env)
+        res = run_workload(srv, Model(initial))
+        if any(e for _, e in res):
+            fail("workload fails without injection: %s" % res)
+        srv.stop()
+        sites = sites_of(parse_log(env["FAULT_LOG"]))
+        for (kind, site), n in sites:
+            for e in ("EIO", "ENOSPC"):
+                name = "addcow %s %s #%d %s" % (what_file, kind, n, e)
+                fresh()
+                os.unlink(env["FAULT_LOG"])
+                model = Model(initial)
+                srv = Server(WORK, args, dict(env, FAULT_NTH=str(n),
+                                              FAULT_ERRNO=e))
+                if not srv.started:
+                    rc, log = srv.stop()
+                    if rc <= 0 or "error" not in log:
+                        fail("%s: startup failure not clean (rc %d):\n%s"
+                             % (name, rc, log))
+                    what = "server refused to start (exit %d)" % rc
+                    if os.path.exists(sidecar):
+                        os.unlink(sidecar)  # never made: start afresh
+                else:
+                    res = run_workload(srv, model)
+                    rc, log = srv.stop()
+                    # A failed sync fails its request with EIO (the file
+                    # plugin reports the errno of fdatasync: either).
+                    want = (errno.EIO, getattr(errno, e)) \
+                        if kind == "sync" else (getattr(errno, e),)
+                    failed = [x for _, x in res if x is not None]
+                    what = check_rules(name, kind,
+                                       failed[0] if failed and
+                                       failed[0] in want else want[0],
+                                       res, log, ("sync",))
+                    # The plugin below may swallow an error (the file
+                    # plugin's trim ignores a failed punch): its call.
+                    if what == "no request failed" and "error" not in log \
+                       and target == sidecar:
+                        fail("%s: the failure was not reported:\n%s" %
+                             (name, log))
+                    if "poisoned" in what and "not poisoned" not in what:
+                        model.forget_unflushed()
+                    rc2 = subprocess.run([qad_img, "check", sidecar],
+                                         capture_output=True, text=True)
+                    if rc2.returncode != 0:
+                        fail("%s: qad-img check:\n%s%s" %
+                             (name, rc2.stdout, rc2.stderr))
+                calls = parse_log(env["FAULT_LOG"])
+                inj = [c for c in calls if c[3]]
+                if not inj or inj[0][0] != kind:
+                    fail("%s: not injected as planned: %s" % (name, inj))
+                verify_after(args, model, name)
+                total += 1
+                print("# %s at %s: %s" % (name, site, what))
+    print("addcow: call sites of the sidecar and the image (stack depth "
+          "%d) injected with EIO and with ENOSPC: %d runs" % (DEPTH, total))
 
 
 if __name__ == "__main__":
@@ -462,4 +585,5 @@ if __name__ == "__main__":
     # stack: 2 (the default) is the call and its caller; more frames
     # inject along more paths (FAULT_DEPTH=4 in the long mode).
     DEPTH = int(os.environ.get("FAULT_DEPTH", "2"))
-    {"qed": qed_main, "dirty-bitmap": dirty_bitmap_main}[sys.argv[1]]()
+    {"qed": qed_main, "dirty-bitmap": dirty_bitmap_main,
+     "addcow": addcow_main}[sys.argv[1]]()

@@ -145,7 +145,7 @@ for op in (lambda: h.flush(),
         assert e.errno == "EIO", e.errno
 assert h.pread(10, 3 * 65536 + 1) == b"a" * 10      # reads still work
 '
-  [ "$(grep -c 'refusing every write and flush until restart' s.log)" -eq 1 ]
+  [ "$(grep -c 'refusing every further write and flush with EIO until restart' s.log)" -eq 1 ]
   stop_nbdkit s
   start_eval_addcow 'exit 0'
   nbdsh_on s 'h.pwrite(b"d" * 10, 9 * 65536); h.flush()'

@@ -26,11 +26,11 @@ setup ()
     nbdkit -U - --filter="'"$ADDCOW_FILTER"'" file disk.raw \
       addcow=disk.add-cow addcow-backing="$uri" --run "nbdinfo --size \$uri"'
   test "$status" -ne 0
-  grep -q "disk.add-cow: addcow-backing=nbd+unix://?socket=.*/nbdkit....../socket is a temporary socket" <<<"$output"
+  grep -q "nbd+unix://?socket=.*/nbdkit....../socket: a temporary socket" <<<"$output"
   test ! -e disk.add-cow
   run nbdkit -U - file base.img --run '"'"$QAD_IMG"'" create -f add-cow a.add-cow --image=disk.raw -b "$uri"'
   test "$status" -ne 0
-  grep -q "^qad-img: --backing=nbd+unix://?socket=.* is a temporary socket" <<<"$output"
+  grep -q "^qad-img: nbd+unix://?socket=.*/nbdkit....../socket: a temporary socket" <<<"$output"
   test ! -e a.add-cow
   # A socket path of one's own is recorded and reopens.
   start_nbdkit "$BATS_TEST_TMPDIR/b" -r file base.img

@@ -394,32 +394,12 @@ addcow_create_verb (int argc, char **argv)
                strerror (errno));
       return EXIT_FAILURE;
     }
-    if (bfmt == NULL) {
-      if (!uri && qed_file_has_magic (backing_arg)) {
-        fprintf (stderr, "qad-img: the backing file %s starts with a QED "
-                 "header; formats are never probed: say "
-                 "--backing-format=qed (or raw)\n", backing_arg);
-        return EXIT_FAILURE;
-      }
-      bfmt = "raw";
-    }
-    if (strcmp (bfmt, "raw") != 0 && strcmp (bfmt, "qed") != 0) {
-      fprintf (stderr, "qad-img: --backing-format=%s: must be raw or qed\n",
-               bfmt);
+    bfmt = addcow_choose_backing_format (backing_arg, bfmt,
+                                         "--backing-format");
+    if (bfmt == NULL)
       return EXIT_FAILURE;
-    }
-    if (addcow_uri_is_temporary (backing_arg)) {
-      fprintf (stderr, "qad-img: --backing=%s is a temporary socket (made "
-               "by \"nbdkit -U -\" or a captive libnbd server) that "
-               "disappears with its server: the add-cow file could never "
-               "be reopened; serve the backing file on a socket path of "
-               "your own\n", backing_arg);
+    if (addcow_refuse_temporary_uri (backing_arg) == -1)
       return EXIT_FAILURE;
-    }
-    if (uri && strcmp (bfmt, "raw") != 0) {
-      fprintf (stderr, "qad-img: an NBD backing must have format raw\n");
-      return EXIT_FAILURE;
-    }
     /* Without a size, a missing image takes the backing's size. */
     if (!have_size && !uri && stat (image_arg, &st) == -1) {
       struct qad_blockdev *b = qed_open_backing (backing_arg, bfmt, false);

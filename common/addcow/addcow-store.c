@@ -91,7 +91,8 @@ addcow_store_poison (struct addcow_store *st, const char *what, int err)
 {
   if (!__atomic_exchange_n (&st->poisoned, true, __ATOMIC_ACQ_REL))
     qad_error ("%s: %s failed (%s): what was written may not be "
-               "durable; refusing every write and flush until restart",
+               "durable; refusing every further write and flush with EIO "
+               "until restart",
                st->name, what, strerror (err));
 }
 

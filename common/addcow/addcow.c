@@ -22,6 +22,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
@@ -89,10 +90,10 @@ check_name (uint32_t off, uint32_t size, uint32_t header_size,
   if (size == 0)
     BAD ("%s: add-cow header: %s name size is 0 but its offset is %" PRIu32
          " (both must be 0 or both non-zero)", file, what, off);
-  if (off < ADDCOW_FIXED_HEADER || off > header_size - 2)
+  if (off < ADDCOW_FIXED_HEADER || off > header_size - 1)
     BAD ("%s: add-cow header: %s name offset %" PRIu32 " is outside "
          "[%d, %" PRIu32 "] (HEADER_SIZE=%" PRIu32 ")",
-         file, what, off, ADDCOW_FIXED_HEADER, header_size - 2, header_size);
+         file, what, off, ADDCOW_FIXED_HEADER, header_size - 1, header_size);
   if (!range_within (off, size, header_size))
     BAD ("%s: add-cow header: %s name (offset %" PRIu32 ", size %" PRIu32
          ") extends past HEADER_SIZE=%" PRIu32,
@@ -100,17 +101,80 @@ check_name (uint32_t off, uint32_t size, uint32_t header_size,
   return 0;
 }
 
-static bool
-is_format_name (const char *s)
+bool
+addcow_backing_format_defined (const char *format)
 {
-  size_t i, n = strlen (s);
+  return strcmp (format, "raw") == 0 || strcmp (format, "qed") == 0;
+}
 
-  if (n == 0 || n > ADDCOW_FORMAT_LEN)
-    return false;
-  for (i = 0; i < n; ++i)
-    if ((unsigned char) s[i] < 0x21 || (unsigned char) s[i] > 0x7e)
-      return false;
-  return true;
+bool
+addcow_image_format_defined (const char *format)
+{
+  return strcmp (format, "raw") == 0;
+}
+
+/* Headers of formats a raw backing file must not be mistaken for. */
+static const struct {
+  const char *name;
+  const char *magic;
+  size_t len;
+} known_headers[] = {
+  { "QED", "QED\0", 4 },
+  { "qcow2", "QFI\xfb", 4 },
+  { "VMDK", "KDMV", 4 },
+  { "VHDX", "vhdxfile", 8 },
+  { "LUKS", "LUKS\xba\xbe", 6 },
+  { "add-cow", ADDCOW_MAGIC, 4 },
+};
+
+const char *
+addcow_choose_backing_format (const char *backing, const char *format,
+                              const char *option)
+{
+  unsigned char buf[8];
+  ssize_t r;
+  size_t i;
+  int fd;
+
+  if (format) {
+    if (!addcow_backing_format_defined (format)) {
+      qad_error ("%s=%s: the backing format must be raw or qed",
+                 option, format);
+      return NULL;
+    }
+    if (addcow_name_is_uri (backing) && strcmp (format, "raw") != 0) {
+      qad_error ("%s=%s: an NBD backing (%s) must have format raw, not %s",
+                 option, format, backing, format);
+      return NULL;
+    }
+    return strcmp (format, "raw") == 0 ? "raw" : "qed";
+  }
+  if (addcow_name_is_uri (backing))
+    return "raw";
+  fd = open (backing, O_RDONLY | O_CLOEXEC);
+  if (fd == -1) {
+    qad_error ("%s: %m", backing);
+    return NULL;
+  }
+  r = pread (fd, buf, sizeof buf, 0);
+  close (fd);
+  for (i = 0; r > 0 && i < sizeof known_headers / sizeof known_headers[0];
+       ++i) {
+    if ((size_t) r >= known_headers[i].len &&
+        memcmp (buf, known_headers[i].magic, known_headers[i].len) == 0) {
+      if (strcmp (known_headers[i].name, "QED") == 0)
+        qad_error ("%s: the backing file starts with a QED header; formats "
+                   "are never probed: say %s=qed (or %s=raw if it really "
+                   "is raw data)", backing, option, option);
+      else
+        qad_error ("%s: the backing file starts with a %s header, which "
+                   "add-cow cannot read (formats are never probed): convert "
+                   "it to raw or QED, or say %s=raw if it really is raw "
+                   "data", backing, known_headers[i].name, option);
+      return NULL;
+    }
+  }
+  return "raw";
 }
 
 int
@@ -132,16 +196,17 @@ addcow_validate_header (const struct addcow_header *h, const char *file)
          " are set (this implementation knows none)", file, h->features);
   if (h->image_file == NULL || h->image_file[0] == '\0')
     BAD ("%s: add-cow header: image file name is empty", file);
-  if (!is_format_name (h->image_format))
-    BAD ("%s: add-cow header: image file format \"%s\" is empty or not "
-         "1..16 printable ASCII bytes", file, h->image_format);
+  if (!addcow_image_format_defined (h->image_format))
+    BAD ("%s: add-cow header: image file format \"%s\" is not defined "
+         "(the only defined value is \"raw\")", file, h->image_format);
   if (h->backing_file) {
     if (h->backing_file[0] == '\0')
       BAD ("%s: add-cow header: backing file name is empty", file);
-    if (!is_format_name (h->backing_format))
-      BAD ("%s: add-cow header: backing file format \"%s\" is missing or "
-           "invalid (required when there is a backing file; never probed)",
-           file, h->backing_format);
+    if (!addcow_backing_format_defined (h->backing_format))
+      BAD ("%s: add-cow header: backing file format \"%s\" is %s "
+           "(required when there is a backing file, never probed; "
+           "defined values: \"raw\", \"qed\")", file, h->backing_format,
+           h->backing_format[0] ? "not defined" : "missing");
     if (strcmp (h->backing_file, h->image_file) == 0)
       BAD ("%s: add-cow header: image and backing file names are both "
            "\"%s\" (they must differ)", file, h->image_file);
@@ -152,10 +217,10 @@ addcow_validate_header (const struct addcow_header *h, const char *file)
 
   names = strlen (h->image_file) +
     (h->backing_file ? strlen (h->backing_file) : 0);
-  if (names > h->header_size - ADDCOW_FIXED_HEADER - 1)
+  if (names > h->header_size - ADDCOW_FIXED_HEADER)
     BAD ("%s: add-cow header: names too long (%zu bytes; at most %" PRIu32
          " fit in HEADER_SIZE=%" PRIu32 ")", file, names,
-         h->header_size - ADDCOW_FIXED_HEADER - 1, h->header_size);
+         h->header_size - ADDCOW_FIXED_HEADER, h->header_size);
   return 0;
 }
 
@@ -438,6 +503,20 @@ addcow_uri_is_temporary (const char *uri)
       return true;
   }
   return false;
+}
+
+int
+addcow_refuse_temporary_uri (const char *backing)
+{
+  if (!addcow_uri_is_temporary (backing))
+    return 0;
+  qad_error ("%s: a temporary socket (made by \"nbdkit -U -\" or a "
+             "captive libnbd server) that disappears with its server: an "
+             "add-cow file recording it could never be reopened; serve the "
+             "backing file on a socket path of your own "
+             "(nbdkit -U /path/to/sock)", backing);
+  errno = EINVAL;
+  return -1;
 }
 
 /* The directory part of PATH ("." when there is none), malloc'd. */

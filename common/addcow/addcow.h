@@ -140,12 +140,35 @@ extern uint64_t addcow_bitmap_first_set_from (const uint8_t *bm,
  */
 extern bool addcow_name_is_uri (const char *name);
 
+/* The defined format values (spec section 4): "raw" or "qed" for the
+ * backing file, "raw" for the image.  Any other value is invalid.
+ */
+extern bool addcow_backing_format_defined (const char *format);
+extern bool addcow_image_format_defined (const char *format);
+
+/* The creation policy shared by every writer (the filter, qad-img):
+ * the backing format to record for BACKING (a path or an NBD URI) when
+ * the user said FORMAT (NULL: nothing).  Formats are never probed; a
+ * file that starts with a known image header needs FORMAT, and NBD
+ * backings are raw.  OPTION names the parameter in messages.  Returns
+ * a static string, or NULL after qad_error naming the file and what
+ * was found.
+ */
+extern const char *addcow_choose_backing_format (const char *backing,
+                                                 const char *format,
+                                                 const char *option);
+
 /* True when the NBD URI names a Unix socket in a directory that lives
  * only as long as one server: "nbdkit -U -" (nbdkitXXXXXX/socket) or
  * libnbd's socket activation (libnbdXXXXXX/sock).  A sidecar that
  * records such a URI could never be reopened.
  */
 extern bool addcow_uri_is_temporary (const char *uri);
+
+/* The creation policy for NBD backings: -1 after qad_error when
+ * BACKING is a temporary socket (addcow_uri_is_temporary), else 0.
+ */
+extern int addcow_refuse_temporary_uri (const char *backing);
 
 /* Resolve NAME (from the header) relative to the directory holding
  * the sidecar SIDECAR.  Absolute names and URIs are returned as they

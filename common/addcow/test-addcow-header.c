@@ -158,6 +158,21 @@ main (void)
   assert (strcmp (h.image_file, "disk.raw") == 0);
   addcow_header_free (&h);
 
+  /* A name may end exactly at HEADER_SIZE, a 1-byte one start at
+   * HEADER_SIZE - 1 (spec section 4).
+   */
+  hs = make_valid (12);
+  memset (buf + 76, 0, 16);
+  memcpy (buf + hs - 8, "disk.raw", 8);
+  buf[hs - 9] = 'b';
+  store_le32 (buf + 12, hs - 8);
+  store_le32 (buf + 4, hs - 9);
+  store_le32 (buf + 8, 1);
+  assert (addcow_parse_header (buf, hs, "t", &h) == 0);
+  assert (strcmp (h.image_file, "disk.raw") == 0);
+  assert (strcmp (h.backing_file, "b") == 0);
+  addcow_header_free (&h);
+
   /* ---- corruptions ---- */
   hs = make_valid (16);
   expect_bad (75, "truncated fixed header", "truncated", "75", NULL);
@@ -221,6 +236,14 @@ main (void)
   memcpy (buf + 44, "raw", 3);
   expect_bad (4096, "backing format without backing file",
               "no backing file", NULL);
+
+  /* Only the defined format values are valid. */
+  make_valid (16); memcpy (buf + 44, "qcow2", 5);
+  expect_bad (hs, "undefined backing format", "backing file format",
+              "qcow2", "not defined", NULL);
+  make_valid (16); memcpy (buf + 60, "qed", 3);
+  expect_bad (hs, "undefined image format", "image file format", "qed",
+              "not defined", NULL);
 
   make_valid (16); buf[78] = 0;
   expect_bad (hs, "NUL inside a name", "NUL", NULL);

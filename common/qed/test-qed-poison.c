@@ -21,6 +21,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -41,20 +42,30 @@
 
 /* Injection state: the next fail_syncs fdatasyncs fail with sync_err,
  * the next fail_writes pwrites with ENOSPC, the next fail_fallocs
- * fallocates with EIO.
+ * fallocates with EIO (single-threaded parts only).  For the threaded
+ * part: the fdatasync numbered fail_sync_nth (counting every call in
+ * sync_calls) fails with EIO.
  */
 static int fail_syncs, sync_err = EIO, fail_writes, fail_fallocs;
-static unsigned nr_syncs;       /* fdatasyncs that reached the kernel */
+static unsigned long sync_calls, fail_sync_nth;  /* atomic */
+static unsigned nr_syncs;       /* atomic: fdatasyncs that reached the
+                                   kernel */
 
 int
 fdatasync (int fd)
 {
+  unsigned long n = __atomic_add_fetch (&sync_calls, 1, __ATOMIC_SEQ_CST);
+
   if (fail_syncs > 0) {
     fail_syncs--;
     errno = sync_err;
     return -1;
   }
-  nr_syncs++;
+  if (n == __atomic_load_n (&fail_sync_nth, __ATOMIC_SEQ_CST)) {
+    errno = EIO;
+    return -1;
+  }
+  __atomic_add_fetch (&nr_syncs, 1, __ATOMIC_SEQ_CST);
   return syscall (SYS_fdatasync, fd);
 }
 
@@ -168,6 +179,83 @@ expect_poisoned (struct qed_image *img, unsigned char byte)
   CHECK (buf[0] == byte && buf[CS - 1] == byte);
 }
 
+/* The threaded part: writers doing FUA writes (so group commits) in
+ * place while one fdatasync fails.  Once any writer has seen the
+ * failure, no request that starts later may succeed (before the
+ * poison, a later group commit started a new fdatasync that did).
+ */
+#define THREADS 4
+#define OPS 150
+
+static int failure_seen;        /* atomic */
+
+struct writer {
+  struct qed_image *img;
+  unsigned id;
+  unsigned ok_after_failure;    /* must stay 0 */
+  unsigned failures;
+  unsigned wrong_errno;
+};
+
+static void *
+writer_thread (void *vp)
+{
+  struct writer *w = vp;
+  unsigned char buf[512];
+  unsigned i;
+
+  memset (buf, 0x60 + w->id, sizeof buf);
+  for (i = 0; i < OPS; ++i) {
+    uint64_t off = (uint64_t) (w->id * 16 + i % 16) * CS;
+    bool after = __atomic_load_n (&failure_seen, __ATOMIC_SEQ_CST);
+    int r = qed_pwrite (w->img, buf, sizeof buf, off, true);
+    if (r == 0 && after)
+      w->ok_after_failure++;
+    else if (r == -1) {
+      __atomic_store_n (&failure_seen, 1, __ATOMIC_SEQ_CST);
+      w->failures++;
+      if (errno != EIO)
+        w->wrong_errno++;
+    }
+  }
+  return NULL;
+}
+
+static void
+threaded_group_commit (void)
+{
+  struct qed_image *img = create_and_open ("e.qed", false);
+  unsigned char *all = calloc (THREADS * 16, CS);
+  struct writer w[THREADS];
+  pthread_t th[THREADS];
+  unsigned t, syncs;
+
+  CHECK (all != NULL);
+  /* Allocate every cluster first: the FUA writes go in place. */
+  CHECK (qed_pwrite (img, all, THREADS * 16 * CS, 0, false) == 0);
+  CHECK (qed_flush (img) == 0);
+  __atomic_store_n (&fail_sync_nth,
+                    __atomic_load_n (&sync_calls, __ATOMIC_SEQ_CST) + 40,
+                    __ATOMIC_SEQ_CST);
+  for (t = 0; t < THREADS; ++t) {
+    w[t] = (struct writer) { .img = img, .id = t };
+    CHECK (pthread_create (&th[t], NULL, writer_thread, &w[t]) == 0);
+  }
+  for (t = 0; t < THREADS; ++t) {
+    CHECK (pthread_join (th[t], NULL) == 0);
+    CHECK (w[t].ok_after_failure == 0);
+    CHECK (w[t].failures > 0);
+    CHECK (w[t].wrong_errno == 0);
+  }
+  syncs = __atomic_load_n (&nr_syncs, __ATOMIC_SEQ_CST);
+  FAILS_WITH (EIO, qed_flush (img));
+  CHECK (nr_syncs == syncs);
+  CHECK (qed_poisoned (img));
+  __atomic_store_n (&fail_sync_nth, 0, __ATOMIC_SEQ_CST);
+  qed_close (img);
+  free (all);
+}
+
 static void
 check_valid (const char *name)
 {
@@ -266,12 +354,16 @@ main (void)
   CHECK (qed_pread (img, buf, sizeof buf, 0) == 0 && buf[0] == 0);
   CHECK (qed_close (img) == 0);
 
+  /* 6. Concurrent group commits. */
+  threaded_group_commit ();
+
   fprintf (stderr, "test-qed-poison: OK (%u errors logged as expected)\n",
            errors_logged);
   unlink (path_of ("a.qed"));
   unlink (path_of ("b.qed"));
   unlink (path_of ("c.qed"));
   unlink (path_of ("d.qed"));
+  unlink (path_of ("e.qed"));
   unlink (path_of ("base.raw"));
   rmdir (dir);
   return EXIT_SUCCESS;

@@ -129,7 +129,7 @@ addcow_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     return 0;
   }
   if (strcmp (key, "addcow-backing-format") == 0) {
-    if (strcmp (value, "raw") != 0 && strcmp (value, "qed") != 0) {
+    if (!addcow_backing_format_defined (value)) {
       nbdkit_error ("addcow-backing-format=%s: must be raw or qed", value);
       return -1;
     }

@@ -73,32 +73,10 @@ create_sidecar (const struct sidecar_params *p)
     backing_name = addcow_relative_name (p->sidecar, p->backing);
     if (backing_name == NULL)
       return -1;
-    bfmt = p->backing_format;
-    if (bfmt == NULL) {
-      if (!addcow_name_is_uri (p->backing) &&
-          qed_file_has_magic (p->backing)) {
-        nbdkit_error ("%s: the backing file %s starts with a QED header; "
-                      "formats are never probed: say "
-                      "addcow-backing-format=qed (or =raw)",
-                      p->sidecar, p->backing);
-        return -1;
-      }
-      bfmt = "raw";
-    }
-    if (addcow_uri_is_temporary (p->backing)) {
-      nbdkit_error ("%s: addcow-backing=%s is a temporary socket (made by "
-                    "\"nbdkit -U -\" or a captive libnbd server) that "
-                    "disappears with its server: a sidecar recording it "
-                    "could never be reopened; serve the backing file on a "
-                    "socket path of your own (nbdkit -U /path/to/sock)",
-                    p->sidecar, p->backing);
+    bfmt = addcow_choose_backing_format (p->backing, p->backing_format,
+                                         "addcow-backing-format");
+    if (bfmt == NULL || addcow_refuse_temporary_uri (p->backing) == -1)
       return -1;
-    }
-    if (addcow_name_is_uri (p->backing) && strcmp (bfmt, "raw") != 0) {
-      nbdkit_error ("%s: an NBD backing (%s) must have format raw, not %s",
-                    p->sidecar, p->backing, bfmt);
-      return -1;
-    }
   }
   else if (p->backing_format) {
     nbdkit_error ("addcow-backing-format given without addcow-backing");
@@ -129,11 +107,6 @@ check_params_against_header (const struct sidecar_params *p,
                   "cluster size %" PRIu64 " recorded in the file",
                   p->sidecar, UINT64_C (1) << p->cluster_bits,
                   UINT64_C (1) << sc->hdr.cluster_bits);
-    return -1;
-  }
-  if (strcmp (sc->hdr.image_format, "raw") != 0) {
-    nbdkit_error ("%s: image file format \"%s\" is not supported "
-                  "(only raw)", p->sidecar, sc->hdr.image_format);
     return -1;
   }
   if (p->image && strcmp (p->image, sc->hdr.image_file) != 0) {
