@@ -138,3 +138,37 @@ fingerprint () { echo "$(sha256sum < "$1") $(stat -c %s "$1")"; }
     "$QAD_IMG" create -f qed -o cluster_size b.qed 1M
   test ! -e b.qed
 }
+
+@test "tool habits: info works when the backing file is missing, and says so" {
+  truncate -s 1M base.raw disk.raw
+  "$QAD_IMG" create -f qed -b base.raw -F raw a.qed
+  "$QAD_IMG" create -f add-cow a.add-cow --image=disk.raw -b base.raw >/dev/null
+  "$QAD_IMG" info --output=json a.qed | grep -q '"backing-exists": true'
+  "$QAD_IMG" info --output=json a.add-cow | grep -q '"backing-exists": true'
+  rm base.raw
+  run "$QAD_IMG" info a.qed
+  test "$status" -eq 0
+  grep -q "^backing file name:  base.raw$" <<<"$output"
+  grep -q "^backing file:       missing: base.raw: cannot open" <<<"$output"
+  grep -q "^virtual size:       1048576 bytes" <<<"$output"
+  "$QAD_IMG" info --output=json a.qed | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+assert d["backing-filename"] == "base.raw"
+assert d["backing-filename-format"] == "raw"
+assert d["backing-exists"] is False
+assert "No such file" in d["backing-error"]
+assert d["virtual-size"] == 1048576 and d["dirty-flag"] is False
+assert d["actual-size"] > 0'
+  run "$QAD_IMG" info a.add-cow
+  test "$status" -eq 0
+  grep -q "^backing file:       base.raw (raw) \[missing\]$" <<<"$output"
+  "$QAD_IMG" info --output=json a.add-cow | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+assert d["backing-filename"] == "base.raw"
+assert d["backing-filename-format"] == "raw"
+assert d["backing-exists"] is False'
+  # As qemu-img info does with the same QED image.
+  qemu-img info a.qed | grep -q "^backing file: base.raw"
+}

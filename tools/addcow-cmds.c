@@ -58,6 +58,7 @@ open_sidecar (const char *file, int *fd, struct addcow_header *h,
 static int
 addcow_info (int argc, char **argv)
 {
+  bool backing_ok;
   static const struct option long_options[] = {
     { "format", required_argument, NULL, OPT_FORMAT },
     { "json", no_argument, NULL, OPT_JSON },
@@ -102,6 +103,10 @@ addcow_info (int argc, char **argv)
   image = addcow_resolve_name (file, h.image_file);
   if (h.backing_file)
     bk = addcow_resolve_name (file, h.backing_file);
+  /* As qemu-img info: the header is shown whether or not the backing
+   * file can be opened; say when it is missing.
+   */
+  backing_ok = !bk || addcow_name_is_uri (bk) || access (bk, F_OK) == 0;
 
   if (json) {
     printf ("{\n  \"filename\": ");
@@ -133,6 +138,10 @@ addcow_info (int argc, char **argv)
       json_string (stdout, bk ? bk : "");
       printf (",\n  \"backing-format\": ");
       json_string (stdout, h.backing_format);
+      printf (",\n  \"backing-filename-format\": ");
+      json_string (stdout, h.backing_format);
+      printf (",\n  \"backing-exists\": %s",
+              backing_ok ? "true" : "false");
     }
     else
       printf ("null");
@@ -145,7 +154,7 @@ addcow_info (int argc, char **argv)
             "cluster size:       %" PRIu64 "\n"
             "header size:        %" PRIu32 "\n"
             "image file:         %s (%s)%s\n"
-            "backing file:       %s%s%s%s\n"
+            "backing file:       %s%s%s%s%s\n"
             "compat features:    0x%" PRIx64 "%s\n"
             "clusters:           %" PRIu64 "\n"
             "in the image:       %" PRIu64 "%s\n",
@@ -155,6 +164,7 @@ addcow_info (int argc, char **argv)
             h.backing_file ? " (" : "",
             h.backing_file ? h.backing_format : "",
             h.backing_file ? ")" : "",
+            backing_ok ? "" : " [missing]",
             h.compat_features, all ? " (ALL_ALLOCATED)" : "",
             nclusters, in_image, fresh ? " (fresh: no bitmap yet)" : "");
   }

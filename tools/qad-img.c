@@ -312,12 +312,6 @@ takes_value (const char *arg)
   return false;
 }
 
-static void
-error_with_prefix (const char *msg)
-{
-  fprintf (stderr, "qad-img: %s\n", msg);
-}
-
 int
 main (int argc, char **argv)
 {
@@ -331,7 +325,7 @@ main (int argc, char **argv)
   size_t room;
   int i;
 
-  qad_set_error_handler (error_with_prefix);
+  qad_set_error_handler (qad_img_print_error);
 
   if (argc < 2) {
     usage (stderr);

@@ -54,6 +54,9 @@ extern int refuse_existing (const char *file, bool force);
 extern int parse_size (const char *what, const char *str,
                        unsigned long long *ret);
 
+/* The error handler of common/ in qad-img: "qad-img: MSG". */
+extern void qad_img_print_error (const char *msg);
+
 /* A check's problem reporter: OPAQUE points to the bool "--json";
  * messages go to stdout, or to stderr when stdout carries JSON.
  */

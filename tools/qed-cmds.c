@@ -14,8 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cleanup.h"
+#include "qad-error.h"
 #include "qad-img.h"
 #include "qed-check.h"
 #include "qed-create.h"
@@ -84,6 +86,44 @@ print_chain_text (struct qed_image *img)
   }
 }
 
+/* The first error message, kept by capture_error. */
+static char *captured_error;
+
+static void
+capture_error (const char *msg)
+{
+  if (captured_error == NULL)
+    captured_error = strdup (msg);
+}
+
+/* Open FILE with its backing chain; when only the chain fails, open
+ * the image alone and return the chain's error in *BACKING_ERROR.
+ */
+static struct qed_image *
+open_image_for_info (const char *file, char **backing_error)
+{
+  struct qed_open_options alone = { .readonly = true, .no_backing = true };
+  struct qed_image *img;
+
+  img = qed_open (file, &alone);       /* errors about the image itself */
+  if (img == NULL)
+    return NULL;
+  if (!(img->header.features & QED_F_BACKING_FILE))
+    return img;
+  qed_close (img);
+  qad_set_error_handler (capture_error);
+  img = open_image (file);
+  qad_set_error_handler (qad_img_print_error);
+  if (img)
+    free (captured_error);
+  else {
+    *backing_error = captured_error;
+    img = qed_open (file, &alone);
+  }
+  captured_error = NULL;
+  return img;
+}
+
 static int
 qed_info (int argc, char **argv)
 {
@@ -97,6 +137,9 @@ qed_info (int argc, char **argv)
   const struct qed_header *h;
   uint64_t data, zero;
   CLEANUP_FREE char *bname = NULL;
+  CLEANUP_FREE char *backing_error = NULL;
+  uint64_t actual_size = 0;
+  struct stat st;
   char features[256], compat[64], autoclear[64];
   int c;
 
@@ -111,7 +154,10 @@ qed_info (int argc, char **argv)
     fprintf (stderr, "usage: qad-img info FILE.qed [--json]\n");
     return EXIT_FAILURE;
   }
-  img = open_image (argv[optind]);
+  /* As qemu-img info: the image's own header and tables are shown even
+   * when its backing file cannot be opened; the reason is reported.
+   */
+  img = open_image_for_info (argv[optind], &backing_error);
   if (img == NULL)
     return EXIT_FAILURE;
   h = &img->header;
@@ -122,6 +168,8 @@ qed_info (int argc, char **argv)
   }
   qed_features_string (h->features, features, sizeof features);
   snprintf (compat, sizeof compat, "0x%" PRIx64, h->compat_features);
+  if (fstat (img->fd, &st) == 0)
+    actual_size = (uint64_t) st.st_blocks * 512;
   snprintf (autoclear, sizeof autoclear, "0x%" PRIx64, h->autoclear_features);
 
   if (json) {
@@ -152,7 +200,22 @@ qed_info (int argc, char **argv)
       json_string (stdout, bname);
     else
       printf ("null");
-    printf (",\n");
+    if (bname) {
+      /* Recorded (NO_PROBE: raw) or probed; unknown when missing. */
+      if (h->features & QED_F_BACKING_FORMAT_NO_PROBE || img->backing)
+        printf (",\n  \"backing-filename-format\": \"%s\"",
+                img->backing_raw ||
+                h->features & QED_F_BACKING_FORMAT_NO_PROBE ? "raw" : "qed");
+      printf (",\n  \"backing-exists\": %s",
+              backing_error ? "false" : "true");
+      if (backing_error) {
+        printf (",\n  \"backing-error\": ");
+        json_string (stdout, backing_error);
+      }
+    }
+    printf (",\n  \"dirty-flag\": %s",
+            h->features & QED_F_NEED_CHECK ? "true" : "false");
+    printf (",\n  \"actual-size\": %" PRIu64 ",\n", actual_size);
     print_chain_json (img);
     printf ("\n}\n");
   }
@@ -175,6 +238,8 @@ qed_info (int argc, char **argv)
             features, compat, autoclear, data, zero);
     if (bname)
       printf ("backing file name:  %s\n", bname);
+    if (backing_error)
+      printf ("backing file:       missing: %s\n", backing_error);
     print_chain_text (img);
   }
   qed_close (img);

@@ -154,6 +154,12 @@ json_string (FILE *fp, const char *s)
 }
 
 void
+qad_img_print_error (const char *msg)
+{
+  fprintf (stderr, "qad-img: %s\n", msg);
+}
+
+void
 print_check_problem (void *opaque, const char *msg)
 {
   bool json = *(bool *) opaque;
