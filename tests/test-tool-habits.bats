@@ -172,3 +172,38 @@ assert d["backing-exists"] is False'
   # As qemu-img info does with the same QED image.
   qemu-img info a.qed | grep -q "^backing file: base.raw"
 }
+
+@test "tool habits: check's JSON keys and exit status have qemu-img's meanings" {
+  requires qemu-io --version
+  qemu-img create -q -f qed a.qed 1M
+  qemu-io -f qed -c "write 0 128k" a.qed >/dev/null
+  truncate -s +65536 a.qed
+  cp a.qed b.qed
+  run qemu-img check --output=json a.qed
+  theirs="$output" their_status=$status
+  run "$QAD_IMG" check --output=json a.qed
+  test "$status" -eq "$their_status"           # 3: leaks only
+  for key in total-clusters check-errors leaks allocated-clusters; do
+    grep "\"$key\": [0-9]*" -o <<<"$theirs" > t
+    grep "\"$key\": [0-9]*" -o <<<"$output" > o
+    diff t o
+  done
+  # After -r the counts are what remains, fixed ones are counted apart,
+  # and the exit status says the image is now clean.
+  out="$("$QAD_IMG" check -r all --output=json b.qed 2>/dev/null)"
+  python3 -c '
+import json, sys
+d = json.loads(sys.argv[1])
+assert d["leaks"] == 0 and d["leaks-fixed"] == 1, d
+assert d["corruptions"] == 0 and d["check-errors"] == 0, d
+assert d["total-clusters"] == 16, d' "$out"
+  qemu-img check b.qed
+  # add-cow: guest clusters and clusters in the image, qemu-img's names.
+  truncate -s 1M disk.raw
+  "$QAD_IMG" create -f add-cow a.add-cow --image=disk.raw >/dev/null
+  "$QAD_IMG" check --output=json a.add-cow | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+assert d["total-clusters"] == 16 and d["allocated-clusters"] == 0, d
+assert d["check-errors"] == 0, d'
+}

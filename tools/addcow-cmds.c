@@ -283,9 +283,11 @@ addcow_check_verb (int argc, char **argv)
             "  \"corruptions-fixed\": %" PRIu64 ",\n"
             "  \"clusters\": %" PRIu64 ",\n"
             "  \"clusters-in-image\": %" PRIu64 ",\n"
+            "  \"total-clusters\": %" PRIu64 ",\n"
+            "  \"allocated-clusters\": %" PRIu64 ",\n"
             "  \"all-allocated\": %s\n}\n",
             r.corruptions, r.repaired, r.nclusters, r.in_image,
-            r.all_allocated ? "true" : "false");
+            r.nclusters, r.in_image, r.all_allocated ? "true" : "false");
   }
   else {
     if (r.corruptions == 0)

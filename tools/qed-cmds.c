@@ -389,12 +389,20 @@ qed_check_verb (int argc, char **argv)
             "  \"allocated-clusters\": %" PRIu64 ",\n"
             "  \"zero-clusters\": %" PRIu64 ",\n"
             "  \"total-clusters\": %" PRIu64 ",\n"
+            "  \"file-clusters\": %" PRIu64 ",\n"
             "  \"image-end-offset\": %" PRIu64 "\n}\n",
-            corrupt, res.corruptions, res.corruptions_fixed,
-            res.leaks, res.leaks_fixed, res.leaks_punched,
+            /* qemu-img's meanings: check-errors counts failures of the
+             * check itself (then there is no JSON: exit 1), corruptions
+             * and leaks are what remains after a repair, total-clusters
+             * counts guest clusters.
+             */
+            UINT64_C (0), corrupt, res.corruptions_fixed,
+            leaks, res.leaks_fixed, res.leaks_punched,
             res.need_check ? "true" : "false",
             res.need_check_cleared ? "true" : "false",
             res.l2_tables, res.data_clusters, res.zero_clusters,
+            (img->header.image_size + img->header.cluster_size - 1)
+            / img->header.cluster_size,
             res.file_clusters, res.image_end_offset);
   }
   else {
