@@ -207,3 +207,22 @@ d = json.load(sys.stdin)
 assert d["total-clusters"] == 16 and d["allocated-clusters"] == 0, d
 assert d["check-errors"] == 0, d'
 }
+
+@test "tool habits: map prints what qemu-img map prints, human and JSON, through a chain" {
+  requires qemu-io --version
+  qemu-img create -q -f raw base.raw 3M
+  qemu-io -f raw -c "write -P 1 1M 1M" base.raw >/dev/null
+  qemu-img create -q -f qed -b base.raw -F raw mid.qed 6M
+  qemu-io -f qed -c "write -P 2 0 64k" -c "write -P 3 4M 64k" mid.qed >/dev/null
+  mkdir sub
+  qemu-img create -q -f qed -b ../mid.qed -F qed sub/top.qed 8M
+  qemu-io -f qed -c "write -P 4 128k 64k" -c "write -z 1536k 64k" sub/top.qed >/dev/null
+  qemu-img create -q -f qed alone.qed 1M
+  qemu-io -f qed -c "write -P 5 64k 128k" alone.qed >/dev/null
+  for f in sub/top.qed mid.qed alone.qed; do
+    diff <(qemu-img map "$f") <("$QAD_IMG" map "$f")
+    diff <(qemu-img map --output=json "$f") <("$QAD_IMG" map --output=json "$f")
+  done
+  # The backing's data is shown in the backing file, as qemu-img does.
+  "$QAD_IMG" map sub/top.qed | grep -q "^0x100000        0x80000         0x100000        sub/../base.raw$"
+}
