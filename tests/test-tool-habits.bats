@@ -226,3 +226,48 @@ assert d["check-errors"] == 0, d'
   # The backing's data is shown in the backing file, as qemu-img does.
   "$QAD_IMG" map sub/top.qed | grep -q "^0x100000        0x80000         0x100000        sub/../base.raw$"
 }
+
+@test "tool habits: add-cow map has qemu-img map's shape, through a QED backing chain" {
+  requires qemu-io --version
+  requires_file "$ADDCOW_FILTER"
+  requires_nbdsh
+  qemu-img create -q -f raw base.raw 1M
+  qemu-io -f raw -c "write -P 1 0 256k" base.raw >/dev/null
+  qemu-img create -q -f qed -b base.raw -F raw mid.qed 1M
+  qemu-io -f qed -c "write -P 2 512k 64k" -c "write -z 0 64k" mid.qed >/dev/null
+  truncate -s 2M disk.raw
+  "$QAD_IMG" create -f add-cow a.add-cow --image=disk.raw -b mid.qed -F qed >/dev/null
+  start_nbdkit "$BATS_TEST_TMPDIR/s" --filter="$ADDCOW_FILTER" file disk.raw addcow=a.add-cow
+  nbdsh -u "$(nbd_uri "$BATS_TEST_TMPDIR/s")" -c 'h.pwrite(b"3" * 65536, 1 << 20); h.flush()'
+  stop_nbdkit "$BATS_TEST_TMPDIR/s"
+  "$QAD_IMG" map --output=json a.add-cow > map.json
+  cat map.json
+  python3 - <<'PY'
+import json
+m = json.load(open("map.json"))
+pos = 0
+for e in m:
+    assert e["start"] == pos, e
+    pos += e["length"]
+    for k in ("depth", "present", "zero", "data"):
+        assert k in e, e
+assert pos == 2 << 20
+def at(o):
+    return next(e for e in m if e["start"] <= o < e["start"] + e["length"])
+assert at(0)["depth"] == 1 and at(0)["zero"] and not at(0)["data"]      # QED zero cluster
+assert at(64 << 10)["depth"] == 2 and at(64 << 10)["offset"] == 64 << 10  # base.raw data
+assert at(512 << 10)["depth"] == 1 and at(512 << 10)["data"]             # mid.qed data
+assert at(768 << 10)["depth"] == 2 and at(768 << 10)["zero"]             # base.raw hole
+e = at(1 << 20)
+assert e["depth"] == 0 and e["data"] and e["offset"] == 1 << 20 and e["source"] == "image"
+assert at(1536 << 10)["depth"] == 1 and not at(1536 << 10)["present"]    # past the backing's end
+PY
+  "$QAD_IMG" map a.add-cow | grep -q "^0x100000        0x10000         0x100000        ./disk.raw$"
+  "$QAD_IMG" map a.add-cow | grep -q "^0x80000         0x10000         0x[0-9a-f]*  *./mid.qed$"
+  # A missing backing file: bit-0 ranges are reported as data, without offset.
+  rm base.raw mid.qed
+  "$QAD_IMG" map --output=json a.add-cow | python3 -c '
+import json, sys
+m = json.load(sys.stdin)
+assert m[0]["depth"] == 1 and m[0]["data"] and "offset" not in m[0], m'
+}

@@ -24,6 +24,8 @@
 #include "addcow-file.h"
 #include "cleanup.h"
 #include "ispowerof2.h"
+#include "minmax.h"
+#include "qad-error.h"
 #include "qad-img.h"
 #include "qed-image.h"
 
@@ -172,6 +174,11 @@ addcow_info (int argc, char **argv)
   return EXIT_SUCCESS;
 }
 
+static void
+ignore_error (const char *msg)
+{
+}
+
 static int
 addcow_map_verb (int argc, char **argv)
 {
@@ -185,6 +192,12 @@ addcow_map_verb (int argc, char **argv)
   uint64_t fsz, disk_size, nclusters, bmlen, c = 0, cs;
   CLEANUP_FREE uint8_t *bm = NULL;
   const char *file, *zero_src;
+  struct qad_blockdev *backing = NULL;
+  struct map_where w = { 0 };
+  struct map_human_range pend = { 0 };
+  char *image = NULL, *bk = NULL;
+  uint64_t off;
+  int ret = EXIT_SUCCESS;
   int opt, fd;
 
   while ((opt = getopt_long (argc, argv, "f:", long_options, NULL)) != -1) {
@@ -219,29 +232,83 @@ addcow_map_verb (int argc, char **argv)
   }
   close (fd);
   zero_src = h.backing_file ? "backing" : "zero";
+  image = addcow_resolve_name (file, h.image_file);
+  /* The backing file, to say what bit-0 ranges read (an NBD backing
+   * or a missing file: unknown, reported as data).
+   */
+  if (!all && h.backing_file) {
+    bk = addcow_resolve_name (file, h.backing_file);
+    if (bk && !addcow_name_is_uri (bk)) {
+      qad_set_error_handler (ignore_error); /* map works without it */
+      backing = qed_open_backing (bk, h.backing_format, false);
+      qad_set_error_handler (qad_img_print_error);
+    }
+  }
 
   if (json)
     printf ("[");
+  else
+    printf (MAP_HUMAN_HEADER);
   while (c < nclusters) {
     bool v = true;
     uint64_t run = all ? nclusters : addcow_bitmap_run (bm, c, nclusters, &v);
     uint64_t start = c * cs;
     uint64_t end = c + run == nclusters ? disk_size : (c + run) * cs;
     const char *src = v ? "image" : zero_src;
-    if (json) {
-      printf ("%s\n  { \"start\": %" PRIu64 ", \"length\": %" PRIu64
-              ", \"source\": \"%s\" }", first ? "" : ",", start,
-              end - start, src);
+
+    for (off = start; off < end; off += w.len) {
+      if (v)                    /* in the raw image, at the same offset */
+        w = (struct map_where) { .len = end - off, .present = true,
+                                 .data = true, .has_offset = true,
+                                 .offset = off, .name = image };
+      else if (!h.backing_file)
+        w = (struct map_where) { .len = end - off, .zero = true };
+      else if (backing == NULL)
+        w = (struct map_where) { .len = end - off, .depth = 1,
+                                 .present = true, .data = true };
+      else if (off >= backing->size)  /* zeroes past the backing's end */
+        w = (struct map_where) { .len = end - off, .depth = 1,
+                                 .zero = true };
+      else if (map_resolve (backing, off, MIN (end, backing->size) - off,
+                            1, &w) == -1) {
+        ret = EXIT_FAILURE;
+        goto out;
+      }
+      /* qemu-img map's shape, plus which add-cow bit says so. */
+      if (json) {
+        printf ("%s{ \"start\": %" PRIu64 ", \"length\": %" PRIu64
+                ", \"depth\": %d, \"present\": %s, \"zero\": %s"
+                ", \"data\": %s", first ? "" : ",\n", off, w.len,
+                w.depth, w.present ? "true" : "false",
+                w.zero ? "true" : "false", w.data ? "true" : "false");
+        if (w.has_offset)
+          printf (", \"offset\": %" PRIu64, w.offset);
+        printf (", \"source\": \"%s\"}", src);
+      }
+      else if (w.data && w.has_offset) {
+        if (pend.len && pend.name == w.name &&
+            pend.start + pend.len == off &&
+            pend.offset + pend.len == w.offset)
+          pend.len += w.len;
+        else {
+          map_print_human_range (&pend, file);
+          pend = (struct map_human_range) { off, w.len, w.offset, w.name };
+        }
+      }
+      first = false;
     }
-    else
-      printf ("%16" PRIu64 " %16" PRIu64 "  %s\n", start, end - start, src);
-    first = false;
     c += run;
   }
   if (json)
-    printf ("%s]\n", first ? "" : "\n");
+    printf ("]\n");
+  else
+    map_print_human_range (&pend, file);
+ out:
+  qad_blockdev_close (backing);
+  free (image);
+  free (bk);
   addcow_header_free (&h);
-  return EXIT_SUCCESS;
+  return ret;
 }
 
 static int

@@ -16,6 +16,7 @@
 #define QAD_IMG_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 typedef int (*qad_verb) (int argc, char **argv);
@@ -61,6 +62,33 @@ extern void qad_img_print_error (const char *msg);
  * messages go to stdout, or to stderr when stdout carries JSON.
  */
 extern void print_check_problem (void *opaque, const char *msg);
+
+/* Where a guest range reads from, through a backing chain of QED and
+ * raw files, as qemu-img map reports it (map_resolve).
+ */
+struct qad_blockdev;
+struct map_where {
+  uint64_t len;                 /* bytes with the same answer */
+  int depth;                    /* 0: the image, 1: its backing, ... */
+  bool present, zero, data;
+  bool has_offset;
+  uint64_t offset;              /* in the file NAME */
+  const char *name;             /* the file holding the bytes */
+};
+extern int map_resolve (struct qad_blockdev *b, uint64_t off, uint64_t max,
+                        int depth, struct map_where *w);
+
+/* A data range of human map output, pending a merge; printed as
+ * qemu-img map prints it (nothing when LEN is 0).
+ */
+struct map_human_range {
+  uint64_t start, len, offset;
+  const char *name;
+};
+extern void map_print_human_range (const struct map_human_range *r,
+                                   const char *image);
+#define MAP_HUMAN_HEADER "%-16s%-16s%-16s%s\n", "Offset", "Length", \
+    "Mapped to", "File"
 
 /* Minimal JSON output helpers. */
 extern void json_string (FILE *fp, const char *s);

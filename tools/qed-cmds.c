@@ -17,7 +17,6 @@
 #include <sys/stat.h>
 
 #include "cleanup.h"
-#include "minmax.h"
 #include "qad-error.h"
 #include "qad-img.h"
 #include "qed-check.h"
@@ -247,79 +246,6 @@ qed_info (int argc, char **argv)
   return EXIT_SUCCESS;
 }
 
-/* Where a guest range reads from, through the backing chain, as
- * qemu-img map reports it.
- */
-struct where {
-  uint64_t len;                 /* bytes with the same answer */
-  int depth;                    /* 0: the image, 1: its backing, ... */
-  bool present, zero, data;
-  bool has_offset;
-  uint64_t offset;              /* in the file NAME */
-  const char *name;             /* the file holding the bytes */
-};
-
-static int
-resolve (struct qad_blockdev *b, const struct qad_blockdev_ops *qed_ops,
-         uint64_t off, uint64_t max, int depth, struct where *w)
-{
-  *w = (struct where) { .depth = depth, .present = true, .name = b->name };
-  if (b->ops == qed_ops) {
-    struct qed_image *q = (struct qed_image *) b;
-    struct qed_mapping m;
-
-    if (qed_map (q, off, max, &m) == -1)
-      return -1;
-    w->len = m.length;
-    switch (m.kind) {
-    case QED_KIND_DATA:
-      w->data = w->has_offset = true;
-      w->offset = m.host_offset;
-      return 0;
-    case QED_KIND_ZERO:
-      w->zero = true;
-      return 0;
-    case QED_KIND_UNALLOCATED:
-      if (q->backing && off < q->backing->size)
-        return resolve (q->backing, qed_ops, off,
-                        MIN (m.length, q->backing->size - off), depth + 1, w);
-      /* No backing file, or past its end: zeroes from nowhere, which
-       * qemu-img reports at this depth as not present.
-       */
-      w->zero = true;
-      w->present = false;
-      return 0;
-    }
-  }
-  else {
-    uint32_t flags;
-
-    /* A raw file: bytes at the same offset, holes read as zeroes. */
-    if (qad_blockdev_extent (b, off, max, &w->len, &flags) == -1)
-      return -1;
-    w->data = !(flags & QAD_EXTENT_HOLE);
-    w->zero = (flags & QAD_EXTENT_ZERO) != 0;
-    w->has_offset = true;
-    w->offset = off;
-  }
-  return 0;
-}
-
-/* A data range of human map output, pending a merge. */
-struct human_range {
-  uint64_t start, len, offset;
-  const char *name;
-};
-
-static void
-print_human_range (const struct human_range *r, const char *image)
-{
-  if (r->len == 0)
-    return;
-  printf ("%#-16" PRIx64 "%#-16" PRIx64 "%#-16" PRIx64 "%s\n",
-          r->start, r->len, r->offset, r->name ? r->name : image);
-}
-
 static int
 qed_map_verb (int argc, char **argv)
 {
@@ -331,7 +257,7 @@ qed_map_verb (int argc, char **argv)
   };
   bool json = false, first = true;
   struct qed_image *img;
-  struct human_range pend = { 0 };
+  struct map_human_range pend = { 0 };
   uint64_t off = 0;
   int c;
 
@@ -354,12 +280,11 @@ qed_map_verb (int argc, char **argv)
   if (json)
     printf ("[");
   else
-    printf ("%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File");
+    printf (MAP_HUMAN_HEADER);
   while (off < img->dev.size) {
-    struct where w;
+    struct map_where w;
 
-    if (resolve (&img->dev, img->dev.ops, off, img->dev.size - off, 0,
-                 &w) == -1) {
+    if (map_resolve (&img->dev, off, img->dev.size - off, 0, &w) == -1) {
       qed_close (img);
       return EXIT_FAILURE;
     }
@@ -383,15 +308,15 @@ qed_map_verb (int argc, char **argv)
           pend.start + pend.len == off && pend.offset + pend.len == w.offset)
         pend.len += w.len;
       else {
-        print_human_range (&pend, argv[optind]);
-        pend = (struct human_range) { off, w.len, w.offset, w.name };
+        map_print_human_range (&pend, argv[optind]);
+        pend = (struct map_human_range) { off, w.len, w.offset, w.name };
       }
     }
     first = false;
     off += w.len;
   }
   if (!json)
-    print_human_range (&pend, argv[optind]);
+    map_print_human_range (&pend, argv[optind]);
   if (json)
     printf ("]\n");
   qed_close (img);

@@ -16,7 +16,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "minmax.h"
 #include "qad-img.h"
+#include "qed-image.h"
 
 bool qad_force;
 
@@ -127,6 +129,64 @@ parse_size (const char *what, const char *str, unsigned long long *ret)
  bad:
   fprintf (stderr, "qad-img: %s: cannot parse size: %s\n", what, str);
   return -1;
+}
+
+int
+map_resolve (struct qad_blockdev *b, uint64_t off, uint64_t max, int depth,
+             struct map_where *w)
+{
+  struct qed_image *q = qed_image_of (b);
+
+  *w = (struct map_where) { .depth = depth, .present = true,
+                            .name = b->name };
+  if (q) {
+    struct qed_mapping m;
+
+    if (qed_map (q, off, max, &m) == -1)
+      return -1;
+    w->len = m.length;
+    switch (m.kind) {
+    case QED_KIND_DATA:
+      w->data = w->has_offset = true;
+      w->offset = m.host_offset;
+      return 0;
+    case QED_KIND_ZERO:
+      w->zero = true;
+      return 0;
+    case QED_KIND_UNALLOCATED:
+      if (q->backing && off < q->backing->size)
+        return map_resolve (q->backing, off,
+                            MIN (m.length, q->backing->size - off),
+                            depth + 1, w);
+      /* No backing file, or past its end: zeroes from nowhere, which
+       * qemu-img reports at this depth as not present.
+       */
+      w->zero = true;
+      w->present = false;
+      return 0;
+    }
+  }
+  else {
+    uint32_t flags;
+
+    /* A raw file: bytes at the same offset, holes read as zeroes. */
+    if (qad_blockdev_extent (b, off, max, &w->len, &flags) == -1)
+      return -1;
+    w->data = !(flags & QAD_EXTENT_HOLE);
+    w->zero = (flags & QAD_EXTENT_ZERO) != 0;
+    w->has_offset = true;
+    w->offset = off;
+  }
+  return 0;
+}
+
+void
+map_print_human_range (const struct map_human_range *r, const char *image)
+{
+  if (r->len == 0)
+    return;
+  printf ("%#-16" PRIx64 "%#-16" PRIx64 "%#-16" PRIx64 "%s\n",
+          r->start, r->len, r->offset, r->name ? r->name : image);
 }
 
 void

@@ -392,6 +392,12 @@ open_in_chain (const char *filename, const struct qed_open_options *opts,
 }
 
 struct qed_image *
+qed_image_of (struct qad_blockdev *dev)
+{
+  return dev && dev->ops == &qed_dev_ops ? (struct qed_image *) dev : NULL;
+}
+
+struct qed_image *
 qed_open (const char *filename, const struct qed_open_options *opts)
 {
   struct chain chain = { .lock = opts->lock };

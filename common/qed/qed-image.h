@@ -154,6 +154,9 @@ extern int qed_trim (struct qed_image *img, uint64_t count, uint64_t offset,
 extern int qed_flush (struct qed_image *img);
 /* True after a failed fdatasync (see struct qed_image.poisoned). */
 extern bool qed_poisoned (struct qed_image *img);
+
+/* DEV as a QED image, or NULL when it is another kind (raw, NBD). */
+extern struct qed_image *qed_image_of (struct qad_blockdev *dev);
 /* Clear unknown autoclear bits (read-write open). */
 extern int qed_clear_autoclear (struct qed_image *img);
 /* Write the in-memory header to the file (no sync). */
