@@ -34,6 +34,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define NBDKIT_API_VERSION 2
@@ -59,8 +60,22 @@ static bool can_upgrade;        /* the file may be written later */
 static bool startup_corrupt;    /* the startup check found corruption */
 static bool upgrade_failed;     /* reopened read-write, then failed */
 
-/* One line the user sees at normal verbosity (nbdkit 1.32 has no
- * notice level: nbdkit_error would call it an error).
+/* Has nbdkit pointed stderr at /dev/null (it does when it forks into
+ * the background and logs to syslog)?
+ */
+static bool
+stderr_is_devnull (void)
+{
+  struct stat a, b;
+
+  return fstat (STDERR_FILENO, &a) == 0 && stat ("/dev/null", &b) == 0 &&
+    S_ISCHR (a.st_mode) && a.st_rdev == b.st_rdev;
+}
+
+/* One line the user sees at normal verbosity.  nbdkit 1.32 has no
+ * notice level (nbdkit_error would call it an error), so it goes to
+ * stderr; only when stderr leads nowhere (a daemon logging to syslog)
+ * through nbdkit_error, which reaches the log.
  */
 static void __attribute__ ((format (printf, 1, 2)))
 notice (const char *fs, ...)
@@ -68,11 +83,15 @@ notice (const char *fs, ...)
   va_list args;
 
   va_start (args, fs);
-  flockfile (stderr);
-  fprintf (stderr, "nbdkit: qed: notice: ");
-  vfprintf (stderr, fs, args);
-  fprintf (stderr, "\n");
-  funlockfile (stderr);
+  if (stderr_is_devnull ())
+    nbdkit_verror (fs, args);
+  else {
+    flockfile (stderr);
+    fprintf (stderr, "nbdkit: qed: notice: ");
+    vfprintf (stderr, fs, args);
+    fprintf (stderr, "\n");
+    funlockfile (stderr);
+  }
   va_end (args);
 }
 
