@@ -271,3 +271,20 @@ import json, sys
 m = json.load(sys.stdin)
 assert m[0]["depth"] == 1 and m[0]["data"] and "offset" not in m[0], m'
 }
+
+@test "tool habits: check -p shows progress as qemu-img -p does" {
+  requires qemu-io --version
+  "$QAD_IMG" create -o cluster_size=4K,table_size=2 a.qed 1000M
+  qemu-io -f qed -c "write 0 1M" -c "write 500M 1M" a.qed >/dev/null
+  "$QAD_IMG" check -p a.qed > out
+  # Steps rewritten in place with \r, rising to 100% and a newline.
+  tr '\r' '\n' < out | grep -E '^    \([0-9.]+/100%\)$' > steps
+  test "$(wc -l < steps)" -gt 10
+  test "$(tail -1 steps)" = "    (100.00/100%)"
+  sort -t'(' -k2 -n -c steps
+  grep -q "No errors were found" out
+  # -q silences it; -p is refused where it means nothing.
+  test -z "$("$QAD_IMG" check -p -q a.qed)"
+  expect_fail_cleanly "^qad-img: info: -p is for verbs that can take long" \
+    "$QAD_IMG" info -p a.qed
+}

@@ -135,7 +135,7 @@ static const char *const verb_help[NR_VERBS] = {
   "\n"
   "Show what FILE's header records.\n",
   /* check */
-  "usage: qad-img check [-f FMT] [-U] [-r leaks|all | --repair] [-q]\n"
+  "usage: qad-img check [-f FMT] [-U] [-r leaks|all | --repair] [-q] [-p]\n"
   "                     [--output=human|json] FILE\n"
   "\n"
   "Check FILE's consistency; -r repairs.  Exit status as qemu-img check:\n"
@@ -239,6 +239,14 @@ take_common_opts (int argc, char **argv, char **out, enum verb v,
       o->help = true;
     else if (is_opt (a, "-q", "--quiet"))
       o->quiet = true;
+    else if (is_opt (a, "-p", "--progress")) {
+      if (v != VERB_CHECK) {
+        fprintf (stderr, "qad-img: %s: -p is for verbs that can take "
+                 "long (check)\n", verb_names[v]);
+        return -1;
+      }
+      qad_progress = true;
+    }
     else if (strcmp (a, "--force") == 0) {
       if (v != VERB_CREATE) {
         fprintf (stderr, "qad-img: %s: --force is an option of create "

@@ -42,6 +42,12 @@ extern const struct qad_format *const qad_formats[];
 /* --force was given (create may replace an existing file). */
 extern bool qad_force;
 
+/* -p was given: verbs that can take long show progress on stdout
+ * with print_progress (a qed_check_progress_fn).
+ */
+extern bool qad_progress;
+extern void print_progress (void *opaque, uint64_t done, uint64_t total);
+
 /* For create: refuse (with a message, returning -1) when FILE exists,
  * whatever its format, unless FORCE.
  */

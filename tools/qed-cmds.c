@@ -360,7 +360,9 @@ qed_check_verb (int argc, char **argv)
   img = qed_open (argv[optind], &opts);
   if (img == NULL)
     return EXIT_FAILURE;
-  if (qed_check (img, repair, &res, print_check_problem, &json) == -1) {
+  if (qed_check_progress (img, repair, &res, print_check_problem, &json,
+                          qad_progress && !json ? print_progress : NULL,
+                          NULL) == -1) {
     qed_close (img);
     return EXIT_FAILURE;
   }

@@ -21,6 +21,17 @@
 #include "qed-image.h"
 
 bool qad_force;
+bool qad_progress;
+
+void
+print_progress (void *opaque, uint64_t done, uint64_t total)
+{
+  /* As qemu-img -p: one line rewritten in place, ended at 100%. */
+  printf ("    (%.2f/100%%)\r", total ? 100.0 * done / total : 100.0);
+  if (done >= total)
+    printf ("\n");
+  fflush (stdout);
+}
 
 int
 refuse_existing (const char *file, bool force)
