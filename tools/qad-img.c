@@ -34,6 +34,7 @@ usage (FILE *fp)
 "  map    FILE [--json]\n"
 "  bitmap FILE.qdb --add|--remove|--clear|--enable|--disable NAME |\n"
 "                  --merge SRC --into DST\n"
+"  compare [-f FMT] [-F FMT] [-s] A B\n"
 "\n"
 "The format is detected from the file (QED, add-cow or QDB) unless\n"
 "--format= (-f) is given.  Every verb takes -q, --output=human|json\n"
@@ -41,17 +42,18 @@ usage (FILE *fp)
 }
 
 enum verb { VERB_CREATE, VERB_INFO, VERB_CHECK, VERB_MAP, VERB_BITMAP,
-            NR_VERBS };
+            VERB_COMPARE, NR_VERBS };
 static const char *const verb_names[NR_VERBS] = {
-  "create", "info", "check", "map", "bitmap"
+  "create", "info", "check", "map", "bitmap", "compare"
 };
 
 /* The implementation of verb V in format F, or NULL. */
 static qad_verb
 verb_of (const struct qad_format *f, enum verb v)
 {
+  /* compare works across formats: dispatched before this. */
   const qad_verb fns[NR_VERBS] = {
-    f->create, f->info, f->check, f->map, f->bitmap
+    f->create, f->info, f->check, f->map, f->bitmap, NULL
   };
   return fns[v];
 }
@@ -150,6 +152,14 @@ static const char *const verb_help[NR_VERBS] = {
   "       qad-img bitmap FILE.qdb --merge SRC --into DST\n"
   "\n"
   "Change the bitmaps of a QDB file (offline; refused while it is served).\n",
+  /* compare */
+  "usage: qad-img compare [-f FMT] [-F FMT] [-s] [-p] [-q] A B\n"
+  "\n"
+  "Do disks A and B (QED, add-cow or raw; -f/-F force a format) read the\n"
+  "same?  As qemu-img compare: exit 0 identical, 1 different (the first\n"
+  "differing offset is printed), 2 a file could not be opened, 3 a read\n"
+  "failed.  Without -s a larger disk must read zeroes past the smaller\n"
+  "one's end.\n",
 };
 
 /* Options every verb understands, taken out of argv here so that the
@@ -240,9 +250,9 @@ take_common_opts (int argc, char **argv, char **out, enum verb v,
     else if (is_opt (a, "-q", "--quiet"))
       o->quiet = true;
     else if (is_opt (a, "-p", "--progress")) {
-      if (v != VERB_CHECK) {
+      if (v != VERB_CHECK && v != VERB_COMPARE) {
         fprintf (stderr, "qad-img: %s: -p is for verbs that can take "
-                 "long (check)\n", verb_names[v]);
+                 "long (check, compare)\n", verb_names[v]);
         return -1;
       }
       qad_progress = true;
@@ -385,6 +395,11 @@ main (int argc, char **argv)
   if (copts.quiet && freopen ("/dev/null", "w", stdout) == NULL) {
     perror ("qad-img: /dev/null");
     exit (EXIT_FAILURE);
+  }
+
+  if (v == VERB_COMPARE) {
+    argv[1] = (char *) "qad-img compare";   /* for getopt's messages */
+    return compare_verb (argc - 1, argv + 1);
   }
 
   /* Find --format= (or -f F) and the first non-option argument (the

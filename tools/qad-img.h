@@ -32,6 +32,9 @@ extern const struct qad_format qed_format;
 extern const struct qad_format addcow_format;
 extern const struct qad_format qdb_format;
 
+/* qad-img compare A B (compare.c): across formats. */
+extern int compare_verb (int argc, char **argv);
+
 /* NULL-terminated list, in formats.c. */
 extern const struct qad_format *const qad_formats[];
 
