@@ -60,13 +60,12 @@ open_sidecar (const char *file, int *fd, struct addcow_header *h,
 static int
 addcow_info (int argc, char **argv)
 {
-  bool backing_ok;
   static const struct option long_options[] = {
     { "format", required_argument, NULL, OPT_FORMAT },
     { "json", no_argument, NULL, OPT_JSON },
     { NULL }
   };
-  bool json = false, image_ok, all, fresh = false;
+  bool json = false, image_ok, all, fresh = false, backing_ok;
   struct addcow_header h;
   uint64_t fsz, disk_size, in_image = 0, nclusters, bmlen = 0;
   CLEANUP_FREE uint8_t *bm = NULL;
