@@ -25,6 +25,8 @@ cd "$(dirname "$0")/.."
 top="$(pwd)"
 . bench/bench-lib.sh
 : "${SIZE:=1G}"
+# nbdsh is "python3 -m nbd" with whatever python3 is first on PATH.
+nbd_py="$(nbd_python)"
 
 tmp="$(mktemp -d /var/tmp/addcow-bench.XXXXXX)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
@@ -80,7 +82,7 @@ setup_state ()
       else
         # Everything but the last cluster.
         local sz; sz=$(numfmt --from=iec "$SIZE")
-        nbdsh -u "$uri" -c "
+        PYENV_VERSION=system "$nbd_py" -m nbd -u "$uri" -c "
 import os
 fd = os.open('$tmp/base.img', os.O_RDONLY)
 off, end = 0, $sz - 65536

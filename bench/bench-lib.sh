@@ -43,3 +43,41 @@ median ()
 {
   python3 -c "import statistics, sys; print('%.1f' % statistics.median(map(float, sys.argv[1:])))" "$@"
 }
+
+# nbd_python: print a python3 that has libnbd's "nbd" module.  The
+# first python3 on PATH may be a pyenv or virtualenv one without it
+# (nbdsh is "python3 -m nbd" with that python3), so try NBD_PYTHON,
+# then python3 on PATH, then the system ones.
+nbd_python ()
+{
+  local p
+  for p in ${NBD_PYTHON:+"$NBD_PYTHON"} python3 /usr/bin/python3 \
+           /usr/local/bin/python3; do
+    if PYENV_VERSION=system "$p" -c 'import nbd' >/dev/null 2>&1; then
+      echo "$p"
+      return 0
+    fi
+  done
+  echo "$0: no python3 with libnbd's nbd module (Debian: apt-get install python3-libnbd), or set NBD_PYTHON" >&2
+  return 1
+}
+
+# wait_server PIDFILE SOCK: wait for a backgrounded (daemonized) nbdkit:
+# its pidfile is written by the child after the parent has returned,
+# so wait for it, then for an answer on SOCK.
+wait_server ()
+{
+  local i
+  for i in $(seq 1 300); do
+    test -s "$1" && break
+    sleep 0.1
+  done
+  if ! test -s "$1"; then
+    echo "$0: nbdkit wrote no pidfile ($1) within 30 s" >&2
+    return 1
+  fi
+  if ! nbdinfo --size "nbd+unix:///?socket=$2" >/dev/null; then
+    echo "$0: nbdkit on $2 does not answer" >&2
+    return 1
+  fi
+}

@@ -14,9 +14,17 @@
 # Not run by "make check".  Usage (from the build tree):
 #   bench/dirty-bitmap.sh [SIZE] [SECONDS]     (default 1G, 5)
 # REPS=N repetitions (default 3); the median is reported.
+# TRACKING=strict|lazy|both (default both): the filter's
+# dirty-bitmap-tracking= mode(s) to measure, each against the same
+# plain runs.  Every measured run starts from the same state: the disk
+# file written in full and synced (page cache writeback idle), so the
+# plain baseline is not throttled by an earlier pass's writeback.  For
+# the random first-touch runs the fdatasyncs of the QDB file per write
+# are counted from the filter's statistics (nbdkit -v).
 # Environment: DIRTY_BITMAP_FILTER (default ./dirty-bitmap.so), WORKDIR.
 
 set -euo pipefail
+. "$(dirname "$0")/bench-lib.sh"
 size="${1:-1G}"
 secs="${2:-5}"
 filter="${DIRTY_BITMAP_FILTER:-$(pwd)/dirty-bitmap.so}"
@@ -42,7 +50,9 @@ serve ()                        # serve NAME ARGS...
 {
   local name="$1"; shift
   rm -f "$name.sock" "$name.pid"
-  nbdkit -U "$work/$name.sock" -P "$work/$name.pid" "$@"
+  sync                          # same starting state for every run
+  nbdkit -v -U "$work/$name.sock" -P "$work/$name.pid" "$@" 2>"$name.log"
+  wait_server "$work/$name.pid" "$work/$name.sock"
   pids+=("$(cat "$name.pid")")
 }
 stop ()                         # stop NAME
@@ -51,10 +61,12 @@ stop ()                         # stop NAME
   kill "$p"; while kill -0 "$p" 2>/dev/null; do sleep 0.1; done
 }
 
-# fio_bw NAME RW BS [time]: run fio against server NAME, print KiB/s.
+# fio_bw NAME RW BS [time]: run fio against server NAME, print KiB/s
+# (and leave the number of writes in NAME.ios).
 fio_bw ()
 {
   local name="$1" rw="$2" bs="$3" timed="${4:-}"
+  sync
   local args=(--name=job --ioengine=nbd --uri="nbd+unix:///?socket=$work/$name.sock"
               --rw="$rw" --bs="$bs" --iodepth=16 --numjobs=1
               --direct=0 --output-format=json)
@@ -67,7 +79,16 @@ fio_bw ()
     python3 -c '
 import json, sys
 s = sys.stdin.read()               # fio prints a line before the JSON
-print(json.loads(s[s.index("{"):])["jobs"][0]["write"]["bw"])'
+w = json.loads(s[s.index("{"):])["jobs"][0]["write"]
+open(sys.argv[1], "w").write("%d\n" % w["total_ios"])
+print(w["bw"])' "$name.ios"
+}
+
+# syncs NAME: fdatasyncs of the QDB file from a stopped server's log.
+syncs ()
+{
+  sed -n 's/.*requests needed new bits, \([0-9]*\) commits.* \([0-9]*\) checkpoints.*/\1 \2/p' \
+    "$1.log" | awk '{ print $1 + $2 }'
 }
 
 ratio () { python3 -c "print('%.3f' % ($1 / $2))"; }
@@ -85,7 +106,10 @@ fio_bw plain write 1M >/dev/null
 stop plain
 
 reps="${REPS:-3}"
-P_SEQ=() P_RAND=() F_SEQ_FIRST=() F_SEQ_DIRTY=() F_RAND_FIRST=() F_RAND_DIRTY=()
+modes="${TRACKING:-both}"
+test "$modes" = both && modes="strict lazy"
+P_SEQ=() P_RAND=()
+declare -A F_SEQ_FIRST F_SEQ_DIRTY F_RAND_FIRST F_RAND_DIRTY SYNCS
 for rep in $(seq 1 "$reps"); do
   # Plain file plugin.
   serve plain file disk.raw
@@ -93,30 +117,42 @@ for rep in $(seq 1 "$reps"); do
   P_RAND+=("$(fio_bw plain randwrite 4K timed)")
   stop plain
 
-  # Filter, fresh 64K bitmap: a first-touch sequential pass, then the
-  # steady state (every granule dirty).
-  rm -f d64.qdb
-  serve f64 --filter="$filter" file disk.raw dirty-bitmap=d64.qdb
-  F_SEQ_FIRST+=("$(fio_bw f64 write 1M)")
-  F_SEQ_DIRTY+=("$(fio_bw f64 write 1M)")
-  F_RAND_DIRTY+=("$(fio_bw f64 randwrite 4K timed)")
-  stop f64
+  for m in $modes; do
+    # Filter, fresh 64K bitmap: a first-touch sequential pass, then the
+    # steady state (every granule dirty).
+    rm -f d64.qdb
+    serve f64 --filter="$filter" file disk.raw dirty-bitmap=d64.qdb \
+      dirty-bitmap-tracking="$m"
+    F_SEQ_FIRST[$m]+=" $(fio_bw f64 write 1M)"
+    F_SEQ_DIRTY[$m]+=" $(fio_bw f64 write 1M)"
+    F_RAND_DIRTY[$m]+=" $(fio_bw f64 randwrite 4K timed)"
+    stop f64
 
-  # Filter, fresh 4K bitmap: random first touches.
-  rm -f d4.qdb
-  serve f4 --filter="$filter" file disk.raw dirty-bitmap=d4.qdb \
-    dirty-bitmap-granularity=4K
-  F_RAND_FIRST+=("$(fio_bw f4 randwrite 4K timed)")
-  stop f4
+    # Filter, fresh 4K bitmap: random first touches.
+    rm -f d4.qdb
+    serve f4 --filter="$filter" file disk.raw dirty-bitmap=d4.qdb \
+      dirty-bitmap-granularity=4K dirty-bitmap-tracking="$m"
+    F_RAND_FIRST[$m]+=" $(fio_bw f4 randwrite 4K timed)"
+    ios=$(cat f4.ios)
+    stop f4
+    SYNCS[$m]+=" $(python3 -c "print('%.4f' % ($(syncs f4) / max(1, $ios)))")"
+  done
 done
 
 echo
 echo "median of $reps runs each:"
-report "seq 1M qd16, first touch (64K granules)" \
-  "$(median "${P_SEQ[@]}")" "$(median "${F_SEQ_FIRST[@]}")"
-report "seq 1M qd16, already dirty" \
-  "$(median "${P_SEQ[@]}")" "$(median "${F_SEQ_DIRTY[@]}")"
-report "rand 4K qd16, first touch (4K granules)" \
-  "$(median "${P_RAND[@]}")" "$(median "${F_RAND_FIRST[@]}")"
-report "rand 4K qd16, already dirty (64K granules)" \
-  "$(median "${P_RAND[@]}")" "$(median "${F_RAND_DIRTY[@]}")"
+for m in $modes; do
+  # shellcheck disable=SC2086
+  {
+    report "[$m] seq 1M qd16, first touch (64K gran.)" \
+      "$(median "${P_SEQ[@]}")" "$(median ${F_SEQ_FIRST[$m]})"
+    report "[$m] seq 1M qd16, already dirty" \
+      "$(median "${P_SEQ[@]}")" "$(median ${F_SEQ_DIRTY[$m]})"
+    report "[$m] rand 4K qd16, first touch (4K gran.)" \
+      "$(median "${P_RAND[@]}")" "$(median ${F_RAND_FIRST[$m]})"
+    report "[$m] rand 4K qd16, already dirty (64K gran.)" \
+      "$(median "${P_RAND[@]}")" "$(median ${F_RAND_DIRTY[$m]})"
+    printf '%-42s %s\n' "[$m] QDB fdatasyncs per random 4K write" \
+      "$(python3 -c "import sys; v = sorted(float(x) for x in sys.argv[1:]); print(v[len(v) // 2])" ${SYNCS[$m]})"
+  }
+done

@@ -10,6 +10,8 @@
 # Usage: dirty-bitmap-qdbread.py FILE.qdb
 # Prints JSON: {NAME: {"granularity": G, "disk_size": S, "flags": F,
 #                      "dirty": [granule numbers]}, ...}
+# With a region map (incompatible feature bit 0), marked regions are
+# ORed into enabled bitmaps, as the spec's "Region map" says.
 
 import json
 import struct
@@ -26,7 +28,21 @@ def read(path):
     dir_off, = struct.unpack(">Q", data[16:24])
     hlen, dir_size = struct.unpack(">II", data[24:32])
     incompat, = struct.unpack(">Q", data[32:40])
-    assert incompat == 0
+    assert incompat & ~1 == 0
+    # Region map (incompatible bit 0): find extension "RGNM".
+    regions = None
+    pos = hlen
+    while True:
+        etype, elen = struct.unpack(">II", data[pos:pos + 8])
+        if etype == 0:
+            break
+        if etype == 0x52474e4d:
+            rsize, roff, rlen = struct.unpack(">QQQ", data[pos + 8:pos + 32])
+            rmap = data[roff:roff + rlen]
+            regions = (rsize, [r for r in range(rlen * 8)
+                               if rmap[r // 8] >> (r % 8) & 1])
+        pos += 8 + (elen + 7) // 8 * 8
+    assert (regions is not None) == bool(incompat & 1)
     out = {}
     pos = dir_off
     for _ in range(nb):
@@ -54,6 +70,14 @@ def read(path):
                     n = base + i * 8 + b
                     if byte >> b & 1 and n < nr:
                         dirty.append(n)
+        if regions and flags & 1:
+            rsize, marked = regions
+            s = set(dirty)
+            for r in marked:
+                if r * rsize < dsize:
+                    end = min(dsize, (r + 1) * rsize)
+                    s.update(range(r * rsize // gran, (end - 1) // gran + 1))
+            dirty = sorted(s)
         out[name] = {"granularity": gran, "disk_size": dsize,
                      "flags": flags, "dirty": dirty}
     assert pos == dir_off + dir_size

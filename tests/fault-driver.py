@@ -550,7 +550,8 @@ def addcow_main():
                     what = check_rules(name, kind,
                                        failed[0] if failed and
                                        failed[0] in want else want[0],
-                                       res, log, ("sync",))
+                                       res, log,
+                                       lambda kind, op: kind == "sync")
                     # The plugin below may swallow an error (the file
                     # plugin's trim ignores a failed punch): its call.
                     if what == "no request failed" and "error" not in log \

@@ -23,6 +23,18 @@ if test -n "${NBDKIT_PRELOAD:-}"; then
   nbdkit () { LD_PRELOAD="$NBDKIT_PRELOAD" command nbdkit "$@"; }
 fi
 
+# _exec_nbdkit ARGS...: replace the current (sub)shell by nbdkit, so
+# that "_exec_nbdkit ... &" leaves nbdkit's own pid in $! (the function
+# above would leave the pid of a subshell, and teardown would kill the
+# subshell and miss the server).
+_exec_nbdkit ()
+{
+  if test -n "${NBDKIT_PRELOAD:-}"; then
+    LD_PRELOAD="$NBDKIT_PRELOAD" exec nbdkit "$@"
+  fi
+  exec nbdkit "$@"
+}
+
 QED_PLUGIN="$abs_top_builddir/qed.so"
 ADDCOW_FILTER="$abs_top_builddir/addcow.so"
 DIRTY_BITMAP_FILTER="$abs_top_builddir/dirty-bitmap.so"
@@ -36,10 +48,19 @@ requires ()
   "$@" </dev/null >/dev/null 2>&1 || skip "requires: $*"
 }
 
-# requires_file FILE: skip unless FILE exists.
+# requires_file FILE: skip unless FILE exists.  Only for files from
+# outside this tree (another package's plugin, say).  A file this tree
+# builds or ships (under $abs_top_builddir or $abs_top_srcdir) is never
+# optional: if it is missing, the build is broken, and the test fails.
 requires_file ()
 {
-  test -e "$1" || skip "requires file: $1"
+  test -e "$1" && return 0
+  case "$1" in
+    "$abs_top_builddir"/*|"$abs_top_srcdir"/*)
+      echo "missing: $1 (built by this tree: a missing object is a failure, not a skip)" >&2
+      return 1 ;;
+  esac
+  skip "requires file: $1"
 }
 
 requires_nbdsh ()
@@ -51,25 +72,31 @@ requires_nbdsh ()
 _pids_file () { echo "$BATS_TEST_TMPDIR/.server-pids"; }
 
 # start_nbdkit SOCKET ARGS...: start nbdkit in the background on a Unix
-# socket, wait until it accepts connections, and register it for
-# cleanup.  The server's stderr goes to SOCKET.log.  Fails (printing
-# the log) if the server exits instead.
+# socket, wait until it completes a handshake on the default export,
+# and register it for cleanup.  The server's stderr goes to SOCKET.log.
+# Fails (printing the log) if the server exits, or does not answer, or
+# refuses the handshake (a plugin or filter whose .open fails): a test
+# must never go on against a server that is not serving.
+#
+# nbdkit 1.32 writes the pidfile before it runs .after_fork (where the
+# dirty-bitmap filter writes a new QDB file), and the main loop answers
+# only after that, so a completed handshake is also the point from
+# which the files the server creates are complete.
 start_nbdkit ()
 {
   local sock="$1"; shift
   local pidfile="$sock.pid"
   rm -f "$sock" "$pidfile"
-  nbdkit -U "$sock" -P "$pidfile" -f "$@" >"$sock.log" 2>&1 &
+  _exec_nbdkit -U "$sock" -P "$pidfile" -f "$@" >"$sock.log" 2>&1 &
   local pid=$!
   echo "$pid" >> "$(_pids_file)"
   local i
   for i in $(seq 1 300); do
     if test -s "$pidfile" && test -S "$sock"; then
-      # nbdkit 1.32 writes the pidfile before it runs .after_fork (where
-      # the dirty-bitmap filter writes a new QDB file): wait until the
-      # main loop answers a handshake, which it does only after that.
-      nbdinfo --size "$(nbd_uri "$sock")" >/dev/null 2>&1 || true
-      return 0
+      _handshake "$sock" "$pid" && return 0
+      echo "nbdkit does not complete a handshake: nbdkit $*" >&2
+      cat "$sock.log" >&2
+      return 1
     fi
     if ! kill -0 "$pid" 2>/dev/null; then
       echo "nbdkit failed to start: nbdkit $*" >&2
@@ -80,6 +107,24 @@ start_nbdkit ()
   done
   echo "nbdkit did not start within 30 s: nbdkit $*" >&2
   cat "$sock.log" >&2
+  return 1
+}
+
+# _handshake SOCKET PID: a client completes a handshake on the default
+# export (which opens the plugin and every filter) within 30 s.  The
+# socket is listening once it exists, so the first attempt normally
+# decides; a few retries cover a loaded machine.
+_handshake ()
+{
+  local sock="$1" pid="$2" i out
+  for i in 1 2 3; do
+    kill -0 "$pid" 2>/dev/null || return 1
+    if out="$(timeout 30 nbdinfo --size "$(nbd_uri "$sock")" 2>&1)"; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "handshake: $out" >&2
   return 1
 }
 

@@ -108,3 +108,24 @@ json_field () { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv
   expect_fail_cleanly "unknown format" "$QAD_IMG" create --format=vhd x 1M
   "$QAD_IMG" --help | grep -q "create"
 }
+
+@test "qad-img info --json: a UTF-8 backing name reads as itself, bad bytes survive" {
+  truncate -s 1M "bäse €.raw"
+  "$QAD_IMG" create o.qed --backing="bäse €.raw" --backing-format=raw
+  "$QAD_IMG" info --json o.qed | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+assert d["backing-filename"] == "bäse €.raw", d["backing-filename"]'
+  # A name that is not UTF-8 (Latin-1 "\xe9"): escaped as \udce9 in
+  # the JSON, from which the original bytes come back.
+  name=$'l\xe9.raw'
+  truncate -s 1M "$name"
+  "$QAD_IMG" create o2.qed --backing="$name" --backing-format=raw
+  "$QAD_IMG" info --json o2.qed > o2.json
+  grep -q 'l\\udce9.raw' o2.json
+  python3 -c '
+import json, sys
+d = json.load(open("o2.json"))
+b = d["backing-filename"].encode("utf-8", "surrogateescape")
+assert b == b"l\xe9.raw", b'
+}

@@ -34,6 +34,8 @@ usage (FILE *fp)
 "  map    FILE [--json]\n"
 "  bitmap FILE.qdb --add|--remove|--clear|--enable|--disable NAME |\n"
 "                  --merge SRC --into DST\n"
+"  bitmap --connect=SOCKET (the same, and --freeze|--release NAME)\n"
+"  info   --connect=SOCKET [--json]\n"
 "  compare [-f FMT] [-F FMT] [-s] A B\n"
 "\n"
 "The format is detected from the file (QED, add-cow or QDB) unless\n"
@@ -415,6 +417,12 @@ main (int argc, char **argv)
       if (i + 1 < argc && !file)
         file = argv[i + 1];
       break;
+    }
+    else if (strncmp (argv[i], "--connect", 9) == 0) {
+      /* A live filter's control socket: always QDB, no file. */
+      format_name = "qdb";
+      if (strcmp (argv[i], "--connect") == 0)
+        i++;
     }
     else if (takes_value (argv[i]))
       ++i;

@@ -33,13 +33,95 @@
 #include "cleanup.h"
 #include "qad-img.h"
 #include "qdb-bits.h"
+#include "qdb-control.h"
+#include "qdb-ops.h"
 #include "qdb.h"
 
 enum {
   OPT_FORMAT = 256, OPT_JSON, OPT_SIZE, OPT_BITMAP, OPT_GRAN, OPT_CLUSTER,
   OPT_ADD, OPT_REMOVE, OPT_CLEAR, OPT_ENABLE, OPT_DISABLE, OPT_MERGE,
-  OPT_INTO, OPT_REPAIR, OPT_DIRTY,
+  OPT_INTO, OPT_REPAIR, OPT_DIRTY, OPT_CONNECT, OPT_FREEZE, OPT_RELEASE,
 };
+
+#define CONTROL_TIMEOUT 60      /* seconds to wait for a live reply */
+
+/* Send OPS to a serving filter's control socket.  Prints the error and
+ * returns -1, or returns 0 with the decoded bitmaps when INFO is not
+ * NULL (free *INFO and *BUF).
+ */
+static int
+control_call (const char *sock, const struct qdb_op *ops, size_t n,
+              struct qdb_ctl_bitmap_info **info, size_t *nr, char **buf)
+{
+  CLEANUP_FREE char *req = NULL;
+  char *reply = NULL;
+  struct qdb_ctl_bitmap_info *bi;
+  const char *msg;
+  size_t len, rlen, nbi;
+  int r;
+
+  req = qdb_ctl_encode_request (ops, n, &len);
+  if (!req || qdb_ctl_call (sock, req, len, CONTROL_TIMEOUT, &reply,
+                            &rlen) == -1)
+    return -1;
+  r = qdb_ctl_decode_reply (reply, rlen, &bi, &nbi, &msg);
+  if (r == 1)
+    fprintf (stderr, "qad-img: %s: %s\n", sock, msg);
+  else if (r == -1)
+    fprintf (stderr, "qad-img: %s: malformed reply from the server\n",
+             sock);
+  if (r != 0 || !info) {
+    free (bi);
+    free (reply);
+    return r == 0 ? 0 : -1;
+  }
+  *info = bi;
+  *nr = nbi;
+  *buf = reply;
+  return 0;
+}
+
+/* qad-img info --connect=SOCKET [--json] */
+static int
+info_live (const char *sock, bool json)
+{
+  const struct qdb_op op = { .kind = QDB_OP_INFO };
+  struct qdb_ctl_bitmap_info *bi;
+  char *buf;
+  size_t n, i;
+
+  if (control_call (sock, &op, 1, &bi, &n, &buf) == -1)
+    return EXIT_FAILURE;
+  if (json) {
+    printf ("{\n  \"socket\": ");
+    json_string (stdout, sock);
+    printf (",\n  \"format\": \"qdb\",\n  \"live\": true,\n"
+            "  \"bitmaps\": [");
+  }
+  else
+    printf ("socket:          %s (live)\nbitmaps:         %zu\n", sock, n);
+  for (i = 0; i < n; ++i) {
+    if (json) {
+      printf ("%s\n    { \"name\": ", i ? "," : "");
+      json_string (stdout, bi[i].name);
+      printf (", \"state\": \"%s\", \"enabled\": %s, \"frozen\": %s, "
+              "\"granularity\": %" PRIu64 ", \"disk-size\": %" PRIu64
+              ", \"dirty-bytes\": %" PRIu64 " }", bi[i].state,
+              strcmp (bi[i].state, "enabled") == 0 ? "true" : "false",
+              strcmp (bi[i].state, "frozen") == 0 ? "true" : "false",
+              bi[i].granularity, bi[i].disk_size, bi[i].dirty_bytes);
+    }
+    else
+      printf ("  %s: %s, granularity %" PRIu64 ", disk size %" PRIu64
+              ", %" PRIu64 " dirty bytes\n", bi[i].name, bi[i].state,
+              bi[i].granularity, bi[i].disk_size, bi[i].dirty_bytes);
+  }
+  if (json)
+    printf ("%s]\n}\n", n ? "\n  " : "");
+  free (bi);
+  free (buf);
+  return EXIT_SUCCESS;
+}
 
 /* Open FILE and take the write lock (when LOCK) then read it.  Returns
  * the model, *FD stays open (holding the lock) for the caller.
@@ -239,9 +321,11 @@ qdb_info (int argc, char **argv)
   static const struct option long_options[] = {
     { "format", required_argument, NULL, OPT_FORMAT },
     { "json", no_argument, NULL, OPT_JSON },
+    { "connect", required_argument, NULL, OPT_CONNECT },
     { NULL }
   };
   bool json = false;
+  const char *sock = NULL;
   struct qdb_file *qdb;
   size_t i;
   int c, fd;
@@ -250,11 +334,15 @@ qdb_info (int argc, char **argv)
     switch (c) {
     case OPT_FORMAT: case 'f': break;
     case OPT_JSON: json = true; break;
+    case OPT_CONNECT: sock = optarg; break;
     default: return EXIT_FAILURE;
     }
   }
-  if (optind != argc - 1) {
-    fprintf (stderr, "usage: qad-img info FILE.qdb [--json]\n");
+  if (sock && optind == argc)
+    return info_live (sock, json);
+  if (sock || optind != argc - 1) {
+    fprintf (stderr, "usage: qad-img info FILE.qdb [--json] | "
+             "qad-img info --connect=SOCKET [--json]\n");
     return EXIT_FAILURE;
   }
   qdb = open_qdb (argv[optind], false, &fd);
@@ -463,39 +551,6 @@ qdb_map (int argc, char **argv)
  * bitmap
  */
 
-struct op {
-  int kind;
-  const char *name;
-  const char *into;
-  unsigned long long gran;      /* --add */
-};
-
-static int
-merge (struct qdb_file *qdb, struct qdb_bitmap *src, struct qdb_bitmap *dst)
-{
-  uint64_t n;
-
-  if (src->disk_size != dst->disk_size) {
-    fprintf (stderr, "qad-img: %s: cannot merge \"%s\" (disk size %" PRIu64
-             ") into \"%s\" (disk size %" PRIu64 ")\n", qdb->name,
-             src->name, src->disk_size, dst->name, dst->disk_size);
-    return -1;
-  }
-  for (n = 0; n < src->nr_granules; ) {
-    uint64_t run = qdb_bits_run (src->bits, n, src->nr_granules);
-    if (bit_test (src->bits, n)) {
-      uint64_t start = n * src->granularity;
-      uint64_t end = (n + run) * src->granularity;
-      if (end > src->disk_size)
-        end = src->disk_size;
-      qdb_bits_set_range (dst->bits, start / dst->granularity,
-                          (end - 1) / dst->granularity);
-    }
-    n += run;
-  }
-  return 0;
-}
-
 static int
 qdb_bitmap_verb (int argc, char **argv)
 {
@@ -510,9 +565,20 @@ qdb_bitmap_verb (int argc, char **argv)
     { "into", required_argument, NULL, OPT_INTO },
     { "granularity", required_argument, NULL, OPT_GRAN },
     { "size", required_argument, NULL, OPT_SIZE },
+    { "connect", required_argument, NULL, OPT_CONNECT },
+    { "freeze", required_argument, NULL, OPT_FREEZE },
+    { "release", required_argument, NULL, OPT_RELEASE },
     { NULL }
   };
-  struct op ops[64];
+  static const enum qdb_op_kind kinds[] = {
+    [OPT_ADD - OPT_ADD] = QDB_OP_ADD, [OPT_REMOVE - OPT_ADD] = QDB_OP_REMOVE,
+    [OPT_CLEAR - OPT_ADD] = QDB_OP_CLEAR,
+    [OPT_ENABLE - OPT_ADD] = QDB_OP_ENABLE,
+    [OPT_DISABLE - OPT_ADD] = QDB_OP_DISABLE,
+    [OPT_MERGE - OPT_ADD] = QDB_OP_MERGE,
+  };
+  struct qdb_op ops[QDB_CTL_MAX_OPS];
+  const char *sock = NULL;
   size_t nr_ops = 0, i;
   unsigned long long gran = QDB_DEFAULT_GRANULARITY, size = 0;
   bool have_size = false;
@@ -525,15 +591,21 @@ qdb_bitmap_verb (int argc, char **argv)
     switch (c) {
     case OPT_FORMAT: case 'f': break;
     case OPT_ADD: case OPT_REMOVE: case OPT_CLEAR: case OPT_ENABLE:
-    case OPT_DISABLE: case OPT_MERGE:
-      if (nr_ops >= 64) {
+    case OPT_DISABLE: case OPT_MERGE: case OPT_FREEZE: case OPT_RELEASE:
+      if (nr_ops >= QDB_CTL_MAX_OPS) {
         fprintf (stderr, "qad-img: too many operations\n");
         return EXIT_FAILURE;
       }
-      ops[nr_ops++] = (struct op) { c, optarg, NULL, gran };
+      ops[nr_ops++] = (struct qdb_op) {
+        c == OPT_FREEZE ? QDB_OP_FREEZE : c == OPT_RELEASE ? QDB_OP_RELEASE
+        : kinds[c - OPT_ADD], optarg, NULL, gran
+      };
+      break;
+    case OPT_CONNECT:
+      sock = optarg;
       break;
     case OPT_INTO:
-      if (nr_ops == 0 || ops[nr_ops - 1].kind != OPT_MERGE) {
+      if (nr_ops == 0 || ops[nr_ops - 1].kind != QDB_OP_MERGE) {
         fprintf (stderr, "qad-img: --into must follow --merge SRC\n");
         return EXIT_FAILURE;
       }
@@ -547,8 +619,8 @@ qdb_bitmap_verb (int argc, char **argv)
         unsigned long long g;
         if (parse_size ("--granularity", optarg, &g) == -1)
           return EXIT_FAILURE;
-        if (nr_ops > 0 && ops[nr_ops - 1].kind == OPT_ADD)
-          ops[nr_ops - 1].gran = g;
+        if (nr_ops > 0 && ops[nr_ops - 1].kind == QDB_OP_ADD)
+          ops[nr_ops - 1].granularity = g;
         else
           gran = g;
       }
@@ -561,75 +633,35 @@ qdb_bitmap_verb (int argc, char **argv)
     default: return EXIT_FAILURE;
     }
   }
-  if (optind != argc - 1 || nr_ops == 0) {
-    fprintf (stderr, "usage: qad-img bitmap FILE.qdb --add NAME [-g GRAN] | "
-             "--remove NAME | --clear NAME | --enable NAME | --disable NAME "
-             "| --merge SRC --into DST\n");
+  if (optind != argc - (sock ? 0 : 1) || nr_ops == 0) {
+    fprintf (stderr, "usage: qad-img bitmap FILE.qdb|--connect=SOCKET "
+             "--add NAME [-g GRAN] | --remove NAME | --clear NAME | "
+             "--enable NAME | --disable NAME | --merge SRC --into DST | "
+             "--freeze NAME | --release NAME (live only)\n");
     return EXIT_FAILURE;
   }
   for (i = 0; i < nr_ops; ++i)
-    if (ops[i].kind == OPT_MERGE && !ops[i].into) {
+    if (ops[i].kind == QDB_OP_MERGE && !ops[i].into) {
       fprintf (stderr, "qad-img: --merge %s needs --into DST\n", ops[i].name);
       return EXIT_FAILURE;
     }
+  if (sock) {
+    if (have_size) {
+      fprintf (stderr, "qad-img: --size cannot be used with --connect (new "
+               "bitmaps cover the served disk)\n");
+      return EXIT_FAILURE;
+    }
+    return control_call (sock, ops, nr_ops, NULL, NULL, NULL) == -1
+      ? EXIT_FAILURE : EXIT_SUCCESS;
+  }
   file = argv[optind];
   qdb = open_qdb (file, true, &fd);
   if (!qdb)
     return EXIT_FAILURE;
 
-  for (i = 0; i < nr_ops && r == EXIT_SUCCESS; ++i) {
-    struct qdb_bitmap *bm = NULL, *dst = NULL;
-
-    if (ops[i].kind != OPT_ADD) {
-      bm = qdb_find_bitmap (qdb, ops[i].name);
-      if (!bm) {
-        fprintf (stderr, "qad-img: %s: no bitmap named \"%s\"\n",
-                 file, ops[i].name);
-        r = EXIT_FAILURE;
-        break;
-      }
-    }
-    switch (ops[i].kind) {
-    case OPT_ADD: {
-      uint64_t dsize = size;
-      if (qdb->nr_bitmaps > 0 && !have_size)
-        dsize = qdb->bitmaps[0].disk_size;
-      else if (!have_size) {
-        fprintf (stderr, "qad-img: %s: the file has no bitmaps: give the "
-                 "disk size with --size\n", file);
-        r = EXIT_FAILURE;
-        break;
-      }
-      if (qdb_add_bitmap (qdb, ops[i].name, ops[i].gran, dsize,
-                          QDB_FLAG_ENABLED) == -1)
-        r = EXIT_FAILURE;
-      break;
-    }
-    case OPT_REMOVE:
-      qdb_remove_bitmap (qdb, bm - qdb->bitmaps);
-      break;
-    case OPT_CLEAR:
-      memset (bm->bits, 0, bm->bits_len);
-      bm->flags &= ~QDB_FLAG_IN_USE;
-      break;
-    case OPT_ENABLE:
-      bm->flags |= QDB_FLAG_ENABLED;
-      break;
-    case OPT_DISABLE:
-      bm->flags &= ~QDB_FLAG_ENABLED;
-      break;
-    case OPT_MERGE:
-      dst = qdb_find_bitmap (qdb, ops[i].into);
-      if (!dst) {
-        fprintf (stderr, "qad-img: %s: no bitmap named \"%s\"\n",
-                 file, ops[i].into);
-        r = EXIT_FAILURE;
-      }
-      else if (merge (qdb, bm, dst) == -1)
-        r = EXIT_FAILURE;
-      break;
-    }
-  }
+  for (i = 0; i < nr_ops && r == EXIT_SUCCESS; ++i)
+    if (qdb_op_apply (qdb, &ops[i], have_size ? size : 0) == -1)
+      r = EXIT_FAILURE;
   if (r == EXIT_SUCCESS &&
       (fstat (fd, &st) == -1 ||
        replace_file (file, qdb, st.st_mode & 07777) == -1))

@@ -200,20 +200,77 @@ map_print_human_range (const struct map_human_range *r, const char *image)
           r->start, r->len, r->offset, r->name ? r->name : image);
 }
 
+/* The length (2..4) of the well-formed UTF-8 sequence at S (N bytes
+ * available), or 0 if S does not start one.  Well-formed as in RFC
+ * 3629: no overlong forms, no surrogates (U+D800..U+DFFF), nothing
+ * above U+10FFFF.
+ */
+static size_t
+utf8_sequence_length (const unsigned char *s, size_t n)
+{
+  size_t len, i;
+  unsigned char lo = 0x80, hi = 0xbf;  /* range of the second byte */
+
+  if (s[0] >= 0xc2 && s[0] <= 0xdf)
+    len = 2;
+  else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+    len = 3;
+    if (s[0] == 0xe0) lo = 0xa0;        /* overlong */
+    if (s[0] == 0xed) hi = 0x9f;        /* surrogates */
+  }
+  else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+    len = 4;
+    if (s[0] == 0xf0) lo = 0x90;        /* overlong */
+    if (s[0] == 0xf4) hi = 0x8f;        /* above U+10FFFF */
+  }
+  else
+    return 0;                           /* ASCII, continuation, C0, C1, F5.. */
+
+  if (n < len || s[1] < lo || s[1] > hi)
+    return 0;
+  for (i = 2; i < len; ++i)
+    if (s[i] < 0x80 || s[i] > 0xbf)
+      return 0;
+  return len;
+}
+
+/* Write S (N bytes, not necessarily NUL-terminated or valid UTF-8) as
+ * a JSON string.  Well-formed UTF-8 passes through unchanged, so that
+ * names in any script read as themselves.  Escaped: '"' and '\\', the
+ * control characters U+0000..U+001F and U+007F (as \u00XX), and each
+ * byte that is not part of well-formed UTF-8, as \udcXX (XX the byte:
+ * the "surrogateescape" convention of Python and others), which no
+ * valid character produces, so the original bytes can be recovered.
+ */
 void
 json_string_n (FILE *fp, const char *s, size_t n)
 {
-  size_t i;
+  const unsigned char *u = (const unsigned char *) s;
+  size_t i = 0, len;
 
   fputc ('"', fp);
-  for (i = 0; i < n; ++i) {
-    unsigned char c = s[i];
-    if (c == '"' || c == '\\')
+  while (i < n) {
+    unsigned char c = u[i];
+    if (c == '"' || c == '\\') {
       fprintf (fp, "\\%c", c);
-    else if (c < 0x20 || c >= 0x7f)
+      i++;
+    }
+    else if (c < 0x20 || c == 0x7f) {
       fprintf (fp, "\\u%04x", c);
-    else
+      i++;
+    }
+    else if (c < 0x80) {
       fputc (c, fp);
+      i++;
+    }
+    else if ((len = utf8_sequence_length (u + i, n - i)) > 0) {
+      fwrite (u + i, 1, len, fp);
+      i += len;
+    }
+    else {
+      fprintf (fp, "\\udc%02x", c);
+      i++;
+    }
   }
   fputc ('"', fp);
 }

@@ -38,7 +38,9 @@
 #include "byte-swapping.h"
 #include "checked-overflow.h"
 #include "cleanup.h"
+#include "fsync-dir.h"
 #include "full-io.h"
+#include "image-lock.h"
 #include "minmax.h"
 #include "qad-error.h"
 
@@ -149,29 +151,6 @@ addcow_load_bitmap (int fd, const char *path, const struct addcow_header *h,
   return -1;
 }
 
-static int
-fsync_dir_of (const char *path)
-{
-  CLEANUP_FREE char *dir = NULL;
-  const char *slash = strrchr (path, '/');
-  int fd, r;
-
-  if (slash == NULL)
-    dir = strdup (".");
-  else if (slash == path)
-    dir = strdup ("/");
-  else
-    dir = strndup (path, slash - path);
-  if (dir == NULL)
-    return -1;
-  fd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd == -1)
-    return -1;
-  r = fsync (fd);
-  close (fd);
-  return r;
-}
-
 int
 addcow_create_file (const char *path, const struct addcow_header *h,
                     bool with_bitmap, uint64_t disk_size)
@@ -222,7 +201,7 @@ addcow_create_file (const char *path, const struct addcow_header *h,
     goto err;
   }
   unlink (tmp);
-  if (fsync_dir_of (path) == -1) {
+  if (qad_fsync_dir_of (path) == -1) {
     qad_error ("%s: fsync of its directory: %m", path);
     return -1;
   }
@@ -269,20 +248,5 @@ addcow_write_compat_features (int fd, const char *path, uint64_t compat)
 int
 addcow_lock_fd (int fd, const char *path)
 {
-  struct flock fl = {
-    .l_type = F_WRLCK,
-    .l_whence = SEEK_SET,
-    .l_start = 0,
-    .l_len = 0,
-  };
-
-  if (fcntl (fd, F_OFD_SETLK, &fl) == -1) {
-    if (errno == EAGAIN || errno == EACCES)
-      qad_error ("%s: add-cow file is in use by another process "
-                 "(it is locked)", path);
-    else
-      qad_error ("%s: cannot lock: %m", path);
-    return -1;
-  }
-  return 0;
+  return qad_lock_whole_file (fd, path, "add-cow file");
 }

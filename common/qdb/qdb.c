@@ -32,6 +32,7 @@
 #include "cleanup.h"
 #include "full-io.h"
 #include "ispowerof2.h"
+#include "minmax.h"
 #include "qad-error.h"
 #include "qdb-bits.h"
 #include "qdb.h"
@@ -396,7 +397,7 @@ qdb_describe_features (const struct qdb_file *qdb, int type, uint64_t bits,
  * Reading and validating.
  */
 
-enum region_kind { R_HEADER, R_DIRECTORY, R_TABLE, R_DATA };
+enum region_kind { R_HEADER, R_DIRECTORY, R_TABLE, R_DATA, R_REGION_MAP };
 
 struct region {
   uint64_t start, end;          /* [start, end), cluster-aligned */
@@ -432,6 +433,9 @@ describe_region (const struct qdb_file *qdb, const struct region *r,
     snprintf (buf, len, "bitmap \"%s\"'s data cluster %" PRIu64
               " at offset %" PRIu64,
               qdb->bitmaps[r->bitmap].name, r->entry, r->start);
+    break;
+  case R_REGION_MAP:
+    snprintf (buf, len, "the region map at offset %" PRIu64, r->start);
     break;
   }
 }
@@ -471,7 +475,24 @@ parse_extensions (struct qdb_file *qdb, const uint8_t *c0)
                  PRIu64 ")", qdb->name, type, off, len, cs);
       return -1;
     }
-    if (type == QDB_EXT_FEATURE_NAMES) {
+    if (type == QDB_EXT_REGION_MAP) {
+      const uint8_t *d = c0 + off + 8;
+      if (qdb->region_size || len != QDB_REGION_MAP_EXT_LEN) {
+        qad_error ("%s: header extension 0x%08" PRIx32 " (region map): %s "
+                   "(length %" PRIu32 ", must be %d)", qdb->name, type,
+                   qdb->region_size ? "appears twice" : "wrong length", len,
+                   QDB_REGION_MAP_EXT_LEN);
+        return -1;
+      }
+      qdb->region_size = load_be64 (d);
+      qdb->region_map_offset = load_be64 (d + 8);
+      qdb->region_map_size = load_be64 (d + 16);
+      if (qdb->region_size == 0) {
+        qad_error ("%s: region map: region_size 0 is invalid", qdb->name);
+        return -1;
+      }
+    }
+    else if (type == QDB_EXT_FEATURE_NAMES) {
       size_t i, n;
 
       if (seen_names) {
@@ -767,7 +788,7 @@ check_overlaps (struct qdb_file *qdb, uint64_t file_size)
 {
   const uint64_t cs = qdb->cluster_size;
   CLEANUP_FREE struct region *r = NULL;
-  size_t n = 0, max = 2, i;
+  size_t n = 0, max = 3, i;
   uint64_t k, covered = 0, file_clusters;
 
   for (i = 0; i < qdb->nr_bitmaps; ++i) {
@@ -782,6 +803,11 @@ check_overlaps (struct qdb_file *qdb, uint64_t file_size)
     return -1;
   }
   r[n++] = (struct region) { 0, cs, R_HEADER, 0, 0 };
+  if (qdb->region_size)
+    r[n++] = (struct region) { qdb->region_map_offset,
+                               qdb->region_map_offset +
+                               ROUND_UP (qdb->region_map_size, cs),
+                               R_REGION_MAP, 0, 0 };
   if (qdb->dir_size)
     r[n++] = (struct region) { qdb->dir_offset,
                                qdb->dir_offset + ROUND_UP ((uint64_t)
@@ -843,6 +869,102 @@ qdb_load_bits (struct qdb_io *io, struct qdb_file *qdb,
     bit_clear (bm->bits, n);
   if (n < bm->bits_len * 8)
     memset (bm->bits + (n >> 3), 0, bm->bits_len - (n >> 3));
+  return 0;
+}
+
+uint64_t
+qdb_region_map_size (uint64_t disk_size, uint64_t region_size)
+{
+  uint64_t regions;
+
+  if (region_size == 0)
+    return 0;
+  regions = disk_size / region_size + (disk_size % region_size != 0);
+  return regions / 8 + 1;
+}
+
+/* The region map extension and the feature bit go together; the map
+ * lies inside the file, cluster-aligned, and covers every bitmap.
+ */
+static int
+check_region_map (struct qdb_file *qdb, uint64_t file_size)
+{
+  const bool bit = qdb->incompat & QDB_INCOMPAT_REGION_MAP;
+  size_t i;
+
+  if (bit != (qdb->region_size != 0)) {
+    qad_error ("%s: incompatible feature bit 0 (region map) is %s but the "
+               "region map header extension is %s", qdb->name,
+               bit ? "set" : "clear", qdb->region_size ? "present" : "absent");
+    return -1;
+  }
+  if (!bit)
+    return 0;
+  if (!is_power_of_2 (qdb->region_size) ||
+      qdb->region_size < QDB_MIN_REGION_SIZE ||
+      qdb->region_size > QDB_MAX_REGION_SIZE) {
+    qad_error ("%s: region map: region_size %" PRIu64 " is not a power of 2 "
+               "from %" PRIu64 " to %" PRIu64, qdb->name, qdb->region_size,
+               QDB_MIN_REGION_SIZE, QDB_MAX_REGION_SIZE);
+    return -1;
+  }
+  if (qdb->region_map_size == 0 ||
+      qdb->region_map_size > QDB_MAX_REGION_MAP_SIZE ||
+      !IS_ALIGNED (qdb->region_map_offset, qdb->cluster_size) ||
+      qdb->region_map_offset < qdb->cluster_size ||
+      !range_within (qdb->region_map_offset,
+                     ROUND_UP (qdb->region_map_size, qdb->cluster_size),
+                     file_size)) {
+    qad_error ("%s: region map: offset %" PRIu64 " size %" PRIu64 " is "
+               "invalid (1..%d bytes in whole clusters inside the file of %"
+               PRIu64 " bytes, not in cluster 0)", qdb->name,
+               qdb->region_map_offset, qdb->region_map_size,
+               QDB_MAX_REGION_MAP_SIZE, file_size);
+    return -1;
+  }
+  for (i = 0; i < qdb->nr_bitmaps; ++i)
+    if (qdb_region_map_size (qdb->bitmaps[i].disk_size, qdb->region_size)
+        > qdb->region_map_size) {
+      qad_error ("%s: region map: size %" PRIu64 " does not cover bitmap "
+                 "\"%s\" (disk size %" PRIu64 ", region_size %" PRIu64 ")",
+                 qdb->name, qdb->region_map_size, qdb->bitmaps[i].name,
+                 qdb->bitmaps[i].disk_size, qdb->region_size);
+      return -1;
+    }
+  return 0;
+}
+
+/* OR every marked region into every enabled bitmap. */
+static int
+apply_region_map (struct qdb_io *io, struct qdb_file *qdb)
+{
+  CLEANUP_FREE uint8_t *map = malloc (qdb->region_map_size);
+  size_t i;
+
+  if (!map) {
+    qad_error ("%s: malloc: %m", qdb->name);
+    return -1;
+  }
+  if (io_pread (io, map, qdb->region_map_size, qdb->region_map_offset,
+                "the region map") == -1)
+    return -1;
+  for (i = 0; i < qdb->nr_bitmaps; ++i) {
+    struct qdb_bitmap *bm = &qdb->bitmaps[i];
+    uint64_t r, nr = qdb->region_map_size * 8, before;
+
+    if (!(bm->flags & QDB_FLAG_ENABLED) || bm->nr_granules == 0)
+      continue;
+    before = qdb_dirty_granules (bm);
+    for (r = 0; r < nr && r * qdb->region_size < bm->disk_size; ++r) {
+      uint64_t end;
+      if (!bit_test (map, r))
+        continue;
+      end = MIN (bm->disk_size, (r + 1) * qdb->region_size);
+      qdb_bits_set_range (bm->bits, r * qdb->region_size / bm->granularity,
+                          (end - 1) / bm->granularity);
+    }
+    qdb->region_recovered += qdb_dirty_granules (bm) - before;
+  }
   return 0;
 }
 
@@ -1004,15 +1126,19 @@ qdb_read (struct qdb_io *io, bool load_bits)
     errno = EINVAL;
     goto err;
   }
-  if (read_tables (io, qdb, file_size) == -1 ||
+  if (check_region_map (qdb, file_size) == -1 ||
+      read_tables (io, qdb, file_size) == -1 ||
       check_overlaps (qdb, file_size) == -1) {
     errno = EINVAL;
     goto err;
   }
-  if (load_bits)
+  if (load_bits) {
     for (i = 0; i < qdb->nr_bitmaps; ++i)
       if (qdb_load_bits (io, qdb, &qdb->bitmaps[i]) == -1)
         goto err;
+    if (qdb->region_size && apply_region_map (io, qdb) == -1)
+      goto err;
+  }
   return qdb;
 
  err:
@@ -1068,7 +1194,7 @@ qdb_write (struct qdb_io *io, struct qdb_file *qdb, bool allocate_all)
   CLEANUP_FREE uint8_t *dir = NULL;
   CLEANUP_FREE uint8_t *tbl = NULL;
   uint64_t dir_size = 0, next, pos;
-  size_t i, off;
+  size_t i, off, region_ext;
   uint64_t k;
 
   for (i = 0; i < qdb->nr_bitmaps; ++i) {
@@ -1102,6 +1228,8 @@ qdb_write (struct qdb_io *io, struct qdb_file *qdb, bool allocate_all)
       need += 8 + (uint64_t) qdb->nr_feature_names * QDB_FEATURE_NAME_ENTRY;
     for (i = 0; i < qdb->nr_exts; ++i)
       need += 8 + ROUND_UP ((uint64_t) qdb->exts[i].length, 8);
+    if (qdb->region_size)
+      need += 8 + QDB_REGION_MAP_EXT_LEN;
     if (need > cs) {
       qad_error ("%s: header and extensions (%" PRIu64 " bytes) do not fit "
                  "in cluster 0 (cluster_size %" PRIu64 ")",
@@ -1137,12 +1265,51 @@ qdb_write (struct qdb_io *io, struct qdb_file *qdb, bool allocate_all)
   for (i = 0; i < qdb->nr_exts; ++i)
     off += put_record (c0 + off, qdb->exts[i].type, qdb->exts[i].length,
                        qdb->exts[i].data);
+  /* The region map record is filled in below, once laid out. */
+  region_ext = off;
+  if (qdb->region_size)
+    off += 8 + QDB_REGION_MAP_EXT_LEN;
   /* End marker: already zero. */
 
-  /* Lay out the directory, tables and data clusters. */
+  /* Lay out the region map, directory, tables and data clusters. */
   next = cs;
+  if (qdb->region_size) {
+    uint8_t d[QDB_REGION_MAP_EXT_LEN];
+    uint64_t msize = 1;
+    CLEANUP_FREE uint8_t *zeroes = NULL;
+
+    for (i = 0; i < qdb->nr_bitmaps; ++i)
+      msize = MAX (msize, qdb_region_map_size (qdb->bitmaps[i].disk_size,
+                                               qdb->region_size));
+    if (msize > QDB_MAX_REGION_MAP_SIZE) {
+      qad_error ("%s: region map would be %" PRIu64 " bytes (at most %d): "
+                 "use larger regions", io->name, msize,
+                 QDB_MAX_REGION_MAP_SIZE);
+      errno = EFBIG;
+      return -1;
+    }
+    qdb->region_map_offset = next;
+    qdb->region_map_size = msize;
+    next += ROUND_UP (msize, cs);
+    store_be64 (d, qdb->region_size);
+    store_be64 (d + 8, qdb->region_map_offset);
+    store_be64 (d + 16, msize);
+    put_record (c0 + region_ext, QDB_EXT_REGION_MAP, sizeof d, d);
+    zeroes = calloc (1, ROUND_UP (msize, cs));
+    if (!zeroes) {
+      qad_error ("%s: calloc: %m", io->name);
+      return -1;
+    }
+    if (io_pwrite (io, zeroes, ROUND_UP (msize, cs), qdb->region_map_offset,
+                   "the region map") == -1)
+      return -1;
+    qdb->incompat |= QDB_INCOMPAT_REGION_MAP;
+  }
+  else
+    qdb->incompat &= ~QDB_INCOMPAT_REGION_MAP;
+  store_be64 (c0 + 32, qdb->incompat);
   if (qdb->nr_bitmaps) {
-    qdb->dir_offset = cs;
+    qdb->dir_offset = next;
     qdb->dir_size = dir_size;
     next += ROUND_UP (dir_size, cs);
   }

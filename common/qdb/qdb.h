@@ -42,9 +42,20 @@
 #define QDB_EXT_END 0
 #define QDB_EXT_FEATURE_NAMES 0x6803f857
 #define QDB_FEATURE_NAME_ENTRY 48
+#define QDB_EXT_REGION_MAP 0x52474e4d  /* "RGNM" */
+#define QDB_REGION_MAP_EXT_LEN 24
 
-/* Feature bits known to this implementation (none in version 1). */
-#define QDB_INCOMPAT_KNOWN UINT64_C (0)
+/* Incompatible feature bit 0: the file has a region map (header
+ * extension QDB_EXT_REGION_MAP) and every marked region must be taken
+ * as dirty in every enabled bitmap (docs/specs/qdb.txt, "Region map").
+ */
+#define QDB_INCOMPAT_REGION_MAP UINT64_C (1)
+#define QDB_MIN_REGION_SIZE (UINT64_C (1) << 20)
+#define QDB_MAX_REGION_SIZE (UINT64_C (1) << 40)
+#define QDB_MAX_REGION_MAP_SIZE (16 * 1024 * 1024)
+
+/* Feature bits known to this implementation. */
+#define QDB_INCOMPAT_KNOWN QDB_INCOMPAT_REGION_MAP
 #define QDB_COMPAT_KNOWN UINT64_C (0)
 #define QDB_AUTOCLEAR_KNOWN UINT64_C (0)
 
@@ -129,7 +140,21 @@ struct qdb_file {
   size_t nr_bitmaps;
   uint64_t file_size;           /* when parsed */
   uint64_t leaked_clusters;     /* computed by qdb_read */
+  /* Region map (QDB_INCOMPAT_REGION_MAP): region_size 0 means none.
+   * qdb_read ORs the marked regions into every enabled bitmap when it
+   * loads bits (counting the granules that adds in region_recovered);
+   * qdb_write writes the extension with an all-clear map, since every
+   * bit is then in the bitmaps it writes.
+   */
+  uint64_t region_size;
+  uint64_t region_map_offset;
+  uint64_t region_map_size;     /* bytes */
+  uint64_t region_recovered;    /* granules added by the region map */
 };
+
+/* Bytes of region map for a disk of DISK_SIZE bytes (0 on overflow). */
+extern uint64_t qdb_region_map_size (uint64_t disk_size,
+                                     uint64_t region_size);
 
 /* Read and validate a whole file.  With LOAD_BITS, every bitmap's bits
  * are read too.  Returns NULL (after qad_error) on any problem.

@@ -12,6 +12,11 @@
  * entry fails the request that met it with EIO and a message naming
  * the table, the index and the value; it never reads garbage.
  *
+ * The image's bytes come from a local file (img->fd: the plugin, the
+ * tool) or from any block device (img->file, read-only: the qed
+ * filter reads through the plugin below it).  Only qed_read_file and
+ * host_extent know the difference on the read path.
+ *
  * Locking: img->lock protects the L1 copy and file_end, and is held
  * only to copy a value out; the L2 cache has its own lock; data I/O
  * runs with no lock held, so reads proceed in parallel.
@@ -73,6 +78,22 @@ qed_cluster_offset_valid (const struct qed_geometry *g, uint64_t offset,
     range_within (offset, g->cluster_size, file_size);
 }
 
+int
+qed_read_file (struct qed_image *img, void *buf, uint64_t count,
+               uint64_t offset)
+{
+  if (img->file)
+    return qad_blockdev_pread (img->file, buf, count, offset);
+  return full_pread (img->fd, buf, count, offset);
+}
+
+/* How the L2 cache reads tables. */
+static int
+l2_read (void *opaque, void *buf, uint64_t count, uint64_t offset)
+{
+  return qed_read_file (opaque, buf, count, offset);
+}
+
 /* blockdev glue, so that a QED image can be a backing file. */
 static int
 dev_pread (struct qad_blockdev *dev, void *buf, uint64_t count,
@@ -131,8 +152,8 @@ qed_read_backing_name (struct qed_image *img, char **name)
     qad_error ("%s: %m", img->dev.name);
     return -1;
   }
-  if (full_pread (img->fd, s, h->backing_name_size,
-                  h->backing_name_offset) == -1) {
+  if (qed_read_file (img, s, h->backing_name_size,
+                     h->backing_name_offset) == -1) {
     qad_error ("%s: cannot read backing file name at offset %" PRIu32
                " size %" PRIu32 ": %m", img->dev.name,
                h->backing_name_offset, h->backing_name_size);
@@ -191,6 +212,28 @@ chain_push (struct chain *chain, int fd, const char *path)
   return 0;
 }
 
+/* Choose the format of a backing file from its first bytes MAGIC
+ * (LEN of them, fewer for a tiny file): QED magic means QED, anything
+ * else raw, except qcow2, which is refused.
+ */
+static int
+probe_backing_format (const char *path, const unsigned char *magic,
+                      size_t len, const char **format)
+{
+  if (len >= 4 && qed_probe_magic (magic, len))
+    *format = "qed";
+  else if (len >= 4 && memcmp (magic, "QFI\xfb", 4) == 0) {
+    /* Reading a qcow2 file as raw would be a silent wrong read. */
+    qad_error ("%s: backing file is qcow2, which cannot be read here "
+               "(only QED and raw backing files are supported)", path);
+    errno = ENOTSUP;
+    return -1;
+  }
+  else
+    *format = "raw";
+  return 0;
+}
+
 static struct qad_blockdev *
 open_backing_in_chain (const char *path, const char *format,
                        struct chain *chain)
@@ -214,18 +257,10 @@ open_backing_in_chain (const char *path, const char *format,
 
   if (format == NULL) {
     r = pread (fd, magic, sizeof magic, 0);
-    if (r == (ssize_t) sizeof magic && qed_probe_magic (magic, 4))
-      format = "qed";
-    else if (r == (ssize_t) sizeof magic && memcmp (magic, "QFI\xfb", 4) == 0) {
-      /* Reading a qcow2 file as raw would be a silent wrong read. */
-      qad_error ("%s: backing file is qcow2, which cannot be read here "
-                 "(only QED and raw backing files are supported)", path);
+    if (probe_backing_format (path, magic, r > 0 ? r : 0, &format) == -1) {
       close (fd);
-      errno = ENOTSUP;
       return NULL;
     }
-    else
-      format = "raw";
   }
 
   if (strcmp (format, "raw") == 0)
@@ -285,15 +320,11 @@ open_backing (struct qed_image *img, struct chain *chain)
   return 0;
 }
 
+/* A new image structure with its locks, no file yet. */
 static struct qed_image *
-open_in_chain (const char *filename, const struct qed_open_options *opts,
-               struct chain *chain)
+image_new (const char *filename, bool readonly)
 {
-  unsigned char buf[QED_HEADER_BYTES];
   struct qed_image *img;
-  struct stat st;
-  uint64_t i;
-  ssize_t r;
 
   img = calloc (1, sizeof *img);
   if (img == NULL || (img->dev.name = strdup (filename)) == NULL) {
@@ -301,14 +332,91 @@ open_in_chain (const char *filename, const struct qed_open_options *opts,
     free (img);
     return NULL;
   }
+  img->fd = -1;
   img->dev.ops = &qed_dev_ops;
-  img->readonly = opts->readonly;
+  img->readonly = readonly;
   img->lock_fd = -1;
   pthread_mutex_init (&img->lock, NULL);
   pthread_mutex_init (&img->l2_alloc_lock, NULL);
   rangelock_init (&img->changing);
   pthread_mutex_init (&img->sync_lock, NULL);
   pthread_cond_init (&img->sync_done, NULL);
+  return img;
+}
+
+/* Read and validate the header of an image file of FILE_SIZE bytes,
+ * read its L1 table and set up the L2 cache.
+ */
+static int
+image_load (struct qed_image *img, uint64_t file_size,
+            const struct qed_open_options *opts)
+{
+  const char *filename = img->dev.name;
+  unsigned char buf[QED_HEADER_BYTES];
+  uint64_t i, got;
+
+  /* A short file reads as zeroes past its end: count what is real. */
+  got = MIN (file_size, (uint64_t) sizeof buf);
+  if (qed_read_file (img, buf, got, 0) == -1) {
+    qad_error ("%s: cannot read the QED header: %m", filename);
+    return -1;
+  }
+  if (got < 4 || !qed_probe_magic (buf, got)) {
+    qad_error ("%s: not a QED image (bad magic)", filename);
+    errno = EINVAL;
+    return -1;
+  }
+  if (got != sizeof buf) {
+    qad_error ("%s: truncated QED header: file is %" PRIu64 " bytes, "
+               "the header needs %d", filename, got, QED_HEADER_BYTES);
+    errno = EINVAL;
+    return -1;
+  }
+  qed_header_decode (buf, &img->header);
+  if (qed_header_validate (filename, &img->header, file_size,
+                           &img->geom) == -1)
+    return -1;
+  img->file_end = file_size;
+  img->dev.size = img->header.image_size;
+
+  img->l1 = malloc (img->geom.table_bytes);
+  if (img->l1 == NULL) {
+    qad_error ("%s: cannot allocate the L1 table (%" PRIu64 " bytes): %m",
+               filename, img->geom.table_bytes);
+    return -1;
+  }
+  if (qed_read_file (img, img->l1, img->geom.table_bytes,
+                     img->header.l1_table_offset) == -1) {
+    qad_error ("%s: cannot read the L1 table at offset %" PRIu64 ": %m",
+               filename, img->header.l1_table_offset);
+    return -1;
+  }
+  for (i = 0; i < img->geom.table_entries; ++i)
+    img->l1[i] = load_le64 (&img->l1[i]);
+
+  img->l2cache = qed_l2cache_new (img->geom.table_bytes,
+                                  opts->l2_cache_bytes ?
+                                  opts->l2_cache_bytes :
+                                  QED_DEFAULT_L2_CACHE_BYTES);
+  if (img->l2cache == NULL)
+    return -1;
+
+  img->need_check_on_disk =
+    (img->header.features & QED_F_NEED_CHECK) != 0;
+  img->unchecked = img->need_check_on_disk;
+  return 0;
+}
+
+static struct qed_image *
+open_in_chain (const char *filename, const struct qed_open_options *opts,
+               struct chain *chain)
+{
+  struct qed_image *img;
+  struct stat st;
+
+  img = image_new (filename, opts->readonly);
+  if (img == NULL)
+    return NULL;
 
   img->fd = open (filename, (opts->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
   if (img->fd == -1) {
@@ -329,55 +437,8 @@ open_in_chain (const char *filename, const struct qed_open_options *opts,
     goto err;
   }
 
-  r = pread (img->fd, buf, sizeof buf, 0);
-  if (r == -1) {
-    qad_error ("%s: cannot read the QED header: %m", filename);
+  if (image_load (img, st.st_size, opts) == -1)
     goto err;
-  }
-  if (r < 4 || !qed_probe_magic (buf, r)) {
-    qad_error ("%s: not a QED image (bad magic)", filename);
-    errno = EINVAL;
-    goto err;
-  }
-  if (r != (ssize_t) sizeof buf) {
-    qad_error ("%s: truncated QED header: file is %zd bytes, "
-               "the header needs %d", filename, r, QED_HEADER_BYTES);
-    errno = EINVAL;
-    goto err;
-  }
-  qed_header_decode (buf, &img->header);
-  if (qed_header_validate (filename, &img->header, st.st_size,
-                           &img->geom) == -1)
-    goto err;
-  img->file_end = st.st_size;
-  img->dev.size = img->header.image_size;
-
-  img->l1 = malloc (img->geom.table_bytes);
-  if (img->l1 == NULL) {
-    qad_error ("%s: cannot allocate the L1 table (%" PRIu64 " bytes): %m",
-               filename, img->geom.table_bytes);
-    goto err;
-  }
-  if (full_pread (img->fd, img->l1, img->geom.table_bytes,
-                  img->header.l1_table_offset) == -1) {
-    qad_error ("%s: cannot read the L1 table at offset %" PRIu64 ": %m",
-               filename, img->header.l1_table_offset);
-    goto err;
-  }
-  for (i = 0; i < img->geom.table_entries; ++i)
-    img->l1[i] = load_le64 (&img->l1[i]);
-
-  img->l2cache = qed_l2cache_new (img->geom.table_bytes,
-                                  opts->l2_cache_bytes ?
-                                  opts->l2_cache_bytes :
-                                  QED_DEFAULT_L2_CACHE_BYTES);
-  if (img->l2cache == NULL)
-    goto err;
-
-  img->need_check_on_disk =
-    (img->header.features & QED_F_NEED_CHECK) != 0;
-  img->unchecked = img->need_check_on_disk;
-
   if (!opts->no_backing && open_backing (img, chain) == -1)
     goto err;
   return img;
@@ -405,6 +466,92 @@ qed_open (const char *filename, const struct qed_open_options *opts)
   return open_in_chain (filename, opts, &chain);
 }
 
+static struct qed_image *open_dev_in_chain (struct qad_blockdev *file,
+                                            const struct qed_open_options *,
+                                            qed_backing_opener opener,
+                                            void *opaque, unsigned depth);
+
+/* The backing chain of an image opened on a block device. */
+static int
+open_dev_backing (struct qed_image *img, const struct qed_open_options *opts,
+                  qed_backing_opener opener, void *opaque, unsigned depth)
+{
+  CLEANUP_FREE char *name = NULL;
+  struct qad_blockdev *file;
+  struct qed_image *bimg;
+  unsigned char magic[4];
+  const char *format = "raw";
+  uint64_t got;
+
+  if (qed_read_backing_name (img, &name) == -1)
+    return -1;
+  if (name == NULL)
+    return 0;
+  if (depth >= QED_MAX_CHAIN_DEPTH) {
+    qad_error ("%s: backing chain too deep (more than %d files)",
+               img->dev.name, QED_MAX_CHAIN_DEPTH);
+    errno = ELOOP;
+    return -1;
+  }
+  file = opener (opaque, depth + 1, img->dev.name, name);
+  if (file == NULL)
+    return -1;
+  img->backing_path = strdup (file->name);
+  if (img->backing_path == NULL) {
+    qad_error ("%s: %m", img->dev.name);
+    qad_blockdev_close (file);
+    return -1;
+  }
+
+  if (!(img->header.features & QED_F_BACKING_FORMAT_NO_PROBE)) {
+    got = MIN (file->size, (uint64_t) sizeof magic);
+    if (qad_blockdev_pread (file, magic, got, 0) == -1 ||
+        probe_backing_format (file->name, magic, got, &format) == -1) {
+      qad_blockdev_close (file);
+      return -1;
+    }
+  }
+  if (strcmp (format, "raw") == 0) {
+    img->backing = file;
+    img->backing_raw = true;
+    return 0;
+  }
+  bimg = open_dev_in_chain (file, opts, opener, opaque, depth + 1);
+  if (bimg == NULL)
+    return -1;
+  img->backing = &bimg->dev;
+  return 0;
+}
+
+static struct qed_image *
+open_dev_in_chain (struct qad_blockdev *file,
+                   const struct qed_open_options *opts,
+                   qed_backing_opener opener, void *opaque, unsigned depth)
+{
+  struct qed_image *img = image_new (file->name, true);
+
+  if (img == NULL) {
+    qad_blockdev_close (file);
+    return NULL;
+  }
+  img->file = file;
+  if (image_load (img, file->size, opts) == -1 ||
+      open_dev_backing (img, opts, opener, opaque, depth) == -1) {
+    int saved_errno = errno;
+    qed_close (img);
+    errno = saved_errno;
+    return NULL;
+  }
+  return img;
+}
+
+struct qed_image *
+qed_open_dev (struct qad_blockdev *file, const struct qed_open_options *opts,
+              qed_backing_opener opener, void *opaque)
+{
+  return open_dev_in_chain (file, opts, opener, opaque, 0);
+}
+
 int
 qed_upgrade_readwrite (struct qed_image *img, bool lock)
 {
@@ -414,6 +561,12 @@ qed_upgrade_readwrite (struct qed_image *img, bool lock)
 
   if (!img->readonly)
     return 0;
+  if (img->fd < 0) {
+    qad_error ("%s: opened from a block device, not a local file: it "
+               "cannot be made writable", name);
+    errno = EROFS;
+    return -1;
+  }
   fd = open (name, O_RDWR | O_CLOEXEC);
   if (fd == -1) {
     qad_error ("%s: cannot open for writing: %m", name);
@@ -465,6 +618,7 @@ qed_close (struct qed_image *img)
     close (img->fd);
   if (img->lock_fd >= 0)
     close (img->lock_fd);
+  qad_blockdev_close (img->file);
   free (img->l1);
   free (img->backing_path);
   free (img->dev.name);
@@ -554,8 +708,8 @@ qed_map (struct qed_image *img, uint64_t offset, uint64_t len,
       uint64_t n = MIN (nclusters, (uint64_t) MAP_BATCH);
       uint64_t i;
 
-      if (qed_l2cache_get (img->l2cache, img->fd, img->dev.name, l2_offset,
-                           l2_index, n, entries) == -1)
+      if (qed_l2cache_get (img->l2cache, l2_read, img, img->dev.name,
+                           l2_offset, l2_index, n, entries) == -1)
         return -1;
       /* Entries may point at clusters allocated since file_end was
        * read above; file_end only grows while serving.
@@ -603,6 +757,39 @@ qed_map (struct qed_image *img, uint64_t offset, uint64_t len,
 }
 
 int
+qed_prefetch_l2 (struct qed_image *img, uint64_t count, uint64_t offset)
+{
+  const struct qed_geometry *g = &img->geom;
+  const unsigned l1_shift = g->cluster_bits + g->table_bits;
+  uint64_t first, last, i;
+
+  if (count == 0 || offset >= img->dev.size)
+    return 0;
+  count = MIN (count, img->dev.size - offset);
+  first = offset >> l1_shift;
+  last = (offset + count - 1) >> l1_shift;
+  for (i = first; i <= last; ++i) {
+    uint64_t l2_offset, file_end;
+
+    pthread_mutex_lock (&img->lock);
+    l2_offset = img->l1[i];
+    file_end = img->file_end;
+    pthread_mutex_unlock (&img->lock);
+    if (l2_offset == 0)
+      continue;
+    if (!qed_table_offset_valid (g, l2_offset, file_end)) {
+      bad_entry (img, "L1", img->header.l1_table_offset, i, l2_offset,
+                 i << l1_shift, file_end);
+      return -1;
+    }
+    if (qed_l2cache_load (img->l2cache, l2_read, img, img->dev.name,
+                          l2_offset) == -1)
+      return -1;
+  }
+  return 0;
+}
+
+int
 qed_pread (struct qed_image *img, void *buf, uint64_t count, uint64_t offset)
 {
   char *p = buf;
@@ -622,7 +809,7 @@ qed_pread (struct qed_image *img, void *buf, uint64_t count, uint64_t offset)
       return -1;
     switch (m.kind) {
     case QED_KIND_DATA:
-      if (full_pread (img->fd, p, m.length, m.host_offset) == -1) {
+      if (qed_read_file (img, p, m.length, m.host_offset) == -1) {
         qad_error ("%s: read failed: host offset %" PRIu64 " length %"
                    PRIu64 ": %m", img->dev.name, m.host_offset, m.length);
         return -1;
@@ -651,27 +838,38 @@ qed_pread (struct qed_image *img, void *buf, uint64_t count, uint64_t offset)
  * the file: report them as zero (allocated, so not HOLE), as nbdkit's
  * file plugin would.
  */
-static void
+static int
 host_extent (struct qed_image *img, const struct qed_mapping *m,
              uint64_t *len, uint32_t *flags)
 {
-  off_t pos = lseek (img->fd, m->host_offset, SEEK_DATA);
+  off_t pos;
 
+  if (img->file) {
+    /* Ask the device; only its ZERO flag matters (allocated here). */
+    if (qad_blockdev_extent (img->file, m->host_offset, m->length,
+                             len, flags) == -1)
+      return -1;
+    *len = MIN (MAX (*len, UINT64_C (1)), m->length);
+    *flags &= QAD_EXTENT_ZERO;
+    return 0;
+  }
+  pos = lseek (img->fd, m->host_offset, SEEK_DATA);
   *flags = 0;
   if (pos == -1 && errno == ENXIO) {
     *flags = QAD_EXTENT_ZERO;
-    return;
+    return 0;
   }
   if (pos == -1)
-    return;
+    return 0;
   if ((uint64_t) pos > m->host_offset) {
     *len = MIN (m->length, (uint64_t) pos - m->host_offset);
     *flags = QAD_EXTENT_ZERO;
-    return;
+    return 0;
   }
   pos = lseek (img->fd, m->host_offset, SEEK_HOLE);
   if (pos != -1 && (uint64_t) pos > m->host_offset)
     *len = MIN (m->length, (uint64_t) pos - m->host_offset);
+  return 0;
 }
 
 int
@@ -690,7 +888,8 @@ qed_extent (struct qed_image *img, uint64_t offset, uint64_t max,
   *len = m.length;
   switch (m.kind) {
   case QED_KIND_DATA:
-    host_extent (img, &m, len, flags);
+    if (host_extent (img, &m, len, flags) == -1)
+      return -1;
     break;
   case QED_KIND_ZERO:
     *flags = QAD_EXTENT_HOLE | QAD_EXTENT_ZERO;

@@ -48,7 +48,9 @@ struct qed_mapping {
 
 struct qed_image {
   struct qad_blockdev dev;      /* first: a QED image can be a backing */
-  int fd;
+  int fd;                       /* the image file, or -1 when FILE */
+  struct qad_blockdev *file;    /* or the image as a block device
+                                   (qed_open_dev: read-only; owned) */
   int lock_fd;                  /* after qed_upgrade_readwrite: the
                                    first (read-only) descriptor, kept
                                    open because it holds the locks */
@@ -110,6 +112,40 @@ extern int qed_close (struct qed_image *img);
  * IMG unchanged on failure.
  */
 extern int qed_upgrade_readwrite (struct qed_image *img, bool lock);
+
+/* Where the backing file of an image opened by qed_open_dev is.
+ * Called with the chain depth (1 for the top image's backing), the
+ * name of the image that needs it and the backing name from its
+ * header; returns an open block device (the raw bytes of the backing
+ * file), or NULL after reporting an error.
+ */
+typedef struct qad_blockdev *(*qed_backing_opener) (void *opaque,
+                                                    unsigned depth,
+                                                    const char *image,
+                                                    const char *name);
+
+/* Open a QED image read-only from the block device FILE, which holds
+ * its bytes (ownership passes to the image, also on failure).  Its
+ * backing chain is opened through OPENER; backing formats are probed
+ * as for local files.  OPTS->readonly is implied and OPTS->lock is
+ * ignored (there is no local file to lock).
+ */
+extern struct qed_image *qed_open_dev (struct qad_blockdev *file,
+                                       const struct qed_open_options *opts,
+                                       qed_backing_opener opener,
+                                       void *opaque);
+
+/* Read COUNT bytes at OFFSET of the image file itself (not the guest
+ * view), from the fd or the block device.  Errors name the image.
+ */
+extern int qed_read_file (struct qed_image *img, void *buf, uint64_t count,
+                          uint64_t offset);
+
+/* Load into the L2 cache every L2 table that maps guest bytes
+ * [OFFSET, OFFSET+COUNT) (for NBD_CMD_CACHE).  Validates L1 entries.
+ */
+extern int qed_prefetch_l2 (struct qed_image *img, uint64_t count,
+                            uint64_t offset);
 
 /* Read the backing name from the header area (NUL-terminated, caller
  * frees).  NULL with no error when there is no backing file.

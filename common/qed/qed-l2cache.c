@@ -27,7 +27,6 @@
 
 #include "byte-swapping.h"
 #include "cleanup.h"
-#include "full-io.h"
 #include "minmax.h"
 #include "qad-error.h"
 #include "qed-l2cache.h"
@@ -161,9 +160,9 @@ claim_slot (struct qed_l2cache *c, uint64_t offset)
 }
 
 int
-qed_l2cache_get (struct qed_l2cache *c, int fd, const char *filename,
-                 uint64_t table_offset, uint64_t index, uint64_t count,
-                 uint64_t *out)
+qed_l2cache_get (struct qed_l2cache *c, qed_l2cache_read_fn read,
+                 void *opaque, const char *filename, uint64_t table_offset,
+                 uint64_t index, uint64_t count, uint64_t *out)
 {
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&c->lock);
   struct l2_slot *s;
@@ -186,7 +185,7 @@ qed_l2cache_get (struct qed_l2cache *c, int fd, const char *filename,
     s->loading = true;
     /* Read with the lock released; others wait for this slot only. */
     pthread_mutex_unlock (&c->lock);
-    r = full_pread (fd, s->entries, c->table_bytes, table_offset);
+    r = read (opaque, s->entries, c->table_bytes, table_offset);
     if (r == 0)
       for (i = 0; i < c->nr_entries; ++i)
         s->entries[i] = load_le64 (&s->entries[i]);
@@ -203,6 +202,16 @@ qed_l2cache_get (struct qed_l2cache *c, int fd, const char *filename,
   s->last_use = ++c->tick;
   memcpy (out, &s->entries[index], count * sizeof *out);
   return 0;
+}
+
+int
+qed_l2cache_load (struct qed_l2cache *c, qed_l2cache_read_fn read,
+                  void *opaque, const char *filename, uint64_t table_offset)
+{
+  uint64_t first;
+
+  return qed_l2cache_get (c, read, opaque, filename, table_offset, 0, 1,
+                          &first);
 }
 
 void

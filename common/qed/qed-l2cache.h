@@ -17,13 +17,27 @@ extern struct qed_l2cache *qed_l2cache_new (uint64_t table_bytes,
                                             uint64_t max_bytes);
 extern void qed_l2cache_free (struct qed_l2cache *c);
 
-/* Copy COUNT host-endian entries starting at INDEX of the table at
- * TABLE_OFFSET in FD into OUT, loading the table on a miss.  The
- * caller has validated TABLE_OFFSET.  Errors name FILENAME.
+/* How the cache reads a table from the image file: COUNT bytes at
+ * OFFSET into BUF; -1 with errno set (and the error reported) on
+ * failure.
  */
-extern int qed_l2cache_get (struct qed_l2cache *c, int fd,
-                            const char *filename, uint64_t table_offset,
-                            uint64_t index, uint64_t count, uint64_t *out);
+typedef int (*qed_l2cache_read_fn) (void *opaque, void *buf, uint64_t count,
+                                    uint64_t offset);
+
+/* Copy COUNT host-endian entries starting at INDEX of the table at
+ * TABLE_OFFSET into OUT, loading the table with READ (OPAQUE) on a
+ * miss.  Concurrent misses on one table read it once.  The caller has
+ * validated TABLE_OFFSET.  Errors name FILENAME.
+ */
+extern int qed_l2cache_get (struct qed_l2cache *c, qed_l2cache_read_fn read,
+                            void *opaque, const char *filename,
+                            uint64_t table_offset, uint64_t index,
+                            uint64_t count, uint64_t *out);
+
+/* Make sure the table at TABLE_OFFSET is cached (for prefetching). */
+extern int qed_l2cache_load (struct qed_l2cache *c, qed_l2cache_read_fn read,
+                             void *opaque, const char *filename,
+                             uint64_t table_offset);
 
 /* Update a cached entry after the caller wrote it to disk (no-op when
  * the table is not cached).

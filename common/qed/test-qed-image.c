@@ -8,6 +8,9 @@
  * and backing loops, each of which must fail cleanly.
  */
 
+/* assert is this test's check: keep it in a build with -DNDEBUG. */
+#undef NDEBUG
+
 #include <config.h>
 
 #include <assert.h>
@@ -108,6 +111,32 @@ add_data (struct builder *b, uint64_t l2, uint64_t i, int byte)
   b->end += CS;
   set_entry (b, l2, i, off);
   return off;
+}
+
+/* A backing opener for qed_open_dev: names relative to the test dir. */
+static unsigned opener_calls;
+
+static struct qad_blockdev *
+test_opener (void *opaque, unsigned depth, const char *image,
+             const char *name)
+{
+  opener_calls++;
+  if (opaque)                   /* "refuse": as a filter without a place */
+    return NULL;
+  return qad_raw_open (path_of (name));
+}
+
+/* Open NAME through a raw block device, as the qed filter does. */
+static struct qed_image *
+open_dev (const char *name, bool refuse)
+{
+  struct qed_open_options o = { .readonly = true };
+  struct qad_blockdev *file = qad_raw_open (path_of (name));
+
+  assert (file != NULL);
+  last_error[0] = '\0';
+  opener_calls = 0;
+  return qed_open_dev (file, &o, test_opener, refuse ? (void *) 1 : NULL);
 }
 
 static struct qed_image *
@@ -313,6 +342,48 @@ main (void)
     assert (img != NULL);
     expect_read_error (img, 0, "entry 0");
     qed_close (img);
+  }
+
+  /* The same images opened on block devices (the qed filter's way)
+   * read and map the same, backing chain included.
+   */
+  {
+    static char a[8 * CS], d[8 * CS];
+    struct qed_image *viafd = open_ro ("top.qed");
+    uint64_t off, n1, n2;
+    uint32_t f1, f2;
+
+    img = open_dev ("top.qed", false);
+    assert (img != NULL && viafd != NULL);
+    assert (opener_calls == 2);           /* good.qed, then base.raw */
+    assert (img->fd == -1 && img->file != NULL);
+    assert (qed_pread (img, d, sizeof d, 0) == 0);
+    assert (qed_pread (viafd, a, sizeof a, 0) == 0);
+    assert (memcmp (a, d, sizeof a) == 0);
+    for (off = 0; off < 8 * CS; off += n1) {
+      assert (qed_extent (viafd, off, 8 * CS - off, &n1, &f1) == 0);
+      assert (qed_extent (img, off, 8 * CS - off, &n2, &f2) == 0);
+      assert (n1 == n2 && f1 == f2);
+    }
+    assert (qed_prefetch_l2 (img, 8 * CS, 0) == 0);
+    qed_close (viafd);
+    qed_close (img);
+
+    /* The opener refuses: the open fails with its error. */
+    img = open_dev ("top.qed", true);
+    assert (img == NULL && opener_calls == 1);
+
+    /* A loop through devices is stopped by the depth cap. */
+    img = open_dev ("loop.qed", false);
+    assert (img == NULL && strstr (last_error, "too deep") != NULL);
+    assert (opener_calls == QED_MAX_CHAIN_DEPTH);
+
+    /* A truncated header read through a device. */
+    fd = open (path_of ("tiny.qed"), O_RDWR | O_CREAT | O_TRUNC, 0644);
+    assert (write (fd, "QED\0abcdef", 10) == 10); close (fd);
+    img = open_dev ("tiny.qed", false);
+    assert (img == NULL &&
+            strstr (last_error, "truncated QED header: file is 10") != NULL);
   }
 
   /* Probing refuses qcow2 backing files rather than reading them raw. */

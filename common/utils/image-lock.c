@@ -96,3 +96,22 @@ qad_lock_image (int fd, const char *name, bool write)
   }
   return 0;
 }
+
+int
+qad_lock_whole_file (int fd, const char *name, const char *what)
+{
+  struct flock fl = {
+    .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0,
+  };
+
+  if (fcntl (fd, F_OFD_SETLK, &fl) == 0)
+    return 0;
+  if (errno == EAGAIN || errno == EACCES) {
+    qad_error ("%s: %s is in use by another process (it is locked)",
+               name, what);
+    errno = EAGAIN;
+  }
+  else
+    qad_error ("%s: cannot lock: %m", name);
+  return -1;
+}

@@ -28,4 +28,11 @@
  */
 extern int qad_lock_image (int fd, const char *name, bool write);
 
+/* Lock the whole of FD exclusively (an OFD write lock), for files only
+ * this project's objects open: an add-cow sidecar, a QDB file.  WHAT
+ * says what the file is in the message ("add-cow file") when another
+ * process holds the lock (errno EAGAIN).
+ */
+extern int qad_lock_whole_file (int fd, const char *name, const char *what);
+
 #endif /* QAD_IMAGE_LOCK_H */

@@ -3,8 +3,8 @@
  * SPDX-License-Identifier: BSD-3-Clause
  */
 
-#ifndef ADDCOW_NBD_BACKING_H
-#define ADDCOW_NBD_BACKING_H
+#ifndef QAD_NBD_BACKING_H
+#define QAD_NBD_BACKING_H
 
 #include "blockdev.h"
 
@@ -13,4 +13,10 @@
  */
 extern struct qad_blockdev *nbd_backing_open (const char *uri);
 
-#endif /* ADDCOW_NBD_BACKING_H */
+/* Open a URL that nbdkit's curl plugin can read (http, https, ftp,
+ * ...) as a read-only block device: runs "nbdkit -r -s curl URL" as
+ * a child that exits with us, and talks NBD to it over a pipe.
+ */
+extern struct qad_blockdev *nbd_backing_open_url (const char *url);
+
+#endif /* QAD_NBD_BACKING_H */

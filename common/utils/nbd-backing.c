@@ -3,10 +3,10 @@
  * SPDX-License-Identifier: BSD-3-Clause
  */
 
-/* An NBD export as a qad_blockdev.  One libnbd handle shared by every
- * thread: libnbd serialises calls on a handle internally, which is
- * enough for a backing file that is only read (and, with copy-on-read,
- * read once).
+/* An NBD export as a qad_blockdev, for the add-cow and qed filters'
+ * backing files.  One libnbd handle shared by every thread: libnbd
+ * serialises calls on a handle internally, which is enough for a
+ * backing file that is only read (and, with copy-on-read, read once).
  */
 
 #include <config.h>
@@ -134,15 +134,16 @@ static const struct qad_blockdev_ops nbd_ops = {
   .close = nbd_dev_close,
 };
 
-struct qad_blockdev *
-nbd_backing_open (const char *uri)
+/* Connect to URI, or else run ARGV as an NBD server on a pipe. */
+static struct qad_blockdev *
+open_dev (const char *name, const char *uri, char **argv)
 {
   struct nbd_dev *d;
   int64_t size;
 
   d = calloc (1, sizeof *d);
-  if (d == NULL || (d->dev.name = strdup (uri)) == NULL) {
-    qad_error ("%s: %m", uri);
+  if (d == NULL || (d->dev.name = strdup (name)) == NULL) {
+    qad_error ("%s: %m", name);
     free (d);
     return NULL;
   }
@@ -150,14 +151,15 @@ nbd_backing_open (const char *uri)
   d->nbd = nbd_create ();
   if (d->nbd == NULL ||
       nbd_add_meta_context (d->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1 ||
-      nbd_connect_uri (d->nbd, uri) == -1) {
-    qad_error ("%s: cannot connect to NBD backing: %s", uri,
+      (uri ? nbd_connect_uri (d->nbd, uri)
+       : nbd_connect_command (d->nbd, argv)) == -1) {
+    qad_error ("%s: cannot connect to NBD backing: %s", name,
                nbd_get_error ());
     goto err;
   }
   size = nbd_get_size (d->nbd);
   if (size == -1) {
-    qad_error ("%s: cannot get the NBD backing's size: %s", uri,
+    qad_error ("%s: cannot get the NBD backing's size: %s", name,
                nbd_get_error ());
     goto err;
   }
@@ -172,4 +174,20 @@ nbd_backing_open (const char *uri)
   free (d->dev.name);
   free (d);
   return NULL;
+}
+
+struct qad_blockdev *
+nbd_backing_open (const char *uri)
+{
+  return open_dev (uri, uri, NULL);
+}
+
+struct qad_blockdev *
+nbd_backing_open_url (const char *url)
+{
+  char *argv[] = { (char *) "nbdkit", (char *) "-r", (char *) "-s",
+                   (char *) "--exit-with-parent", (char *) "curl",
+                   (char *) url, NULL };
+
+  return open_dev (url, NULL, argv);
 }

@@ -1,0 +1,58 @@
+/* nbdkit QED / add-cow / dirty-bitmap bundle
+ * Copyright (C) 2026 the project authors
+ * SPDX-License-Identifier: BSD-3-Clause
+ */
+
+/* Operations on the bitmaps of a QDB model (add, remove, clear,
+ * enable, disable, merge), shared by "qad-img bitmap FILE" (offline)
+ * and the dirty-bitmap filter's control socket (live), so that both
+ * accept exactly the same commands with the same checks.
+ *
+ * freeze and release exist only live: qdb_op_apply refuses them, the
+ * filter handles them itself (they change no byte of the file beyond
+ * the ENABLED flag, which it sets through a DISABLE op).
+ */
+
+#ifndef QAD_QDB_OPS_H
+#define QAD_QDB_OPS_H
+
+#include <stdint.h>
+
+#include "qdb.h"
+
+enum qdb_op_kind {
+  QDB_OP_ADD, QDB_OP_REMOVE, QDB_OP_CLEAR, QDB_OP_ENABLE, QDB_OP_DISABLE,
+  QDB_OP_MERGE, QDB_OP_FREEZE, QDB_OP_RELEASE, QDB_OP_INFO,
+};
+
+struct qdb_op {
+  enum qdb_op_kind kind;
+  const char *name;             /* NULL for INFO */
+  const char *into;             /* MERGE only */
+  uint64_t granularity;         /* ADD only */
+};
+
+/* The word used for KIND on the control socket and in messages. */
+extern const char *qdb_op_word (enum qdb_op_kind kind);
+
+/* Apply OP to the model (bits loaded).  DISK_SIZE is the size a new
+ * bitmap covers (0: the size of the existing bitmaps, an error when
+ * there are none).  Reports (qad_error) and returns -1 on failure; the
+ * model may then be partly changed, so callers apply a command to a
+ * copy (qdb_clone) or discard the model.
+ */
+extern int qdb_op_apply (struct qdb_file *qdb, const struct qdb_op *op,
+                         uint64_t disk_size);
+
+/* OR the dirty bits of SRC into DST (granularities may differ; DST
+ * gets every granule that overlaps a dirty granule of SRC).
+ */
+extern int qdb_merge (struct qdb_file *qdb, const struct qdb_bitmap *src,
+                      struct qdb_bitmap *dst);
+
+/* A deep copy of a model with its bits loaded (through an in-memory
+ * serialisation, so that the copy is exactly what the file would hold).
+ */
+extern struct qdb_file *qdb_clone (struct qdb_file *qdb);
+
+#endif /* QAD_QDB_OPS_H */
