@@ -179,11 +179,10 @@ addcow_disk_open (const char *file)
 static struct qad_blockdev *
 open_disk (const char *file, const char *fmt)
 {
-  unsigned char magic[4] = { 0 };
+  unsigned char magic[4];
   struct qed_open_options opts = { .readonly = true };
   struct qed_image *img;
-  ssize_t r = 0;
-  int fd;
+  ssize_t r;
 
   if (fmt && strcmp (fmt, "raw") != 0 && strcmp (fmt, "qed") != 0 &&
       strcmp (fmt, "add-cow") != 0) {
@@ -191,17 +190,13 @@ open_disk (const char *file, const char *fmt)
              "add-cow\n", fmt);
     return NULL;
   }
-  fd = open (file, O_RDONLY | O_CLOEXEC);
-  if (fd == -1) {
-    fprintf (stderr, "qad-img: %s: %s\n", file, strerror (errno));
+  r = read_magic (file, magic, false);
+  if (r == -1)
     return NULL;
+  if (fmt == NULL) {
+    const struct qad_format *f = format_of_magic (magic, r);
+    fmt = f ? f->name : "raw";
   }
-  r = pread (fd, magic, sizeof magic, 0);
-  close (fd);
-  if (fmt == NULL)
-    fmt = r == 4 && memcmp (magic, "QED", 4) == 0 ? "qed"
-      : r == 4 && memcmp (magic, "ACOW", 4) == 0 ? "add-cow"
-      : r == 4 && memcmp (magic, "QDB", 4) == 0 ? "qdb" : "raw";
   if (strcmp (fmt, "qdb") == 0) {
     fprintf (stderr, "qad-img: %s: a QDB file holds bitmaps, not a disk: "
              "compare the disks it tracks\n", file);

@@ -94,31 +94,25 @@ static const struct qad_format *
 format_by_magic (const char *file)
 {
   unsigned char magic[4];
+  const struct qad_format *f;
   ssize_t r;
-  size_t i;
-  int fd;
 
-  fd = open (file, O_RDONLY | O_CLOEXEC);
-  if (fd == -1) {
-    fprintf (stderr, "qad-img: %s: %s\n", file, strerror (errno));
+  r = read_magic (file, magic, false);
+  if (r == -1)
     return NULL;
-  }
-  r = pread (fd, magic, sizeof magic, 0);
-  close (fd);
-  if (r != sizeof magic) {
+  if (r != 4) {
     fprintf (stderr,
              "qad-img: %s: file too short to hold a format magic (%zd bytes)\n",
-             file, r < 0 ? (ssize_t) 0 : r);
+             file, r);
     return NULL;
   }
-  for (i = 0; qad_formats[i]; ++i)
-    if (memcmp (qad_formats[i]->magic, magic, 4) == 0)
-      return qad_formats[i];
-  fprintf (stderr,
-           "qad-img: %s: not a QED, add-cow or QDB file "
-           "(magic %02x %02x %02x %02x)\n",
-           file, magic[0], magic[1], magic[2], magic[3]);
-  return NULL;
+  f = format_of_magic (magic, r);
+  if (f == NULL)
+    fprintf (stderr,
+             "qad-img: %s: not a QED, add-cow or QDB file "
+             "(magic %02x %02x %02x %02x)\n",
+             file, magic[0], magic[1], magic[2], magic[3]);
+  return f;
 }
 
 /* Per-verb help, printed by "qad-img VERB --help" (exit 0). */

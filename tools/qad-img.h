@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 typedef int (*qad_verb) (int argc, char **argv);
 
@@ -50,6 +51,17 @@ extern bool qad_force;
  */
 extern bool qad_progress;
 extern void print_progress (void *opaque, uint64_t done, uint64_t total);
+
+/* Read the first four bytes of FILE into MAGIC (zeroes past its end).
+ * Returns how many there were, or -1 when FILE cannot be opened (with
+ * a message unless QUIET).
+ */
+extern ssize_t read_magic (const char *file, unsigned char magic[4],
+                           bool quiet);
+
+/* The format whose magic MAGIC is (LEN bytes read), or NULL. */
+extern const struct qad_format *format_of_magic (const unsigned char magic[4],
+                                                 ssize_t len);
 
 /* For create: refuse (with a message, returning -1) when FILE exists,
  * whatever its format, unless FORCE.

@@ -33,31 +33,54 @@ print_progress (void *opaque, uint64_t done, uint64_t total)
   fflush (stdout);
 }
 
+ssize_t
+read_magic (const char *file, unsigned char magic[4], bool quiet)
+{
+  ssize_t r;
+  int fd;
+
+  memset (magic, 0, 4);
+  fd = open (file, O_RDONLY | O_CLOEXEC);
+  if (fd == -1) {
+    if (!quiet)
+      fprintf (stderr, "qad-img: %s: %s\n", file, strerror (errno));
+    return -1;
+  }
+  r = pread (fd, magic, 4, 0);
+  close (fd);
+  return r < 0 ? 0 : r;
+}
+
+const struct qad_format *
+format_of_magic (const unsigned char magic[4], ssize_t len)
+{
+  size_t i;
+
+  for (i = 0; len == 4 && qad_formats[i]; ++i)
+    if (memcmp (qad_formats[i]->magic, magic, 4) == 0)
+      return qad_formats[i];
+  return NULL;
+}
+
 int
 refuse_existing (const char *file, bool force)
 {
-  unsigned char magic[4] = { 0 };
+  unsigned char magic[4];
+  const struct qad_format *f = NULL;
   const char *what;
   struct stat st;
-  ssize_t r = 0;
-  int fd;
 
   if (force || lstat (file, &st) == -1)
     return 0;
-  if (S_ISREG (st.st_mode)) {
-    fd = open (file, O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-      r = pread (fd, magic, sizeof magic, 0);
-      close (fd);
-    }
-  }
+  if (S_ISREG (st.st_mode))
+    f = format_of_magic (magic, read_magic (file, magic, true));
   if (!S_ISREG (st.st_mode))
     what = "not a regular file";
-  else if (r == 4 && memcmp (magic, "QED", 4) == 0)
+  else if (f == &qed_format)
     what = "a QED image";
-  else if (r == 4 && memcmp (magic, "ACOW", 4) == 0)
+  else if (f == &addcow_format)
     what = "an add-cow file";
-  else if (r == 4 && memcmp (magic, "QDB", 4) == 0)
+  else if (f == &qdb_format)
     what = "a QDB file";
   else
     what = "a file of another format";
