@@ -24,6 +24,10 @@
 #include "addcow-file.h"
 #include "full-io.h"
 #include "qad-error.h"
+#include "qad-limits.h"
+
+/* The limit the replay script's FUZZ_PEAK_LIMIT is derived from. */
+#define FUZZ_MAX_BITMAP (64 << 10)
 
 static void
 quiet (const char *msg)
@@ -49,6 +53,8 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   size_t i;
   int fd;
 
+  /* A small limit, so that the peak-memory bound is tight. */
+  qad_limits.max_bitmap_bytes = FUZZ_MAX_BITMAP;
   qad_set_error_handler (quiet);
 
   if (addcow_parse_header (data, size, "fuzz", &h) == 0) {

@@ -19,8 +19,12 @@
 #include <string.h>
 
 #include "qad-error.h"
+#include "qad-limits.h"
 #include "qdb-bits.h"
 #include "qdb.h"
+
+/* The limit the replay script's FUZZ_PEAK_LIMIT is derived from. */
+#define FUZZ_MAX_QDB (512 << 10)
 
 static void
 quiet (const char *msg)
@@ -59,6 +63,8 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   struct qdb_file *qdb;
   size_t i;
 
+  /* A small limit, so that the peak-memory bound is tight. */
+  qad_limits.max_qdb_bytes = FUZZ_MAX_QDB;
   qad_set_error_handler (quiet);
   mb.data = malloc (size ? size : 1);
   if (!mb.data)

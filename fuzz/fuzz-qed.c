@@ -20,8 +20,14 @@
 
 #include "full-io.h"
 #include "qad-error.h"
+#include "qad-limits.h"
 #include "qed-check.h"
 #include "qed-image.h"
+
+/* The limits the replay script's FUZZ_PEAK_LIMIT is derived from. */
+#define FUZZ_MAX_TABLE (8 << 10)
+#define FUZZ_MAX_BITMAP (8 << 10)
+#define FUZZ_L2_CACHE (16 << 10)
 
 static void
 quiet (const char *msg)
@@ -34,13 +40,16 @@ int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
   struct qed_open_options opts = { .readonly = true, .no_backing = true,
-                                   .l2_cache_bytes = 65536 };
+                                   .l2_cache_bytes = FUZZ_L2_CACHE };
   struct qed_check_result res;
   struct qed_image *img;
   char path[64], buf[8192];
   uint64_t off, steps;
   int fd;
 
+  /* Small limits, so that the peak-memory bound is tight. */
+  qad_limits.max_table_bytes = FUZZ_MAX_TABLE;
+  qad_limits.max_bitmap_bytes = FUZZ_MAX_BITMAP;
   qad_set_error_handler (quiet);
   fd = memfd_create ("fuzz.qed", 0);
   if (fd == -1 || full_pwrite (fd, data, size, 0) == -1)

@@ -31,3 +31,26 @@ PY
 "$qad_img" create --format=qdb nobitmaps.qdb --size=1M --cluster-size=512 \
   --bitmap=x >/dev/null
 "$qad_img" bitmap nobitmaps.qdb --remove x >/dev/null
+# Hostile sizes: 4 KiB clusters, three bitmaps whose 64-entry tables
+# (512 bytes each in the file) are all ALL_ONES, so each stands for
+# 256 KiB of set bits in memory: past the fuzz target's limit.
+python3 - <<'PY'
+import struct
+cs, n = 4096, 3
+entry = 48
+hdr = b"QDB\0" + struct.pack(">IIIQII", 1, 12, n, cs, 64, n * entry)
+hdr += bytes(64 - len(hdr))
+d = b""
+for i in range(n):
+    e = struct.pack(">QQIIHH", (2 + i) * cs, 64 * cs * 8 * 512, 64, 512, 1, 1)
+    e += bytes(40 - len(e)) + bytes([ord("a") + i])
+    d += e + bytes(entry - len(e))
+with open("hostile.qdb", "wb") as f:
+    f.write(hdr)
+    f.seek(cs)
+    f.write(d)
+    for i in range(n):
+        f.seek((2 + i) * cs)
+        f.write(struct.pack(">Q", 1) * 64)
+    f.truncate((2 + n) * cs)
+PY

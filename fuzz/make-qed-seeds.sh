@@ -22,3 +22,6 @@ with open(f, "r+b") as fp:
     fp.seek(12288); fp.write(b"\xaa" * 4096)
     fp.seek(16384); fp.write(b"\xbb" * 4096)
 PY
+# Tables of 16 clusters (64 KiB), past the fuzz target's 8 KiB limit:
+# every mutant that keeps them must be refused before allocation.
+"$qad_img" create "$out/wide.qed" 1M --cluster-size=4K --table-size=16 >/dev/null

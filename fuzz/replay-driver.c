@@ -9,14 +9,23 @@
  * ITERATIONS times (bit flips, byte sets to boundary values, 64-bit
  * fields set to interesting values, truncation) with a fixed PRNG
  * seed, and every mutant is passed to LLVMFuzzerTestOneInput.
+ *
+ * Peak memory: the heap is accounted (peak-alloc.c) and the peak of
+ * live bytes during each input, above what was live before it, is
+ * measured.  With FUZZ_PEAK_LIMIT=BYTES in the environment, an input
+ * whose peak passes BYTES fails the run; it is saved as
+ * peak-failure.bin to reproduce.  The largest peak is always printed.
  */
 
 #include <config.h>
 
+#include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "peak-alloc.h"
 
 int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
 
@@ -63,10 +72,43 @@ mutate (uint8_t *d, size_t *size, size_t max)
   (void) max;
 }
 
+static size_t peak_limit;       /* FUZZ_PEAK_LIMIT, 0 = none */
+static size_t worst;            /* largest peak seen */
+static const char *worst_seed;
+static long worst_it;
+
+/* Run one input, measuring its peak heap above what was live before. */
+static void
+run_one (const uint8_t *d, size_t n, const char *seed, long it)
+{
+  size_t before = peak_alloc_live (), used;
+
+  peak_alloc_reset ();
+  LLVMFuzzerTestOneInput (d, n);
+  used = peak_alloc_peak () - before;
+  if (used > worst) {
+    worst = used;
+    worst_seed = seed;
+    worst_it = it;
+  }
+  if (peak_limit && used > peak_limit) {
+    FILE *fp = fopen ("peak-failure.bin", "wb");
+    if (fp) {
+      fwrite (d, 1, n, fp);
+      fclose (fp);
+    }
+    fprintf (stderr, "%s: mutant %ld: peak heap %zu bytes exceeds "
+             "FUZZ_PEAK_LIMIT=%zu (input saved as peak-failure.bin)\n",
+             seed, it, used, peak_limit);
+    exit (EXIT_FAILURE);
+  }
+}
+
 int
 main (int argc, char **argv)
 {
   long iterations;
+  const char *limit = getenv ("FUZZ_PEAK_LIMIT");
   int i;
 
   if (argc < 3) {
@@ -74,6 +116,8 @@ main (int argc, char **argv)
     return EXIT_FAILURE;
   }
   iterations = atol (argv[1]);
+  if (limit && *limit)
+    peak_limit = strtoull (limit, NULL, 0);
   for (i = 2; i < argc; ++i) {
     FILE *fp = fopen (argv[i], "rb");
     uint8_t *seed, *d;
@@ -88,16 +132,22 @@ main (int argc, char **argv)
     d = malloc (4 << 20);
     size = fread (seed, 1, 4 << 20, fp);
     fclose (fp);
-    LLVMFuzzerTestOneInput (seed, size);
+    run_one (seed, size, argv[i], -1);
     for (it = 0; it < iterations; ++it) {
       memcpy (d, seed, size);
       n = size;
       mutate (d, &n, 4 << 20);
-      LLVMFuzzerTestOneInput (d, n);
+      run_one (d, n, argv[i], it);
     }
     free (seed);
     free (d);
     printf ("%s: %ld mutants\n", argv[i], iterations);
   }
+  if (peak_alloc_enabled ())
+    printf ("peak heap: %zu bytes (%s, mutant %ld)%s\n", worst,
+            worst_seed ? worst_seed : "-", worst_it,
+            peak_limit ? ", within FUZZ_PEAK_LIMIT" : "");
+  else
+    printf ("peak heap: not measured (sanitizer allocator)\n");
   return 0;
 }

@@ -57,6 +57,26 @@ open_sidecar (const char *file, int *fd, struct addcow_header *h,
   return 0;
 }
 
+/* Without opening it: does the backing BK of sidecar FILE lead outside
+ * the directories backing-policy=inside allows, and would the policy
+ * refuse it?  Sets *OUTSIDE and returns the policy that refuses it, or
+ * NULL.
+ */
+static const char *
+backing_refused_by (const char *file, const char *bk, bool *outside)
+{
+  CLEANUP_BACKING_RULES struct qad_backing_rules rules = { 0 };
+  bool uri = addcow_name_is_uri (bk);
+
+  *outside = uri;
+  if (tool_backing_rules (file, &rules) == 0 && !uri)
+    *outside = qad_backing_leaves (&rules, file, bk);
+  if (tool_backing_policy == QAD_BACKING_REFUSE ||
+      (tool_backing_policy == QAD_BACKING_INSIDE && *outside))
+    return qad_backing_policy_name (tool_backing_policy);
+  return NULL;
+}
+
 static int
 addcow_info (int argc, char **argv)
 {
@@ -70,7 +90,9 @@ addcow_info (int argc, char **argv)
   uint64_t fsz, disk_size, in_image = 0, nclusters, bmlen = 0;
   CLEANUP_FREE uint8_t *bm = NULL;
   CLEANUP_FREE char *image = NULL, *bk = NULL;
-  const char *file;
+  const char *file, *refused = NULL;
+  bool outside = false;
+  char note[128] = "";
   int c, fd;
 
   while ((c = getopt_long (argc, argv, "f:", long_options, NULL)) != -1) {
@@ -108,6 +130,13 @@ addcow_info (int argc, char **argv)
    * file can be opened; say when it is missing.
    */
   backing_ok = !bk || addcow_name_is_uri (bk) || access (bk, F_OK) == 0;
+  if (bk) {
+    refused = backing_refused_by (file, bk, &outside);
+    snprintf (note, sizeof note, "%s%s%s%s",
+              outside ? " [outside the image's directory]" : "",
+              refused ? " [refused by backing-policy=" : "",
+              refused ? refused : "", refused ? "]" : "");
+  }
 
   if (json) {
     printf ("{\n  \"filename\": ");
@@ -143,6 +172,9 @@ addcow_info (int argc, char **argv)
       json_string (stdout, h.backing_format);
       printf (",\n  \"backing-exists\": %s",
               backing_ok ? "true" : "false");
+      printf (",\n  \"backing-outside\": %s", outside ? "true" : "false");
+      if (refused)
+        printf (",\n  \"backing-refused-by\": \"%s\"", refused);
     }
     else
       printf ("null");
@@ -155,7 +187,7 @@ addcow_info (int argc, char **argv)
             "cluster size:       %" PRIu64 "\n"
             "header size:        %" PRIu32 "\n"
             "image file:         %s (%s)%s\n"
-            "backing file:       %s%s%s%s%s\n"
+            "backing file:       %s%s%s%s%s%s\n"
             "compat features:    0x%" PRIx64 "%s\n"
             "clusters:           %" PRIu64 "\n"
             "in the image:       %" PRIu64 "%s\n",
@@ -165,7 +197,7 @@ addcow_info (int argc, char **argv)
             h.backing_file ? " (" : "",
             h.backing_file ? h.backing_format : "",
             h.backing_file ? ")" : "",
-            backing_ok ? "" : " [missing]",
+            backing_ok ? "" : " [missing]", note,
             h.compat_features, all ? " (ALL_ALLOCATED)" : "",
             nclusters, in_image, fresh ? " (fresh: no bitmap yet)" : "");
   }
@@ -409,8 +441,9 @@ addcow_create_verb (int argc, char **argv)
   };
   const char *image_arg = NULL, *backing_arg = NULL, *bfmt = NULL;
   unsigned long long cluster_size = 65536, size = 0;
-  bool have_size = false;
+  bool have_size = false, need_size;
   CLEANUP_FREE char *image_name = NULL, *backing_name = NULL;
+  CLEANUP_BACKING_RULES struct qad_backing_rules rules = { 0 };
   struct addcow_header h;
   struct stat st;
   const char *file;
@@ -478,13 +511,25 @@ addcow_create_verb (int argc, char **argv)
       return EXIT_FAILURE;
     if (addcow_refuse_temporary_uri (backing_arg) == -1)
       return EXIT_FAILURE;
-    /* Without a size, a missing image takes the backing's size. */
-    if (!have_size && !uri && stat (image_arg, &st) == -1) {
-      struct qad_blockdev *b = qed_open_backing (backing_arg, bfmt, false);
+    /* Without a size, a missing image takes the backing's size.  A
+     * backing policy other than follow is checked on the backing (and
+     * its chain) as the filter will open it, before anything is made.
+     */
+    need_size = !have_size && !uri && stat (image_arg, &st) == -1;
+    if (tool_backing_policy != QAD_BACKING_FOLLOW &&
+        (tool_backing_rules (file, &rules) == -1 ||
+         qad_backing_check_name (&rules, file, backing_arg, uri) == -1))
+      return EXIT_FAILURE;
+    if (need_size || (!uri && tool_backing_policy != QAD_BACKING_FOLLOW)) {
+      struct qad_blockdev *b =
+        qed_open_backing_checked (file, backing_arg, backing_arg, bfmt,
+                                  false, &rules, NULL, 0);
       if (b == NULL)
         return EXIT_FAILURE;
-      size = b->size;
-      have_size = true;
+      if (need_size) {
+        size = b->size;
+        have_size = true;
+      }
       qad_blockdev_close (b);
     }
     backing_name = addcow_relative_name (file, backing_arg);
@@ -502,7 +547,8 @@ addcow_create_verb (int argc, char **argv)
   if (backing_arg && !addcow_name_is_uri (backing_arg)) {
     struct qed_file_id image_id = { st.st_dev, st.st_ino, "the image" };
     struct qad_blockdev *b =
-      qed_open_backing_excluding (backing_arg, bfmt, false, &image_id, 1);
+      qed_open_backing_checked (file, backing_arg, backing_arg, bfmt, false,
+                                &rules, &image_id, 1);
     if (b == NULL) {
       close (ifd);
       return EXIT_FAILURE;

@@ -20,6 +20,7 @@
 
 #include "qad-error.h"
 #include "qad-img.h"
+#include "qad-limits.h"
 
 static void
 usage (FILE *fp)
@@ -37,6 +38,10 @@ usage (FILE *fp)
 "  bitmap --connect=SOCKET (the same, and --freeze|--release NAME)\n"
 "  info   --connect=SOCKET [--json]\n"
 "  compare [-f FMT] [-F FMT] [-s] A B\n"
+"\n"
+"Every verb also accepts, for images from untrusted sources:\n"
+"  --backing-policy=follow|inside|refuse  --backing-dir=DIR\n"
+"  --max-table-size=SIZE  --max-bitmap-size=SIZE  --max-qdb-size=SIZE\n"
 "\n"
 "The format is detected from the file (QED, add-cow or QDB) unless\n"
 "--format= (-f) is given.  Every verb takes -q, --output=human|json\n"
@@ -326,6 +331,84 @@ takes_value (const char *arg)
   return false;
 }
 
+/* The options shared by every verb: KEY=VALUE or KEY VALUE. */
+static const char *const global_options[] = {
+  "--backing-policy", "--backing-dir",
+  "--max-table-size", "--max-bitmap-size", "--max-qdb-size", NULL
+};
+
+static int
+set_global_option (const char *key, const char *value)
+{
+  unsigned long long v;
+  uint64_t *limit = NULL;
+
+  if (strcmp (key, "--backing-policy") == 0) {
+    if (qad_backing_policy_parse (value, &tool_backing_policy) == -1) {
+      fprintf (stderr, "qad-img: --backing-policy=%s: must be follow, "
+               "inside or refuse\n", value);
+      return -1;
+    }
+    return 0;
+  }
+  if (strcmp (key, "--backing-dir") == 0) {
+    tool_backing_dir = value;
+    return 0;
+  }
+  if (strcmp (key, "--max-table-size") == 0)
+    limit = &qad_limits.max_table_bytes;
+  else if (strcmp (key, "--max-bitmap-size") == 0)
+    limit = &qad_limits.max_bitmap_bytes;
+  else
+    limit = &qad_limits.max_qdb_bytes;
+  if (parse_size (key, value, &v) == -1)
+    return -1;
+  return qad_set_limit (key, value, v > INT64_MAX ? INT64_MAX : (int64_t) v,
+                        limit);
+}
+
+/* Remove the shared options from argv (from index 2), applying them.
+ * Returns the new argc, or -1.
+ */
+static int
+strip_global_options (int argc, char **argv)
+{
+  int i, j, k;
+
+  for (i = j = 2; i < argc; ++i) {
+    const char *value = NULL;
+
+    if (strcmp (argv[i], "--") == 0) {
+      while (i < argc)
+        argv[j++] = argv[i++];
+      break;
+    }
+    for (k = 0; global_options[k]; ++k) {
+      size_t n = strlen (global_options[k]);
+      if (strncmp (argv[i], global_options[k], n) != 0)
+        continue;
+      if (argv[i][n] == '=')
+        value = argv[i] + n + 1;
+      else if (argv[i][n] == '\0') {
+        if (i + 1 >= argc) {
+          fprintf (stderr, "qad-img: %s needs a value\n", argv[i]);
+          return -1;
+        }
+        value = argv[++i];
+      }
+      else
+        continue;
+      if (set_global_option (global_options[k], value) == -1)
+        return -1;
+      break;
+    }
+    if (value == NULL)
+      argv[j++] = argv[i];
+  }
+  argv[j] = NULL;
+  return j;
+}
+
 int
 main (int argc, char **argv)
 {
@@ -361,6 +444,15 @@ main (int argc, char **argv)
   if (v == NR_VERBS) {
     fprintf (stderr, "qad-img: unknown verb: %s\n", verb);
     usage (stderr);
+    exit (EXIT_FAILURE);
+  }
+
+  argc = strip_global_options (argc, argv);
+  if (argc == -1)
+    exit (EXIT_FAILURE);
+  if (tool_backing_dir && tool_backing_policy != QAD_BACKING_INSIDE) {
+    fprintf (stderr, "qad-img: --backing-dir only has a meaning with "
+             "--backing-policy=inside\n");
     exit (EXIT_FAILURE);
   }
 

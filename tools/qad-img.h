@@ -20,6 +20,8 @@
 #include <stdio.h>
 #include <sys/types.h>
 
+#include "backing-policy.h"
+
 typedef int (*qad_verb) (int argc, char **argv);
 
 struct qad_format {
@@ -110,6 +112,19 @@ extern void map_print_human_range (const struct map_human_range *r,
                                    const char *image);
 #define MAP_HUMAN_HEADER "%-16s%-16s%-16s%s\n", "Offset", "Length", \
     "Mapped to", "File"
+
+/* Options every verb accepts; the dispatcher removes them from argv
+ * before the verb parses its own: --backing-policy=, --backing-dir=,
+ * --max-table-size=, --max-bitmap-size=, --max-qdb-size= (the limits
+ * go straight into qad_limits).
+ */
+extern enum qad_backing_policy tool_backing_policy;
+extern const char *tool_backing_dir;
+
+/* Set up *R for the top image FILE from those options.  Returns 0, or
+ * -1 after printing an error.  Free with qad_backing_rules_free.
+ */
+extern int tool_backing_rules (const char *file, struct qad_backing_rules *r);
 
 /* Minimal JSON output helpers. */
 extern void json_string (FILE *fp, const char *s);

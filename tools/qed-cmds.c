@@ -26,11 +26,31 @@
 enum { OPT_FORMAT = 256, OPT_JSON, OPT_REPAIR, OPT_CLUSTER_SIZE,
        OPT_TABLE_SIZE, OPT_BACKING, OPT_BACKING_FORMAT };
 
+/* Open FILE read-only, its backing chain under the tool's backing
+ * policy (*RULES, which the caller frees).  With REPORT (info), a
+ * refused backing file ends the chain instead of failing the open.
+ */
 static struct qed_image *
-open_image (const char *file)
+open_image (const char *file, struct qad_backing_rules *rules, bool report)
 {
-  struct qed_open_options opts = { .readonly = true };
+  struct qed_open_options opts = {
+    .readonly = true, .backing_rules = rules, .backing_refusal_ok = report,
+  };
+
+  if (tool_backing_rules (file, rules) == -1)
+    return NULL;
   return qed_open (file, &opts);
+}
+
+/* The last image of the chain that was opened, and whether its own
+ * backing file was refused.
+ */
+static const struct qed_image *
+chain_end (const struct qed_image *img)
+{
+  while (img->backing && img->backing->ops == img->dev.ops)
+    img = (const struct qed_image *) img->backing;
+  return img;
 }
 
 /* Sum the guest bytes held in data clusters. */
@@ -53,10 +73,16 @@ allocated_bytes (struct qed_image *img, uint64_t *data, uint64_t *zero)
   return 0;
 }
 
+/* The chain as opened, then the backing file that the policy refused
+ * (not opened).  Every name that leads outside the directories the
+ * "inside" policy allows is flagged, whatever the policy.
+ */
 static void
-print_chain_json (struct qed_image *img)
+print_chain_json (struct qed_image *img, const struct qad_backing_rules *r,
+                  const char *top)
 {
   struct qad_blockdev *b = img->backing;
+  const struct qed_image *end = chain_end (img);
   bool first = true;
 
   printf ("  \"backing-chain\": [");
@@ -64,26 +90,44 @@ print_chain_json (struct qed_image *img)
     bool is_qed = b->ops == img->dev.ops;
     printf ("%s\n    { \"filename\": ", first ? "" : ",");
     json_string (stdout, b->name);
-    printf (", \"format\": \"%s\", \"virtual-size\": %" PRIu64 " }",
-            is_qed ? "qed" : "raw", b->size);
+    printf (", \"format\": \"%s\", \"virtual-size\": %" PRIu64
+            ", \"outside\": %s }", is_qed ? "qed" : "raw", b->size,
+            qad_backing_leaves (r, top, b->name) ? "true" : "false");
     first = false;
     b = is_qed ? ((struct qed_image *) b)->backing : NULL;
+  }
+  if (end->backing_refused) {
+    printf ("%s\n    { \"filename\": ", first ? "" : ",");
+    json_string (stdout, end->backing_path);
+    printf (", \"outside\": %s, \"refused-by\": \"%s\" }",
+            qad_backing_leaves (r, top, end->backing_path) ? "true" : "false",
+            qad_backing_policy_name (r->policy));
+    first = false;
   }
   printf ("%s]", first ? "" : "\n  ");
 }
 
 static void
-print_chain_text (struct qed_image *img)
+print_chain_text (struct qed_image *img, const struct qad_backing_rules *r,
+                  const char *top)
 {
   struct qad_blockdev *b = img->backing;
+  const struct qed_image *end = chain_end (img);
+  const char *outside = " [outside the image's directory]";
   unsigned depth = 1;
 
   while (b) {
     bool is_qed = b->ops == img->dev.ops;
-    printf ("backing file %u:     %s (%s, %" PRIu64 " bytes)\n",
-            depth++, b->name, is_qed ? "qed" : "raw", b->size);
+    printf ("backing file %u:     %s (%s, %" PRIu64 " bytes)%s\n",
+            depth++, b->name, is_qed ? "qed" : "raw", b->size,
+            qad_backing_leaves (r, top, b->name) ? outside : "");
     b = is_qed ? ((struct qed_image *) b)->backing : NULL;
   }
+  if (end->backing_refused)
+    printf ("backing file %u:     %s (not opened: refused by "
+            "backing-policy=%s)%s\n", depth, end->backing_path,
+            qad_backing_policy_name (r->policy),
+            qad_backing_leaves (r, top, end->backing_path) ? outside : "");
 }
 
 /* The first error message, kept by capture_error. */
@@ -100,7 +144,8 @@ capture_error (const char *msg)
  * the image alone and return the chain's error in *BACKING_ERROR.
  */
 static struct qed_image *
-open_image_for_info (const char *file, char **backing_error)
+open_image_for_info (const char *file, struct qad_backing_rules *rules,
+                     char **backing_error)
 {
   struct qed_open_options alone = { .readonly = true, .no_backing = true };
   struct qed_image *img;
@@ -112,7 +157,7 @@ open_image_for_info (const char *file, char **backing_error)
     return img;
   qed_close (img);
   qad_set_error_handler (capture_error);
-  img = open_image (file);
+  img = open_image (file, rules, true);
   qad_set_error_handler (qad_img_print_error);
   if (img)
     free (captured_error);
@@ -134,6 +179,7 @@ qed_info (int argc, char **argv)
   };
   bool json = false;
   struct qed_image *img;
+  CLEANUP_BACKING_RULES struct qad_backing_rules rules = { 0 };
   const struct qed_header *h;
   uint64_t data, zero;
   CLEANUP_FREE char *bname = NULL;
@@ -157,7 +203,7 @@ qed_info (int argc, char **argv)
   /* As qemu-img info: the image's own header and tables are shown even
    * when its backing file cannot be opened; the reason is reported.
    */
-  img = open_image_for_info (argv[optind], &backing_error);
+  img = open_image_for_info (argv[optind], &rules, &backing_error);
   if (img == NULL)
     return EXIT_FAILURE;
   h = &img->header;
@@ -216,7 +262,7 @@ qed_info (int argc, char **argv)
     printf (",\n  \"dirty-flag\": %s",
             h->features & QED_F_NEED_CHECK ? "true" : "false");
     printf (",\n  \"actual-size\": %" PRIu64 ",\n", actual_size);
-    print_chain_json (img);
+    print_chain_json (img, &rules, argv[optind]);
     printf ("\n}\n");
   }
   else {
@@ -240,7 +286,7 @@ qed_info (int argc, char **argv)
       printf ("backing file name:  %s\n", bname);
     if (backing_error)
       printf ("backing file:       missing: %s\n", backing_error);
-    print_chain_text (img);
+    print_chain_text (img, &rules, argv[optind]);
   }
   qed_close (img);
   return EXIT_SUCCESS;
@@ -258,6 +304,7 @@ qed_map_verb (int argc, char **argv)
   bool json = false, first = true;
   struct qed_image *img;
   struct map_human_range pend = { 0 };
+  CLEANUP_BACKING_RULES struct qad_backing_rules rules = { 0 };
   uint64_t off = 0;
   int c;
 
@@ -273,7 +320,7 @@ qed_map_verb (int argc, char **argv)
     fprintf (stderr, "usage: qad-img map FILE.qed [--json]\n");
     return EXIT_FAILURE;
   }
-  img = open_image (argv[optind]);
+  img = open_image (argv[optind], &rules, false);
   if (img == NULL)
     return EXIT_FAILURE;
 
@@ -451,6 +498,7 @@ qed_create_verb (int argc, char **argv)
     { NULL }
   };
   struct qed_create_options opts = { 0 };
+  CLEANUP_BACKING_RULES struct qad_backing_rules rules = { 0 };
   unsigned long long v;
   const char *file;
   int c;
@@ -500,6 +548,11 @@ qed_create_verb (int argc, char **argv)
       return EXIT_FAILURE;
     }
     opts.size = (v + 511) & ~511ULL;
+  }
+  if (opts.backing) {
+    if (tool_backing_rules (file, &rules) == -1)
+      return EXIT_FAILURE;
+    opts.backing_rules = &rules;
   }
   if (qed_create (file, &opts) == -1)
     return EXIT_FAILURE;

@@ -90,6 +90,16 @@ refuse_existing (const char *file, bool force)
   return -1;
 }
 
+enum qad_backing_policy tool_backing_policy = QAD_BACKING_FOLLOW;
+const char *tool_backing_dir;
+
+int
+tool_backing_rules (const char *file, struct qad_backing_rules *r)
+{
+  return qad_backing_rules_init (r, tool_backing_policy, tool_backing_dir,
+                                 file);
+}
+
 int
 parse_size (const char *what, const char *str, unsigned long long *ret)
 {

@@ -43,6 +43,7 @@
 #include "image-lock.h"
 #include "minmax.h"
 #include "qad-error.h"
+#include "qad-limits.h"
 
 int
 addcow_read_header (int fd, const char *path, struct addcow_header *h,
@@ -100,10 +101,14 @@ addcow_load_bitmap (int fd, const char *path, const struct addcow_header *h,
     errno = EINVAL;
     return -1;
   }
-  if (need > SIZE_MAX) {
-    qad_error ("%s: add-cow bitmap of %" PRIu64 " bytes is too large",
-               path, need);
-    errno = ENOMEM;
+  if (need > SIZE_MAX || need > qad_limits.max_bitmap_bytes) {
+    qad_error ("%s: add-cow bitmap of %" PRIu64 " bytes (a disk of %"
+               PRIu64 " bytes in %" PRIu64 " clusters of %" PRIu64
+               ") exceeds the limit of %" PRIu64 " bytes (raise it with "
+               "max-bitmap-size=, or use larger clusters)",
+               path, need, disk_size, nclusters,
+               UINT64_C (1) << h->cluster_bits, qad_limits.max_bitmap_bytes);
+    errno = EFBIG;
     return -1;
   }
   bm = calloc (1, need ? need : 1);

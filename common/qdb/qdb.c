@@ -34,6 +34,7 @@
 #include "ispowerof2.h"
 #include "minmax.h"
 #include "qad-error.h"
+#include "qad-limits.h"
 #include "qdb-bits.h"
 #include "qdb.h"
 #include "rounding.h"
@@ -720,6 +721,39 @@ parse_directory (struct qdb_file *qdb, const uint8_t *dir,
   return 0;
 }
 
+/* What the tables (each entry: the host copy, the overlap check's
+ * region) and, with LOAD_BITS, the bits of every bitmap will take,
+ * against qad_limits.max_qdb_bytes: refused before any of it is
+ * allocated, whatever sizes the directory declares.
+ */
+static int
+check_memory (struct qdb_file *qdb, bool load_bits)
+{
+  const uint64_t per_entry = sizeof (uint64_t) + sizeof (struct region);
+  uint64_t total = 0, t;
+  size_t i;
+
+  for (i = 0; i < qdb->nr_bitmaps; ++i) {
+    const struct qdb_bitmap *bm = &qdb->bitmaps[i];
+
+    /* table_size < 2^32 and both factors < 2^32: no overflow. */
+    t = (uint64_t) bm->table_size * per_entry;
+    if (load_bits)
+      t += (uint64_t) bm->table_size * qdb->cluster_size;
+    if (ADD_OVERFLOW (total, t, &total) || total > qad_limits.max_qdb_bytes) {
+      qad_error ("%s: bitmap \"%s\" (bitmap_table_size %" PRIu32
+                 ", cluster_size %" PRIu32 ") brings the memory the file "
+                 "needs past the limit of %" PRIu64 " bytes (raise it "
+                 "with max-qdb-size=)", qdb->name, bm->name,
+                 bm->table_size, qdb->cluster_size,
+                 qad_limits.max_qdb_bytes);
+      errno = EFBIG;
+      return -1;
+    }
+  }
+  return 0;
+}
+
 static int
 read_tables (struct qdb_io *io, struct qdb_file *qdb, uint64_t file_size)
 {
@@ -1126,6 +1160,8 @@ qdb_read (struct qdb_io *io, bool load_bits)
     errno = EINVAL;
     goto err;
   }
+  if (check_memory (qdb, load_bits) == -1)
+    goto err;
   if (check_region_map (qdb, file_size) == -1 ||
       read_tables (io, qdb, file_size) == -1 ||
       check_overlaps (qdb, file_size) == -1) {

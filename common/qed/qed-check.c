@@ -39,6 +39,7 @@
 #include "minmax.h"
 #include "rounding.h"
 #include "qad-error.h"
+#include "qad-limits.h"
 #include "qed-check.h"
 
 struct checker {
@@ -194,6 +195,14 @@ reclaim_leaks (struct checker *c)
   /* Data clusters at or above USED_COUNT are the ones to move; there
    * are at most as many as there are leaks below USED_COUNT.
    */
+  if (c->res->leaks >= qad_limits.max_bitmap_bytes / sizeof *moves) {
+    qad_error ("%s: repair: %" PRIu64 " leaked clusters need more than the "
+               "limit of %" PRIu64 " bytes to plan their reclaim (raise "
+               "max-bitmap-size=)", img->dev.name, c->res->leaks,
+               qad_limits.max_bitmap_bytes);
+    errno = EFBIG;
+    return -1;
+  }
   moves = calloc (c->res->leaks + 1, sizeof *moves);
   buf = malloc (cs);
   if (moves == NULL || buf == NULL) {
@@ -310,6 +319,14 @@ qed_check_progress (struct qed_image *img, bool repair,
   c.nclusters = div_round_up (img->file_end, g->cluster_size);
   whole = img->file_end >> g->cluster_bits;
   res->file_clusters = whole;
+  if (div_round_up (c.nclusters, 8) + 1 > qad_limits.max_bitmap_bytes) {
+    qad_error ("%s: check: a file of %" PRIu64 " bytes has %" PRIu64
+               " clusters; their map exceeds the limit of %" PRIu64
+               " bytes (raise max-bitmap-size=)", img->dev.name,
+               img->file_end, c.nclusters, qad_limits.max_bitmap_bytes);
+    errno = EFBIG;
+    return -1;
+  }
   c.used = calloc (div_round_up (c.nclusters, 8) + 1, 1);
   c.table = malloc (g->table_bytes);
   if (c.used == NULL || c.table == NULL) {

@@ -65,7 +65,9 @@ qed_create (const char *filename, const struct qed_create_options *opts)
     path = qed_resolve_backing_name (filename, opts->backing);
     if (path == NULL)
       return -1;
-    b = qed_open_backing (path, opts->backing_format, false);
+    b = qed_open_backing_checked (filename, opts->backing, path,
+                                  opts->backing_format, false,
+                                  opts->backing_rules, NULL, 0);
     if (b == NULL)
       return -1;
     if (h.image_size == 0)

@@ -41,11 +41,15 @@
 #include "image-lock.h"
 #include "minmax.h"
 #include "qad-error.h"
+#include "qad-limits.h"
 #include "qed-image.h"
 
 /* The files already open in one backing chain, to refuse loops. */
 struct chain {
   bool lock;                    /* lock every backing file (read) */
+  const struct qad_backing_rules *rules; /* NULL: follow */
+  bool refusal_ok;              /* see qed_open_options */
+  uint64_t l2_cache_bytes;      /* for every image in the chain */
   const struct qed_file_id *excluded;   /* files the chain must avoid */
   size_t nr_excluded;
   unsigned depth;
@@ -53,10 +57,12 @@ struct chain {
   ino_t ino[QED_MAX_CHAIN_DEPTH + 1];
 };
 
-static struct qed_image *open_in_chain (const char *filename,
+static struct qed_image *open_in_chain (const char *filename, int fd,
                                         const struct qed_open_options *opts,
                                         struct chain *chain);
-static struct qad_blockdev *open_backing_in_chain (const char *path,
+static struct qad_blockdev *open_backing_in_chain (const char *image,
+                                                   const char *name,
+                                                   const char *path,
                                                    const char *format,
                                                    struct chain *chain);
 
@@ -234,21 +240,26 @@ probe_backing_format (const char *path, const unsigned char *magic,
   return 0;
 }
 
+/* Open the backing file PATH (NAME as recorded in IMAGE).  The
+ * descriptor opened and checked by qad_backing_open is the one used:
+ * a QED backing is not opened a second time by name.
+ */
 static struct qad_blockdev *
-open_backing_in_chain (const char *path, const char *format,
-                       struct chain *chain)
+open_backing_in_chain (const char *image, const char *name, const char *path,
+                       const char *format, struct chain *chain)
 {
   unsigned char magic[4];
-  struct qed_open_options opts = { .readonly = true, .lock = chain->lock };
+  struct qed_open_options opts = {
+    .readonly = true, .lock = chain->lock,
+    .l2_cache_bytes = chain->l2_cache_bytes,
+  };
   struct qed_image *img;
   ssize_t r;
   int fd;
 
-  fd = open (path, O_RDONLY | O_CLOEXEC);
-  if (fd == -1) {
-    qad_error ("%s: cannot open backing file: %m", path);
+  fd = qad_backing_open (chain->rules, image, name, path);
+  if (fd == -1)
     return NULL;
-  }
   if (chain_push (chain, fd, path) == -1 ||
       (chain->lock && qad_lock_image (fd, path, false) == -1)) {
     close (fd);
@@ -265,16 +276,29 @@ open_backing_in_chain (const char *path, const char *format,
 
   if (strcmp (format, "raw") == 0)
     return qad_raw_open_fd (fd, path);
-  close (fd);
-  chain->depth--;               /* open_in_chain pushes it again */
   if (strcmp (format, "qed") != 0) {
     qad_error ("%s: unsupported backing format: %s (use raw or qed)",
                path, format);
+    close (fd);
     errno = ENOTSUP;
     return NULL;
   }
-  img = open_in_chain (path, &opts, chain);
+  chain->depth--;               /* open_in_chain pushes it again */
+  img = open_in_chain (path, fd, &opts, chain);
   return img ? &img->dev : NULL;
+}
+
+struct qad_blockdev *
+qed_open_backing_checked (const char *image, const char *name,
+                          const char *path, const char *format, bool lock,
+                          const struct qad_backing_rules *rules,
+                          const struct qed_file_id *excluded,
+                          size_t nr_excluded)
+{
+  struct chain chain = { .lock = lock, .rules = rules,
+                         .excluded = excluded, .nr_excluded = nr_excluded };
+
+  return open_backing_in_chain (image, name, path, format, &chain);
 }
 
 struct qad_blockdev *
@@ -282,10 +306,8 @@ qed_open_backing_excluding (const char *path, const char *format, bool lock,
                             const struct qed_file_id *excluded,
                             size_t nr_excluded)
 {
-  struct chain chain = { .lock = lock, .excluded = excluded,
-                         .nr_excluded = nr_excluded };
-
-  return open_backing_in_chain (path, format, &chain);
+  return qed_open_backing_checked (path, path, path, format, lock, NULL,
+                                   excluded, nr_excluded);
 }
 
 struct qad_blockdev *
@@ -307,9 +329,16 @@ open_backing (struct qed_image *img, struct chain *chain)
   if (img->backing_path == NULL)
     return -1;
   img->backing_raw = (img->header.features & QED_F_BACKING_FORMAT_NO_PROBE) != 0;
-  img->backing = open_backing_in_chain (img->backing_path,
+  img->backing = open_backing_in_chain (img->dev.name, name,
+                                        img->backing_path,
                                         img->backing_raw ? "raw" : NULL,
                                         chain);
+  if (img->backing == NULL && errno == EPERM && chain->refusal_ok) {
+    img->backing_refused = true;
+    return 0;
+  }
+  if (img->backing == NULL && errno == EPERM)
+    return -1;                  /* the refusal said it all */
   if (img->backing == NULL) {
     qad_error ("%s: cannot open its backing file %s", img->dev.name,
                img->backing_path);
@@ -379,6 +408,16 @@ image_load (struct qed_image *img, uint64_t file_size,
   img->file_end = file_size;
   img->dev.size = img->header.image_size;
 
+  /* Every L1 and L2 table is this size: refuse before allocating. */
+  if (img->geom.table_bytes > qad_limits.max_table_bytes) {
+    qad_error ("%s: QED tables of %" PRIu64 " bytes (table_size=%" PRIu32
+               " x cluster_size=%" PRIu32 ") exceed the limit of %" PRIu64
+               " bytes (raise it with max-table-size=)",
+               filename, img->geom.table_bytes, img->header.table_size,
+               img->header.cluster_size, qad_limits.max_table_bytes);
+    errno = EFBIG;
+    return -1;
+  }
   img->l1 = malloc (img->geom.table_bytes);
   if (img->l1 == NULL) {
     qad_error ("%s: cannot allocate the L1 table (%" PRIu64 " bytes): %m",
@@ -407,18 +446,23 @@ image_load (struct qed_image *img, uint64_t file_size,
   return 0;
 }
 
+/* Open FILENAME, or use FD (already open, read-only) when >= 0. */
 static struct qed_image *
-open_in_chain (const char *filename, const struct qed_open_options *opts,
-               struct chain *chain)
+open_in_chain (const char *filename, int fd,
+               const struct qed_open_options *opts, struct chain *chain)
 {
   struct qed_image *img;
   struct stat st;
 
   img = image_new (filename, opts->readonly);
-  if (img == NULL)
+  if (img == NULL) {
+    if (fd >= 0)
+      close (fd);
     return NULL;
+  }
 
-  img->fd = open (filename, (opts->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+  img->fd = fd >= 0 ? fd :
+    open (filename, (opts->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
   if (img->fd == -1) {
     qad_error ("%s: cannot open: %m", filename);
     goto err;
@@ -461,9 +505,14 @@ qed_image_of (struct qad_blockdev *dev)
 struct qed_image *
 qed_open (const char *filename, const struct qed_open_options *opts)
 {
-  struct chain chain = { .lock = opts->lock };
+  struct chain chain = {
+    .lock = opts->lock,
+    .rules = opts->backing_rules,
+    .refusal_ok = opts->backing_refusal_ok,
+    .l2_cache_bytes = opts->l2_cache_bytes,
+  };
 
-  return open_in_chain (filename, opts, &chain);
+  return open_in_chain (filename, -1, opts, &chain);
 }
 
 static struct qed_image *open_dev_in_chain (struct qad_blockdev *file,

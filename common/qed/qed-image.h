@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "backing-policy.h"
 #include "blockdev.h"
 #include "qed-header.h"
 #include "qed-l2cache.h"
@@ -31,6 +32,13 @@ struct qed_open_options {
   bool lock;                    /* take QEMU-compatible locks on the
                                    image (write lock unless readonly)
                                    and on its backing files (read) */
+  /* Which backing files the image may make us open: NULL = follow. */
+  const struct qad_backing_rules *backing_rules;
+  /* A backing file refused by backing_rules leaves img->backing NULL
+   * and sets backing_refused, instead of failing the open (for
+   * reports such as qad-img info; never for serving data).
+   */
+  bool backing_refusal_ok;
 };
 
 /* What a range of guest clusters maps to. */
@@ -60,6 +68,7 @@ struct qed_image {
   char *backing_path;           /* resolved name, or NULL */
   bool backing_raw;             /* backing is raw (probed or NO_PROBE) */
   struct qad_blockdev *backing; /* NULL when none or not opened */
+  bool backing_refused;         /* see backing_refusal_ok */
   struct qed_l2cache *l2cache;  /* has its own lock */
 
   pthread_mutex_t lock;         /* protects l1, file_end, header
@@ -207,6 +216,7 @@ extern bool qed_cluster_offset_valid (const struct qed_geometry *g,
 /* Open a backing file read-only: FORMAT "raw", "qed", or NULL to probe
  * (QED magic means QED, anything else raw).  QED backings bring their
  * own chains; loops and chains deeper than QED_MAX_CHAIN_DEPTH fail.
+ * No backing policy applies (the caller chose PATH).
  */
 extern struct qad_blockdev *qed_open_backing (const char *path,
                                               const char *format,
@@ -228,6 +238,18 @@ struct qed_file_id {
 extern struct qad_blockdev *qed_open_backing_excluding
   (const char *path, const char *format, bool lock,
    const struct qed_file_id *excluded, size_t nr_excluded);
+
+/* The same for a backing NAME recorded in the file IMAGE (PATH is its
+ * resolved form): the file and every file of its own chain are opened
+ * under RULES (NULL = follow), checked on the opened descriptor, and
+ * none may be one of the EXCLUDED files.
+ */
+extern struct qad_blockdev *
+qed_open_backing_checked (const char *image, const char *name,
+                          const char *path, const char *format, bool lock,
+                          const struct qad_backing_rules *rules,
+                          const struct qed_file_id *excluded,
+                          size_t nr_excluded);
 
 /* Resolve a backing name relative to the directory of IMAGE_PATH.
  * Caller frees.

@@ -57,6 +57,7 @@
 #include "ispowerof2.h"
 #include "minmax.h"
 #include "qad-error.h"
+#include "qad-limits.h"
 #include "sidecar.h"
 
 static struct sidecar_params params;    /* set in .config */
@@ -105,6 +106,7 @@ addcow_unload (void)
   free (params.backing_format);
   free (params.image);
   free (params.plugin_file);
+  free (params.backing_dir);
 }
 
 static int
@@ -163,6 +165,23 @@ addcow_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     on_read = r;
     return 0;
   }
+  if (strcmp (key, "addcow-backing-policy") == 0) {
+    if (qad_backing_policy_parse (value, &params.backing_policy) == -1) {
+      nbdkit_error ("addcow-backing-policy=%s: must be follow, inside or "
+                    "refuse", value);
+      return -1;
+    }
+    return 0;
+  }
+  if (strcmp (key, "addcow-backing-dir") == 0) {
+    free (params.backing_dir);
+    /* Resolve now: nbdkit chdirs to / when it daemonizes. */
+    params.backing_dir = nbdkit_realpath (value);
+    return params.backing_dir ? 0 : -1;
+  }
+  if (strcmp (key, "addcow-max-bitmap-size") == 0)
+    return qad_set_limit (key, value, nbdkit_parse_size (value),
+                          &qad_limits.max_bitmap_bytes);
   /* Remember the plugin's file (to record it and to check it against
    * the sidecar), then pass it on.
    */
@@ -181,6 +200,11 @@ addcow_config_complete (nbdkit_next_config_complete *next,
     nbdkit_error ("the addcow=FILE.add-cow parameter is required");
     return -1;
   }
+  if (params.backing_dir && params.backing_policy != QAD_BACKING_INSIDE) {
+    nbdkit_error ("addcow-backing-dir= only has a meaning with "
+                  "addcow-backing-policy=inside");
+    return -1;
+  }
   return next (nxdata);
 }
 
@@ -190,7 +214,11 @@ addcow_config_complete (nbdkit_next_config_complete *next,
   "addcow-backing-format=raw|qed  Backing format (at creation).\n" \
   "addcow-cluster-size=<SIZE> Cluster size, 4K..2M (default 64K).\n" \
   "addcow-image=<NAME>        Image name recorded in the sidecar.\n" \
-  "addcow-on-read=true|false  Copy-on-read (default false)."
+  "addcow-on-read=true|false  Copy-on-read (default false).\n" \
+  "addcow-backing-policy=follow|inside|refuse  Which backing the sidecar\n" \
+  "                           may open (default follow).\n" \
+  "addcow-backing-dir=<DIR>   Also allowed by addcow-backing-policy=inside.\n" \
+  "addcow-max-bitmap-size=<SIZE>  Largest COW bitmap (default 256M)."
 
 static int
 addcow_thread_model (void)

@@ -181,10 +181,16 @@ files_outside_chain (const struct sidecar_params *p,
   return n;
 }
 
+/* The backing file, under addcow-backing-policy= (common/utils
+ * backing-policy.c): a URI is refused before any connection, a file
+ * is checked on the descriptor opened, and so is every file of a QED
+ * backing's own chain.
+ */
 static int
 open_backing (const struct sidecar_params *p, struct sidecar *sc)
 {
   CLEANUP_FREE char *bk = NULL;
+  CLEANUP_BACKING_RULES struct qad_backing_rules rules = { 0 };
   struct qed_file_id excluded[2];
   size_t nr_excluded;
 
@@ -192,6 +198,13 @@ open_backing (const struct sidecar_params *p, struct sidecar *sc)
     return 0;
   bk = addcow_resolve_name (p->sidecar, sc->hdr.backing_file);
   if (bk == NULL)
+    return -1;
+  if (qad_backing_rules_init (&rules, p->backing_policy, p->backing_dir,
+                              p->sidecar) == -1)
+    return -1;
+  rules.param = "addcow-backing-policy";
+  if (qad_backing_check_name (&rules, p->sidecar, sc->hdr.backing_file,
+                              addcow_name_is_uri (bk)) == -1)
     return -1;
   if (addcow_name_is_uri (bk)) {
     if (strcmp (sc->hdr.backing_format, "raw") != 0) {
@@ -205,14 +218,17 @@ open_backing (const struct sidecar_params *p, struct sidecar *sc)
            strcmp (sc->hdr.backing_format, "qed") == 0) {
     /* Read-only, with its own backing chain, read-locked as QEMU does. */
     nr_excluded = files_outside_chain (p, sc, excluded);
-    sc->backing = qed_open_backing_excluding (bk, sc->hdr.backing_format, true,
-                                          excluded, nr_excluded);
+    sc->backing = qed_open_backing_checked (p->sidecar, sc->hdr.backing_file,
+                                            bk, sc->hdr.backing_format, true,
+                                            &rules, excluded, nr_excluded);
   }
   else {
     nbdkit_error ("%s: backing file format \"%s\" is not supported "
                   "(raw or qed)", p->sidecar, sc->hdr.backing_format);
     return -1;
   }
+  if (sc->backing == NULL && errno == EPERM)
+    return -1;                  /* the policy's refusal said it all */
   if (sc->backing == NULL) {
     nbdkit_error ("%s: cannot open the backing file %s (%s) recorded in it",
                   p->sidecar, bk, sc->hdr.backing_format);

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "addcow.h"
+#include "backing-policy.h"
 #include "blockdev.h"
 
 /* The filter's parameters (absolute paths; NULL or 0: not given). */
@@ -25,6 +26,8 @@ struct sidecar_params {
   uint32_t cluster_bits;        /* addcow-cluster-size= */
   char *image;                  /* addcow-image=, as given */
   char *plugin_file;            /* the plugin's file= */
+  enum qad_backing_policy backing_policy; /* addcow-backing-policy= */
+  char *backing_dir;            /* addcow-backing-dir=, canonical */
 };
 
 struct sidecar {

@@ -106,10 +106,12 @@
 
 #include "cleanup.h"
 #include "fsync-dir.h"
+#include "image-lock.h"
 #include "full-io.h"
 #include "ispowerof2.h"
 #include "minmax.h"
 #include "qad-error.h"
+#include "qad-limits.h"
 #include "qdb-bits.h"
 #include "qdb-control.h"
 #include "qdb-freeze.h"
@@ -335,6 +337,9 @@ dirtybitmap_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     granularity = r;
     return 0;
   }
+  else if (strcmp (key, "dirty-bitmap-max-size") == 0)
+    return qad_set_limit (key, value, nbdkit_parse_size (value),
+                          &qad_limits.max_qdb_bytes);
   else
     return next (nxdata, key, value);
 }
@@ -368,7 +373,8 @@ dirtybitmap_config_complete (nbdkit_next_config_complete *next,
   "dirty-bitmap-region-size=N  Lazy tracking's region size (default 16M).\n" \
   "dirty-bitmap-checkpoint-interval=S  Lazy: write fine bits every S s (5).\n" \
   "dirty-bitmap-scratch-dir=DIR  Copy-before-write scratch files of frozen\n" \
-  "                            bitmaps (default: the QDB file's directory)."
+  "                            bitmaps (default: the QDB file's directory).\n" \
+  "dirty-bitmap-max-size=SIZE  Memory a QDB file may need (default 1G)."
 
 static int
 dirtybitmap_thread_model (void)
@@ -607,23 +613,14 @@ dirtybitmap_after_fork (nbdkit_backend *backend)
       if (qdb_add_bitmap (qdb, names[i], granularity, disk_size,
                           QDB_FLAG_ENABLED) == -1)
         return -1;
-    if (qdb_write (&qdb_io, qdb, true) == -1) {
-      /* Leave an empty file, which the next start creates again,
-       * rather than a partly written one that it would refuse.
-       */
-      if (ftruncate (qdb_fd, 0) == -1 || fsync (qdb_fd) == -1)
-        nbdkit_error ("%s: cannot empty the partly written file (%m): "
-                      "remove it before starting again", qdb_path);
-      return -1;
-    }
-    /* The new name too: without this a power cut can leave no QDB
-     * file at all, and the next start would create an empty one while
-     * the disk has changed (found by test-powercut-dirty-bitmap).
+    /* Written under a new name and renamed over the empty file (with
+     * the directory synced), so that a crash leaves either the empty
+     * file, which the next start fills again, or the whole new one:
+     * never a partly written file that it would refuse (found by
+     * test-powercut-dirty-bitmap).
      */
-    if (qad_fsync_dir_of (qdb_path) == -1) {
-      nbdkit_error ("%s: fsync of its directory: %m", qdb_path);
+    if (persist (qdb) == -1)
       return -1;
-    }
     nbdkit_debug ("%s: created with %zu bitmap(s) for a disk of %" PRIu64
                   " bytes", qdb_path, qdb->nr_bitmaps, disk_size);
     return setup_tracking () == -1 ? -1 : start_control ();
@@ -1473,11 +1470,10 @@ dirtybitmap_extents (nbdkit_next *next, void *handle,
 static int
 persist (struct qdb_file *model)
 {
-  CLEANUP_FREE char *tmp = NULL, *dir = NULL;
-  struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+  CLEANUP_FREE char *tmp = NULL;
   struct qdb_io io;
   struct stat st;
-  int fd, dfd;
+  int fd;
 
   if (asprintf (&tmp, "%s.tmpXXXXXX", qdb_path) == -1) {
     nbdkit_error ("asprintf: %m");
@@ -1488,7 +1484,8 @@ persist (struct qdb_file *model)
     nbdkit_error ("%s: %m", tmp);
     return -1;
   }
-  if (fcntl (fd, F_OFD_SETLK, &fl) == -1 || fstat (qdb_fd, &st) == -1 ||
+  if (qad_lock_whole_file (fd, tmp, "the new QDB file") == -1 ||
+      fstat (qdb_fd, &st) == -1 ||
       fchmod (fd, st.st_mode & 07777) == -1 ||
       qdb_io_init_fd (&io, &fd, qdb_path) == -1 ||
       qdb_write (&io, model, true) == -1 || fsync (fd) == -1 ||
@@ -1498,13 +1495,13 @@ persist (struct qdb_file *model)
     unlink (tmp);
     return -1;
   }
-  dir = strdup (qdb_path);
-  if (dir) {
-    dfd = open (dirname (dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-      fsync (dfd);
-      close (dfd);
-    }
+  /* The new name must be durable before anything relies on it. */
+  if (qad_fsync_dir_of (qdb_path) == -1) {
+    nbdkit_error ("%s: fsync of its directory: %m", qdb_path);
+    close (qdb_fd);
+    qdb_fd = fd;
+    qdb_io_init_fd (&qdb_io, &qdb_fd, qdb_path);
+    return -1;
   }
   close (qdb_fd);
   qdb_fd = fd;

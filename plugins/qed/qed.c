@@ -40,7 +40,9 @@
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
+#include "backing-policy.h"
 #include "qad-error.h"
+#include "qad-limits.h"
 #include "qed-check.h"
 #include "qed-image.h"
 
@@ -48,6 +50,9 @@ static char *filename;                  /* file=, absolute */
 static uint64_t l2_cache_bytes;         /* l2-cache-size=, 0 = default */
 static bool readonly_param;             /* readonly=true */
 static enum { CHECK_AUTO, CHECK_ON, CHECK_OFF } check_mode = CHECK_AUTO;
+static enum qad_backing_policy backing_policy;  /* backing-policy= */
+static char *backing_dir;               /* backing-dir=, canonical */
+static struct qad_backing_rules rules;  /* set in .get_ready */
 static struct qed_image *img;
 
 /* Taken for reading by every request and for writing by the upgrade,
@@ -139,8 +144,11 @@ qed_plugin_unload (void)
                   filename, poisoned ? "refused after a failed fdatasync"
                   : "failed");
   img = NULL;
+  qad_backing_rules_free (&rules);
+  free (backing_dir);
   free (filename);
 }
+
 
 static int
 qed_plugin_config (const char *key, const char *value)
@@ -180,6 +188,26 @@ qed_plugin_config (const char *key, const char *value)
       return -1;
     }
   }
+  else if (strcmp (key, "backing-policy") == 0) {
+    if (qad_backing_policy_parse (value, &backing_policy) == -1) {
+      nbdkit_error ("backing-policy=%s: must be follow, inside or refuse",
+                    value);
+      return -1;
+    }
+  }
+  else if (strcmp (key, "backing-dir") == 0) {
+    free (backing_dir);
+    /* Resolve now: nbdkit chdirs to / when it daemonizes. */
+    backing_dir = nbdkit_realpath (value);
+    if (backing_dir == NULL)
+      return -1;
+  }
+  else if (strcmp (key, "max-table-size") == 0)
+    return qad_set_limit (key, value, nbdkit_parse_size (value),
+                          &qad_limits.max_table_bytes);
+  else if (strcmp (key, "max-bitmap-size") == 0)
+    return qad_set_limit (key, value, nbdkit_parse_size (value),
+                          &qad_limits.max_bitmap_bytes);
   else {
     nbdkit_error ("unknown parameter '%s'", key);
     return -1;
@@ -195,6 +223,11 @@ qed_plugin_config_complete (void)
                   "(the QED image to serve)");
     return -1;
   }
+  if (backing_dir && backing_policy != QAD_BACKING_INSIDE) {
+    nbdkit_error ("backing-dir= only has a meaning with "
+                  "backing-policy=inside");
+    return -1;
+  }
   return 0;
 }
 
@@ -202,7 +235,12 @@ qed_plugin_config_complete (void)
   "file=<FILENAME>       (required) The QED image to serve.\n" \
   "l2-cache-size=<SIZE>  L2 table cache size (default 32M).\n" \
   "check=auto|on|off     Consistency check on open (default auto).\n" \
-  "readonly=true         Open the image read-only."
+  "readonly=true         Open the image read-only.\n" \
+  "backing-policy=follow|inside|refuse  Which backing files the image\n" \
+  "                      may open (default follow).\n" \
+  "backing-dir=<DIR>     Also allowed by backing-policy=inside.\n" \
+  "max-table-size=<SIZE> Largest L1/L2 table accepted (default 32M).\n" \
+  "max-bitmap-size=<SIZE> Largest check cluster map (default 256M)."
 
 static void
 report_to_debug (void *opaque, const char *msg)
@@ -272,7 +310,12 @@ qed_plugin_get_ready (void)
     .readonly = true,
     .l2_cache_bytes = l2_cache_bytes,
     .lock = true,
+    .backing_rules = &rules,
   };
+
+  if (qad_backing_rules_init (&rules, backing_policy, backing_dir,
+                              filename) == -1)
+    return -1;
 
   /* Probe with open(2), not access(2): root passes access() on a file
    * that is immutable or on a read-only mount.

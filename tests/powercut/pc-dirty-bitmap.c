@@ -45,6 +45,18 @@ dirty_bitmap_state_read (struct pc_log *lg, const char *work,
   }
   memcpy (disk, raw, size);
 
+  /* An empty QDB file is what the filter creates before it knows the
+   * disk size; the next start fills it with clean bitmaps.  Valid only
+   * while the disk has not changed.
+   */
+  if (qlen == 0) {
+    if (init == NULL || memcmp (disk, init, size) == 0)
+      return 0;
+    snprintf (msg, len, "disk.qdb is empty (the next start makes clean "
+              "bitmaps) but the disk changed");
+    return -1;
+  }
+
   /* The library only reads through IO here. */
   mb.data = (uint8_t *) q;
   mb.size = mb.alloc = qlen;
