@@ -56,15 +56,17 @@ setup ()
   start_nbdkit s --filter="$ADDCOW_FILTER" file d.raw addcow=d.add-cow
   nbdsh_on s 'h.pwrite(b"x", 3 * 65536 + 1); h.pwrite(b"y" * 65536 * 2, 8 * 65536)'
   stop_nbdkit s
+  # qemu-img map's layout: data ranges, in the file that holds them
+  # (base.img is random data, so its ranges are data too).
   run "$QAD_IMG" map d.add-cow
   echo "$output"
-  [ "${lines[0]}" = "               0           196608  backing" ]
-  [ "${lines[1]}" = "          196608            65536  image" ]
-  [ "${lines[2]}" = "          262144           262144  backing" ]
-  [ "${lines[3]}" = "          524288           131072  image" ]
-  [ "${lines[4]}" = "          655360           393216  backing" ]
+  [ "${lines[1]}" = "0               0x30000         0               ./base.img" ]
+  [ "${lines[2]}" = "0x30000         0x10000         0x30000         ./d.raw" ]
+  [ "${lines[3]}" = "0x40000         0x40000         0x40000         ./base.img" ]
+  [ "${lines[4]}" = "0x80000         0x20000         0x80000         ./d.raw" ]
+  [ "${lines[5]}" = "0xa0000         0x60000         0xa0000         ./base.img" ]
   run "$QAD_IMG" map --json d.add-cow
-  [[ "$output" =~ \{\ \"start\":\ 196608,\ \"length\":\ 65536,\ \"source\":\ \"image\"\ \} ]]
+  [[ "$output" =~ \{\ \"start\":\ 196608,\ \"length\":\ 65536,\ \"depth\":\ 0,\ \"present\":\ true,\ \"zero\":\ false,\ \"data\":\ true,\ \"offset\":\ 196608,\ \"source\":\ \"image\"\} ]]
   run "$QAD_IMG" info d.add-cow
   [[ "$output" =~ in\ the\ image:\ +3 ]]
 }

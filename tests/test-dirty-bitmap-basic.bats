@@ -122,7 +122,7 @@ except nbd.Error:
   expect_fail_cleanly "locked by another process" \
     "$QAD_IMG" bitmap disk.qdb --clear bitmap0
   expect_fail_cleanly "refusing to replace a locked file" \
-    "$QAD_IMG" create --format=qdb disk.qdb --size=8M
+    "$QAD_IMG" create --force --format=qdb disk.qdb --size=8M
   # After the server stops, the file can be used again.
   stop_nbdkit sock
   start_nbdkit sock2 --filter="$DIRTY_BITMAP_FILTER" file disk.raw \

@@ -143,7 +143,7 @@ with open("disk.qdb", "r+b") as f:
 
 @test "dirty-bitmap corrupt: fuzzed headers never crash the filter" {
   for seed in $(seq 1 30); do
-    "$QAD_IMG" create --format=qdb disk.qdb --size=8M --bitmap=b1 --bitmap=b2
+    "$QAD_IMG" create --force --format=qdb disk.qdb --size=8M --bitmap=b1 --bitmap=b2
     python3 -c '
 import random, sys
 r = random.Random(int(sys.argv[1]))

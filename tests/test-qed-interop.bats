@@ -77,7 +77,8 @@ interop_case ()
          $bargs disk.qed $SIZE 2>/dev/null; then
     # QEMU cannot even create it: use our tool.
     # shellcheck disable=SC2086
-    "$QAD_IMG" create disk.qed $SIZE --cluster-size=$cs --table-size=$ts \
+    # (qemu-img may leave an empty disk.qed behind: --force.)
+    "$QAD_IMG" create --force disk.qed $SIZE --cluster-size=$cs --table-size=$ts \
       ${bargs:+--backing=$(echo $bargs | cut -d' ' -f2) --backing-format=$(echo $bargs | cut -d' ' -f4)}
   fi
   qemu_io_script "$seed" $SIZE "$cs" 40 > script

@@ -25,7 +25,7 @@ json_field () { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv
 @test "qad-img create: images qemu-img opens, with every geometry" {
   for cs in 4K 64K 1M 2M; do
     for ts in 2 4 8; do
-      "$QAD_IMG" create d.qed 1G --cluster-size=$cs --table-size=$ts
+      "$QAD_IMG" create --force d.qed 1G --cluster-size=$cs --table-size=$ts
       qemu-img check d.qed
       size=$(qemu-img info --output=json d.qed | json_field virtual-size)
       test "$size" -eq $((1 << 30))
@@ -47,7 +47,7 @@ json_field () { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv
   # A missing backing file, a bad format, bad sizes: clean errors.
   expect_fail_cleanly "missing.raw" "$QAD_IMG" create x.qed --backing=missing.raw
   expect_fail_cleanly "raw or qed" "$QAD_IMG" create x.qed 1M --backing=base.raw --backing-format=vmdk
-  expect_fail_cleanly "multiple of 512" "$QAD_IMG" create x.qed 1000
+  expect_fail_cleanly "SIZE=0: must be between" "$QAD_IMG" create x.qed 0
   expect_fail_cleanly "cluster_size=3000" "$QAD_IMG" create x.qed 1M --cluster-size=3000
   expect_fail_cleanly "table-size" "$QAD_IMG" create x.qed 1M --table-size=32
   expect_fail_cleanly "exceeds the maximum" "$QAD_IMG" create x.qed 2T --cluster-size=4K --table-size=1

@@ -24,6 +24,8 @@
 #include "addcow-file.h"
 #include "cleanup.h"
 #include "ispowerof2.h"
+#include "minmax.h"
+#include "qad-error.h"
 #include "qad-img.h"
 #include "qed-image.h"
 
@@ -83,7 +85,7 @@ addcow_info (int argc, char **argv)
     { "json", no_argument, NULL, OPT_JSON },
     { NULL }
   };
-  bool json = false, image_ok, all, fresh = false;
+  bool json = false, image_ok, all, fresh = false, backing_ok;
   struct addcow_header h;
   uint64_t fsz, disk_size, in_image = 0, nclusters, bmlen = 0;
   CLEANUP_FREE uint8_t *bm = NULL;
@@ -124,6 +126,10 @@ addcow_info (int argc, char **argv)
   image = addcow_resolve_name (file, h.image_file);
   if (h.backing_file)
     bk = addcow_resolve_name (file, h.backing_file);
+  /* As qemu-img info: the header is shown whether or not the backing
+   * file can be opened; say when it is missing.
+   */
+  backing_ok = !bk || addcow_name_is_uri (bk) || access (bk, F_OK) == 0;
   if (bk) {
     refused = backing_refused_by (file, bk, &outside);
     snprintf (note, sizeof note, "%s%s%s%s",
@@ -162,6 +168,10 @@ addcow_info (int argc, char **argv)
       json_string (stdout, bk ? bk : "");
       printf (",\n  \"backing-format\": ");
       json_string (stdout, h.backing_format);
+      printf (",\n  \"backing-filename-format\": ");
+      json_string (stdout, h.backing_format);
+      printf (",\n  \"backing-exists\": %s",
+              backing_ok ? "true" : "false");
       printf (",\n  \"backing-outside\": %s", outside ? "true" : "false");
       if (refused)
         printf (",\n  \"backing-refused-by\": \"%s\"", refused);
@@ -177,7 +187,7 @@ addcow_info (int argc, char **argv)
             "cluster size:       %" PRIu64 "\n"
             "header size:        %" PRIu32 "\n"
             "image file:         %s (%s)%s\n"
-            "backing file:       %s%s%s%s%s\n"
+            "backing file:       %s%s%s%s%s%s\n"
             "compat features:    0x%" PRIx64 "%s\n"
             "clusters:           %" PRIu64 "\n"
             "in the image:       %" PRIu64 "%s\n",
@@ -186,12 +196,18 @@ addcow_info (int argc, char **argv)
             h.backing_file ? h.backing_file : "none",
             h.backing_file ? " (" : "",
             h.backing_file ? h.backing_format : "",
-            h.backing_file ? ")" : "", note,
+            h.backing_file ? ")" : "",
+            backing_ok ? "" : " [missing]", note,
             h.compat_features, all ? " (ALL_ALLOCATED)" : "",
             nclusters, in_image, fresh ? " (fresh: no bitmap yet)" : "");
   }
   addcow_header_free (&h);
   return EXIT_SUCCESS;
+}
+
+static void
+ignore_error (const char *msg)
+{
 }
 
 static int
@@ -207,6 +223,12 @@ addcow_map_verb (int argc, char **argv)
   uint64_t fsz, disk_size, nclusters, bmlen, c = 0, cs;
   CLEANUP_FREE uint8_t *bm = NULL;
   const char *file, *zero_src;
+  struct qad_blockdev *backing = NULL;
+  struct map_where w = { 0 };
+  struct map_human_range pend = { 0 };
+  char *image = NULL, *bk = NULL;
+  uint64_t off;
+  int ret = EXIT_SUCCESS;
   int opt, fd;
 
   while ((opt = getopt_long (argc, argv, "f:", long_options, NULL)) != -1) {
@@ -241,29 +263,83 @@ addcow_map_verb (int argc, char **argv)
   }
   close (fd);
   zero_src = h.backing_file ? "backing" : "zero";
+  image = addcow_resolve_name (file, h.image_file);
+  /* The backing file, to say what bit-0 ranges read (an NBD backing
+   * or a missing file: unknown, reported as data).
+   */
+  if (!all && h.backing_file) {
+    bk = addcow_resolve_name (file, h.backing_file);
+    if (bk && !addcow_name_is_uri (bk)) {
+      qad_set_error_handler (ignore_error); /* map works without it */
+      backing = qed_open_backing (bk, h.backing_format, false);
+      qad_set_error_handler (qad_img_print_error);
+    }
+  }
 
   if (json)
     printf ("[");
+  else
+    printf (MAP_HUMAN_HEADER);
   while (c < nclusters) {
     bool v = true;
     uint64_t run = all ? nclusters : addcow_bitmap_run (bm, c, nclusters, &v);
     uint64_t start = c * cs;
     uint64_t end = c + run == nclusters ? disk_size : (c + run) * cs;
     const char *src = v ? "image" : zero_src;
-    if (json) {
-      printf ("%s\n  { \"start\": %" PRIu64 ", \"length\": %" PRIu64
-              ", \"source\": \"%s\" }", first ? "" : ",", start,
-              end - start, src);
+
+    for (off = start; off < end; off += w.len) {
+      if (v)                    /* in the raw image, at the same offset */
+        w = (struct map_where) { .len = end - off, .present = true,
+                                 .data = true, .has_offset = true,
+                                 .offset = off, .name = image };
+      else if (!h.backing_file)
+        w = (struct map_where) { .len = end - off, .zero = true };
+      else if (backing == NULL)
+        w = (struct map_where) { .len = end - off, .depth = 1,
+                                 .present = true, .data = true };
+      else if (off >= backing->size)  /* zeroes past the backing's end */
+        w = (struct map_where) { .len = end - off, .depth = 1,
+                                 .zero = true };
+      else if (map_resolve (backing, off, MIN (end, backing->size) - off,
+                            1, &w) == -1) {
+        ret = EXIT_FAILURE;
+        goto out;
+      }
+      /* qemu-img map's shape, plus which add-cow bit says so. */
+      if (json) {
+        printf ("%s{ \"start\": %" PRIu64 ", \"length\": %" PRIu64
+                ", \"depth\": %d, \"present\": %s, \"zero\": %s"
+                ", \"data\": %s", first ? "" : ",\n", off, w.len,
+                w.depth, w.present ? "true" : "false",
+                w.zero ? "true" : "false", w.data ? "true" : "false");
+        if (w.has_offset)
+          printf (", \"offset\": %" PRIu64, w.offset);
+        printf (", \"source\": \"%s\"}", src);
+      }
+      else if (w.data && w.has_offset) {
+        if (pend.len && pend.name == w.name &&
+            pend.start + pend.len == off &&
+            pend.offset + pend.len == w.offset)
+          pend.len += w.len;
+        else {
+          map_print_human_range (&pend, file);
+          pend = (struct map_human_range) { off, w.len, w.offset, w.name };
+        }
+      }
+      first = false;
     }
-    else
-      printf ("%16" PRIu64 " %16" PRIu64 "  %s\n", start, end - start, src);
-    first = false;
     c += run;
   }
   if (json)
-    printf ("%s]\n", first ? "" : "\n");
+    printf ("]\n");
+  else
+    map_print_human_range (&pend, file);
+ out:
+  qad_blockdev_close (backing);
+  free (image);
+  free (bk);
   addcow_header_free (&h);
-  return EXIT_SUCCESS;
+  return ret;
 }
 
 static int
@@ -305,9 +381,11 @@ addcow_check_verb (int argc, char **argv)
             "  \"corruptions-fixed\": %" PRIu64 ",\n"
             "  \"clusters\": %" PRIu64 ",\n"
             "  \"clusters-in-image\": %" PRIu64 ",\n"
+            "  \"total-clusters\": %" PRIu64 ",\n"
+            "  \"allocated-clusters\": %" PRIu64 ",\n"
             "  \"all-allocated\": %s\n}\n",
             r.corruptions, r.repaired, r.nclusters, r.in_image,
-            r.all_allocated ? "true" : "false");
+            r.nclusters, r.in_image, r.all_allocated ? "true" : "false");
   }
   else {
     if (r.corruptions == 0)
@@ -322,6 +400,31 @@ addcow_check_verb (int argc, char **argv)
             r.all_allocated ? " (ALL_ALLOCATED)" : "");
   }
   return r.corruptions ? EXIT_CHECK_CORRUPT : EXIT_SUCCESS;
+}
+
+/* Remove FILE (if it exists) unless another process holds it. */
+static int
+replace_unlocked (const char *file)
+{
+  int fd = open (file, O_RDWR | O_CLOEXEC);
+
+  if (fd == -1) {
+    if (errno == ENOENT)
+      return 0;
+    fprintf (stderr, "qad-img: %s: %s\n", file, strerror (errno));
+    return -1;
+  }
+  if (addcow_lock_fd (fd, file) == -1) {
+    close (fd);
+    return -1;
+  }
+  if (unlink (file) == -1) {
+    fprintf (stderr, "qad-img: %s: unlink: %s\n", file, strerror (errno));
+    close (fd);
+    return -1;
+  }
+  close (fd);
+  return 0;
 }
 
 static int
@@ -406,6 +509,8 @@ addcow_create_verb (int argc, char **argv)
                                          "--backing-format");
     if (bfmt == NULL)
       return EXIT_FAILURE;
+    if (addcow_refuse_temporary_uri (backing_arg) == -1)
+      return EXIT_FAILURE;
     /* Without a size, a missing image takes the backing's size.  A
      * backing policy other than follow is checked on the backing (and
      * its chain) as the filter will open it, before anything is made.
@@ -480,6 +585,11 @@ addcow_create_verb (int argc, char **argv)
   if (addcow_header_init (&h, log_2_bits (cluster_size), image_name, "raw",
                           backing_name, backing_arg ? bfmt : NULL) == -1)
     return EXIT_FAILURE;
+  /* --force: replace an existing file, but never one being served. */
+  if (qad_force && replace_unlocked (file) == -1) {
+    addcow_header_free (&h);
+    return EXIT_FAILURE;
+  }
   r = addcow_create_file (file, &h, true, size);
   addcow_header_free (&h);
   if (r == -1)

@@ -12,11 +12,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "qad-error.h"
 #include "qad-img.h"
 #include "qad-limits.h"
 
@@ -27,7 +29,7 @@ usage (FILE *fp)
 "usage: qad-img VERB [OPTIONS] FILE ...\n"
 "\n"
 "Verbs:\n"
-"  create [--format=qed|add-cow|qdb] FILE [SIZE] [OPTIONS]\n"
+"  create [--format=qed|add-cow|qdb] [--force] FILE [SIZE] [OPTIONS]\n"
 "  info   FILE [--json]\n"
 "  check  FILE [--repair] [--json]\n"
 "  map    FILE [--json]\n"
@@ -35,27 +37,30 @@ usage (FILE *fp)
 "                  --merge SRC --into DST\n"
 "  bitmap --connect=SOCKET (the same, and --freeze|--release NAME)\n"
 "  info   --connect=SOCKET [--json]\n"
+"  compare [-f FMT] [-F FMT] [-s] A B\n"
 "\n"
 "Every verb also accepts, for images from untrusted sources:\n"
 "  --backing-policy=follow|inside|refuse  --backing-dir=DIR\n"
 "  --max-table-size=SIZE  --max-bitmap-size=SIZE  --max-qdb-size=SIZE\n"
 "\n"
 "The format is detected from the file (QED, add-cow or QDB) unless\n"
-"--format= is given.  See qad-img(1).\n");
+"--format= (-f) is given.  Every verb takes -q, --output=human|json\n"
+"(--json) and --help; read-only verbs take -U.  See qad-img(1).\n");
 }
 
 enum verb { VERB_CREATE, VERB_INFO, VERB_CHECK, VERB_MAP, VERB_BITMAP,
-            NR_VERBS };
+            VERB_COMPARE, NR_VERBS };
 static const char *const verb_names[NR_VERBS] = {
-  "create", "info", "check", "map", "bitmap"
+  "create", "info", "check", "map", "bitmap", "compare"
 };
 
 /* The implementation of verb V in format F, or NULL. */
 static qad_verb
 verb_of (const struct qad_format *f, enum verb v)
 {
+  /* compare works across formats: dispatched before this. */
   const qad_verb fns[NR_VERBS] = {
-    f->create, f->info, f->check, f->map, f->bitmap
+    f->create, f->info, f->check, f->map, f->bitmap, NULL
   };
   return fns[v];
 }
@@ -94,31 +99,236 @@ static const struct qad_format *
 format_by_magic (const char *file)
 {
   unsigned char magic[4];
+  const struct qad_format *f;
   ssize_t r;
-  size_t i;
-  int fd;
 
-  fd = open (file, O_RDONLY | O_CLOEXEC);
-  if (fd == -1) {
-    fprintf (stderr, "qad-img: %s: %s\n", file, strerror (errno));
+  r = read_magic (file, magic, false);
+  if (r == -1)
     return NULL;
-  }
-  r = pread (fd, magic, sizeof magic, 0);
-  close (fd);
-  if (r != sizeof magic) {
+  if (r != 4) {
     fprintf (stderr,
              "qad-img: %s: file too short to hold a format magic (%zd bytes)\n",
-             file, r < 0 ? (ssize_t) 0 : r);
+             file, r);
     return NULL;
   }
-  for (i = 0; qad_formats[i]; ++i)
-    if (memcmp (qad_formats[i]->magic, magic, 4) == 0)
-      return qad_formats[i];
-  fprintf (stderr,
-           "qad-img: %s: not a QED, add-cow or QDB file "
-           "(magic %02x %02x %02x %02x)\n",
-           file, magic[0], magic[1], magic[2], magic[3]);
-  return NULL;
+  f = format_of_magic (magic, r);
+  if (f == NULL)
+    fprintf (stderr,
+             "qad-img: %s: not a QED, add-cow or QDB file "
+             "(magic %02x %02x %02x %02x)\n",
+             file, magic[0], magic[1], magic[2], magic[3]);
+  return f;
+}
+
+/* Per-verb help, printed by "qad-img VERB --help" (exit 0). */
+static const char *const verb_help[NR_VERBS] = {
+  /* create */
+  "usage: qad-img create [-f qed|add-cow|qdb] [--force] [-q] FILE [SIZE] "
+  "[OPTIONS]\n"
+  "         [-o cluster_size=N,table_size=N,backing_file=F,backing_fmt=F]\n"
+  "\n"
+  "Create FILE.  An existing file (of any format) is never replaced\n"
+  "unless --force is given.  SIZE takes K, M, G, T, P, E suffixes\n"
+  "(powers of 1024) and fractions (1.5G).\n"
+  "  qed:     [-b BACKING [-F raw|qed]] [--cluster-size=N] [--table-size=N]\n"
+  "  add-cow: --image=DISK.raw [-b BACKING [-F raw|qed]] [--cluster-size=N]\n"
+  "  qdb:     [--bitmap=NAME]... [-g GRANULARITY] [--cluster-size=N]\n",
+  /* info */
+  "usage: qad-img info [-f FMT] [-U] [--output=human|json] FILE\n"
+  "\n"
+  "Show what FILE's header records.\n",
+  /* check */
+  "usage: qad-img check [-f FMT] [-U] [-r leaks|all | --repair] [-q] [-p]\n"
+  "                     [--output=human|json] FILE\n"
+  "\n"
+  "Check FILE's consistency; -r repairs.  Exit status as qemu-img check:\n"
+  "0 clean, 1 the check could not run, 2 corruption, 3 leaks only.\n",
+  /* map */
+  "usage: qad-img map [-f FMT] [-U] [--output=human|json] FILE\n"
+  "\n"
+  "Show where each range of the disk reads from.\n",
+  /* bitmap */
+  "usage: qad-img bitmap FILE.qdb --add|--remove|--clear|--enable|--disable "
+  "NAME\n"
+  "       qad-img bitmap FILE.qdb --merge SRC --into DST\n"
+  "\n"
+  "Change the bitmaps of a QDB file (offline; refused while it is served).\n",
+  /* compare */
+  "usage: qad-img compare [-f FMT] [-F FMT] [-s] [-p] [-q] A B\n"
+  "\n"
+  "Do disks A and B (QED, add-cow or raw; -f/-F force a format) read the\n"
+  "same?  As qemu-img compare: exit 0 identical, 1 different (the first\n"
+  "differing offset is printed), 2 a file could not be opened, 3 a read\n"
+  "failed.  Without -s a larger disk must read zeroes past the smaller\n"
+  "one's end.\n",
+};
+
+/* Options every verb understands, taken out of argv here so that the
+ * verbs' own getopt tables stay as they are.  Returns the new argc, or
+ * -1 after an error message.
+ */
+struct common_opts {
+  bool force;                   /* --force (create) */
+  bool quiet;                   /* -q, --quiet */
+  bool help;                    /* -h, --help after the verb */
+  bool json;                    /* --output=json */
+};
+
+static bool
+is_opt (const char *arg, const char *s1, const char *s2)
+{
+  return strcmp (arg, s1) == 0 || (s2 && strcmp (arg, s2) == 0);
+}
+
+/* qemu-img's "-o key=value,..." for create, as the verbs' long
+ * options.  Returns the number of arguments written to OUT (room for
+ * as many as VALUE has commas plus one), or -1 after an error.
+ */
+static int
+expand_create_options (const char *value, char **out)
+{
+  static const struct { const char *key, *opt; } map[] = {
+    { "cluster_size", "--cluster-size=" },
+    { "table_size", "--table-size=" },
+    { "backing_file", "--backing=" },
+    { "backing_fmt", "--backing-format=" },
+  };
+  char *copy = strdup (value), *item, *save = NULL;
+  int n = 0;
+  size_t i;
+
+  if (copy == NULL) {
+    perror ("qad-img: strdup");
+    return -1;
+  }
+  for (item = strtok_r (copy, ",", &save); item;
+       item = strtok_r (NULL, ",", &save)) {
+    const char *eq = strchr (item, '=');
+    size_t klen = eq ? (size_t) (eq - item) : strlen (item);
+
+    for (i = 0; i < sizeof map / sizeof map[0]; ++i)
+      if (strlen (map[i].key) == klen && strncmp (item, map[i].key, klen) == 0)
+        break;
+    if (i == sizeof map / sizeof map[0] || eq == NULL) {
+      fprintf (stderr, "qad-img: create: -o %s: unknown or incomplete "
+               "option (known: cluster_size=, table_size=, backing_file=, "
+               "backing_fmt=)\n", item);
+      free (copy);
+      return -1;
+    }
+    if (asprintf (&out[n++], "%s%s", map[i].opt, eq + 1) == -1) {
+      perror ("qad-img: asprintf");
+      free (copy);
+      return -1;
+    }
+  }
+  free (copy);
+  return n;
+}
+
+/* Takes the common options out of ARGV (verb at argv[1]) and writes
+ * the rest to OUT, which has room for 2 * ARGC + the commas of every
+ * -o value.  Returns the new argc, or -1 after an error message.
+ */
+static int
+take_common_opts (int argc, char **argv, char **out, enum verb v,
+                  struct common_opts *o)
+{
+  int i, j = 2;
+
+  out[0] = argv[0];
+  out[1] = argv[1];
+
+  for (i = 2; i < argc; ++i) {
+    const char *a = argv[i];
+    if (strcmp (a, "--") == 0) {
+      while (i < argc)
+        out[j++] = argv[i++];
+      break;
+    }
+    if (is_opt (a, "-h", "--help"))
+      o->help = true;
+    else if (is_opt (a, "-q", "--quiet"))
+      o->quiet = true;
+    else if (is_opt (a, "-p", "--progress")) {
+      if (v != VERB_CHECK && v != VERB_COMPARE) {
+        fprintf (stderr, "qad-img: %s: -p is for verbs that can take "
+                 "long (check, compare)\n", verb_names[v]);
+        return -1;
+      }
+      qad_progress = true;
+    }
+    else if (strcmp (a, "--force") == 0) {
+      if (v != VERB_CREATE) {
+        fprintf (stderr, "qad-img: %s: --force is an option of create "
+                 "only\n", verb_names[v]);
+        return -1;
+      }
+      o->force = true;
+    }
+    else if (is_opt (a, "-U", "--force-share")) {
+      /* Read-only verbs never lock, as qemu-img with -U. */
+      if (v == VERB_CREATE || v == VERB_BITMAP) {
+        fprintf (stderr, "qad-img: %s: -U (--force-share) is for "
+                 "read-only verbs\n", verb_names[v]);
+        return -1;
+      }
+    }
+    else if (strncmp (a, "--output=", 9) == 0 ||
+             (strcmp (a, "--output") == 0 && i + 1 < argc)) {
+      const char *val = a[8] == '=' ? a + 9 : argv[++i];
+      if (strcmp (val, "json") == 0)
+        o->json = true;
+      else if (strcmp (val, "human") == 0)
+        o->json = false;
+      else {
+        fprintf (stderr, "qad-img: --output=%s: must be human or json\n",
+                 val);
+        return -1;
+      }
+    }
+    else if (v == VERB_CHECK && (strcmp (a, "-r") == 0 ||
+                                 strncmp (a, "--repair=", 9) == 0)) {
+      const char *val = a[1] == 'r' ? (i + 1 < argc ? argv[++i] : "")
+        : a + 9;
+      if (strcmp (val, "leaks") != 0 && strcmp (val, "all") != 0) {
+        fprintf (stderr, "qad-img: check: -r %s: must be leaks or all\n",
+                 val);
+        return -1;
+      }
+      out[j++] = (char *) "--repair";
+    }
+    else if (v == VERB_CREATE && strncmp (a, "-o", 2) == 0 &&
+             (a[2] != '\0' || i + 1 < argc)) {
+      int n = expand_create_options (a[2] ? a + 2 : argv[++i], &out[j]);
+      if (n == -1)
+        return -1;
+      j += n;
+    }
+    else
+      out[j++] = argv[i];
+  }
+  out[j] = NULL;
+  return j;
+}
+
+/* Verb options given as "-X VALUE" or "--opt VALUE": the value is
+ * not the FILE.
+ */
+static bool
+takes_value (const char *arg)
+{
+  static const char *const opts[] = {
+    "-b", "-F", "-g", "--backing", "--backing-format", "--image",
+    "--size", "--bitmap", "--granularity", "--cluster-size",
+    "--table-size", NULL
+  };
+  size_t i;
+
+  for (i = 0; opts[i]; ++i)
+    if (strcmp (arg, opts[i]) == 0)
+      return true;
+  return false;
 }
 
 /* The options shared by every verb: KEY=VALUE or KEY VALUE. */
@@ -206,8 +416,13 @@ main (int argc, char **argv)
   const char *verb, *file = NULL;
   enum verb v;
   const char *format_name = NULL;
+  struct common_opts copts = { 0 };
+  char **vargv;
   qad_verb fn;
+  size_t room;
   int i;
+
+  qad_set_error_handler (qad_img_print_error);
 
   if (argc < 2) {
     usage (stderr);
@@ -219,7 +434,7 @@ main (int argc, char **argv)
     usage (stdout);
     exit (EXIT_SUCCESS);
   }
-  if (strcmp (verb, "--version") == 0) {
+  if (strcmp (verb, "--version") == 0 || strcmp (verb, "-V") == 0) {
     printf ("qad-img %s\n", PACKAGE_VERSION);
     exit (EXIT_SUCCESS);
   }
@@ -239,6 +454,40 @@ main (int argc, char **argv)
     fprintf (stderr, "qad-img: --backing-dir only has a meaning with "
              "--backing-policy=inside\n");
     exit (EXIT_FAILURE);
+  }
+
+  /* Room for every argument, the expansion of each -o and a "--json"
+   * the verb gets for --output=json.
+   */
+  room = argc + 2;
+  for (i = 0; i < argc; ++i)
+    room += strlen (argv[i]);
+  vargv = calloc (room, sizeof *vargv);
+  if (vargv == NULL) {
+    perror ("qad-img: calloc");
+    exit (EXIT_FAILURE);
+  }
+  argc = take_common_opts (argc, argv, vargv, v, &copts);
+  argv = vargv;
+  if (argc == -1)
+    exit (EXIT_FAILURE);
+  if (copts.help) {
+    fputs (verb_help[v], stdout);
+    exit (EXIT_SUCCESS);
+  }
+  if (copts.json) {
+    argv[argc++] = (char *) "--json";
+    argv[argc] = NULL;
+  }
+  qad_force = copts.force;
+  if (copts.quiet && freopen ("/dev/null", "w", stdout) == NULL) {
+    perror ("qad-img: /dev/null");
+    exit (EXIT_FAILURE);
+  }
+
+  if (v == VERB_COMPARE) {
+    argv[1] = (char *) "qad-img compare";   /* for getopt's messages */
+    return compare_verb (argc - 1, argv + 1);
   }
 
   /* Find --format= (or -f F) and the first non-option argument (the
@@ -261,6 +510,8 @@ main (int argc, char **argv)
       if (strcmp (argv[i], "--connect") == 0)
         i++;
     }
+    else if (takes_value (argv[i]))
+      ++i;
     else if (argv[i][0] != '-' && !file)
       file = argv[i];
   }
@@ -278,6 +529,8 @@ main (int argc, char **argv)
   }
   if (!fmt)
     exit (EXIT_FAILURE);
+  if (v == VERB_CREATE && file && refuse_existing (file, copts.force) == -1)
+    exit (EXIT_FAILURE);
 
   fn = verb_of (fmt, v);
   if (!fn) {
@@ -288,5 +541,10 @@ main (int argc, char **argv)
   /* The verb sees argv from the verb name on; --format is stripped by
    * each verb's getopt table (every verb accepts and ignores it).
    */
+  /* getopt's messages then start with "qad-img VERB:". */
+  if (asprintf (&argv[1], "qad-img %s", verb) == -1) {
+    perror ("qad-img: asprintf");
+    exit (EXIT_FAILURE);
+  }
   return fn (argc - 1, argv + 1);
 }

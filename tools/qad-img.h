@@ -16,7 +16,9 @@
 #define QAD_IMG_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "backing-policy.h"
 
@@ -33,6 +35,9 @@ extern const struct qad_format qed_format;
 extern const struct qad_format addcow_format;
 extern const struct qad_format qdb_format;
 
+/* qad-img compare A B (compare.c): across formats. */
+extern int compare_verb (int argc, char **argv);
+
 /* NULL-terminated list, in formats.c. */
 extern const struct qad_format *const qad_formats[];
 
@@ -40,16 +45,73 @@ extern const struct qad_format *const qad_formats[];
 #define EXIT_CHECK_CORRUPT 2
 #define EXIT_CHECK_LEAKS 3
 
-/* Parse a size with an optional K/M/G/T/P/E suffix (powers of 1024).
- * Returns -1 and prints an error naming WHAT on failure.
+/* --force was given (create may replace an existing file). */
+extern bool qad_force;
+
+/* -p was given: verbs that can take long show progress on stdout
+ * with print_progress (a qed_check_progress_fn).
+ */
+extern bool qad_progress;
+extern void print_progress (void *opaque, uint64_t done, uint64_t total);
+
+/* Read the first four bytes of FILE into MAGIC (zeroes past its end).
+ * Returns how many there were, or -1 when FILE cannot be opened (with
+ * a message unless QUIET).
+ */
+extern ssize_t read_magic (const char *file, unsigned char magic[4],
+                           bool quiet);
+
+/* The format whose magic MAGIC is (LEN bytes read), or NULL. */
+extern const struct qad_format *format_of_magic (const unsigned char magic[4],
+                                                 ssize_t len);
+
+/* For create: refuse (with a message, returning -1) when FILE exists,
+ * whatever its format, unless FORCE.
+ */
+extern int refuse_existing (const char *file, bool force);
+
+/* Parse a size as qemu-img does: an optional K/M/G/T/P/E suffix
+ * (powers of 1024, also KiB/KB) and a decimal fraction with a suffix
+ * ("1.5G"; the result is rounded down to whole bytes).  Returns -1 and
+ * prints an error naming WHAT on failure.
  */
 extern int parse_size (const char *what, const char *str,
                        unsigned long long *ret);
+
+/* The error handler of common/ in qad-img: "qad-img: MSG". */
+extern void qad_img_print_error (const char *msg);
 
 /* A check's problem reporter: OPAQUE points to the bool "--json";
  * messages go to stdout, or to stderr when stdout carries JSON.
  */
 extern void print_check_problem (void *opaque, const char *msg);
+
+/* Where a guest range reads from, through a backing chain of QED and
+ * raw files, as qemu-img map reports it (map_resolve).
+ */
+struct qad_blockdev;
+struct map_where {
+  uint64_t len;                 /* bytes with the same answer */
+  int depth;                    /* 0: the image, 1: its backing, ... */
+  bool present, zero, data;
+  bool has_offset;
+  uint64_t offset;              /* in the file NAME */
+  const char *name;             /* the file holding the bytes */
+};
+extern int map_resolve (struct qad_blockdev *b, uint64_t off, uint64_t max,
+                        int depth, struct map_where *w);
+
+/* A data range of human map output, pending a merge; printed as
+ * qemu-img map prints it (nothing when LEN is 0).
+ */
+struct map_human_range {
+  uint64_t start, len, offset;
+  const char *name;
+};
+extern void map_print_human_range (const struct map_human_range *r,
+                                   const char *image);
+#define MAP_HUMAN_HEADER "%-16s%-16s%-16s%s\n", "Offset", "Length", \
+    "Mapped to", "File"
 
 /* Options every verb accepts; the dispatcher removes them from argv
  * before the verb parses its own: --backing-policy=, --backing-dir=,

@@ -14,8 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cleanup.h"
+#include "qad-error.h"
 #include "qad-img.h"
 #include "qed-check.h"
 #include "qed-create.h"
@@ -128,6 +130,45 @@ print_chain_text (struct qed_image *img, const struct qad_backing_rules *r,
             qad_backing_leaves (r, top, end->backing_path) ? outside : "");
 }
 
+/* The first error message, kept by capture_error. */
+static char *captured_error;
+
+static void
+capture_error (const char *msg)
+{
+  if (captured_error == NULL)
+    captured_error = strdup (msg);
+}
+
+/* Open FILE with its backing chain; when only the chain fails, open
+ * the image alone and return the chain's error in *BACKING_ERROR.
+ */
+static struct qed_image *
+open_image_for_info (const char *file, struct qad_backing_rules *rules,
+                     char **backing_error)
+{
+  struct qed_open_options alone = { .readonly = true, .no_backing = true };
+  struct qed_image *img;
+
+  img = qed_open (file, &alone);       /* errors about the image itself */
+  if (img == NULL)
+    return NULL;
+  if (!(img->header.features & QED_F_BACKING_FILE))
+    return img;
+  qed_close (img);
+  qad_set_error_handler (capture_error);
+  img = open_image (file, rules, true);
+  qad_set_error_handler (qad_img_print_error);
+  if (img)
+    free (captured_error);
+  else {
+    *backing_error = captured_error;
+    img = qed_open (file, &alone);
+  }
+  captured_error = NULL;
+  return img;
+}
+
 static int
 qed_info (int argc, char **argv)
 {
@@ -142,6 +183,9 @@ qed_info (int argc, char **argv)
   const struct qed_header *h;
   uint64_t data, zero;
   CLEANUP_FREE char *bname = NULL;
+  CLEANUP_FREE char *backing_error = NULL;
+  uint64_t actual_size = 0;
+  struct stat st;
   char features[256], compat[64], autoclear[64];
   int c;
 
@@ -156,7 +200,10 @@ qed_info (int argc, char **argv)
     fprintf (stderr, "usage: qad-img info FILE.qed [--json]\n");
     return EXIT_FAILURE;
   }
-  img = open_image (argv[optind], &rules, true);
+  /* As qemu-img info: the image's own header and tables are shown even
+   * when its backing file cannot be opened; the reason is reported.
+   */
+  img = open_image_for_info (argv[optind], &rules, &backing_error);
   if (img == NULL)
     return EXIT_FAILURE;
   h = &img->header;
@@ -167,6 +214,8 @@ qed_info (int argc, char **argv)
   }
   qed_features_string (h->features, features, sizeof features);
   snprintf (compat, sizeof compat, "0x%" PRIx64, h->compat_features);
+  if (fstat (img->fd, &st) == 0)
+    actual_size = (uint64_t) st.st_blocks * 512;
   snprintf (autoclear, sizeof autoclear, "0x%" PRIx64, h->autoclear_features);
 
   if (json) {
@@ -197,7 +246,22 @@ qed_info (int argc, char **argv)
       json_string (stdout, bname);
     else
       printf ("null");
-    printf (",\n");
+    if (bname) {
+      /* Recorded (NO_PROBE: raw) or probed; unknown when missing. */
+      if (h->features & QED_F_BACKING_FORMAT_NO_PROBE || img->backing)
+        printf (",\n  \"backing-filename-format\": \"%s\"",
+                img->backing_raw ||
+                h->features & QED_F_BACKING_FORMAT_NO_PROBE ? "raw" : "qed");
+      printf (",\n  \"backing-exists\": %s",
+              backing_error ? "false" : "true");
+      if (backing_error) {
+        printf (",\n  \"backing-error\": ");
+        json_string (stdout, backing_error);
+      }
+    }
+    printf (",\n  \"dirty-flag\": %s",
+            h->features & QED_F_NEED_CHECK ? "true" : "false");
+    printf (",\n  \"actual-size\": %" PRIu64 ",\n", actual_size);
     print_chain_json (img, &rules, argv[optind]);
     printf ("\n}\n");
   }
@@ -220,6 +284,8 @@ qed_info (int argc, char **argv)
             features, compat, autoclear, data, zero);
     if (bname)
       printf ("backing file name:  %s\n", bname);
+    if (backing_error)
+      printf ("backing file:       missing: %s\n", backing_error);
     print_chain_text (img, &rules, argv[optind]);
   }
   qed_close (img);
@@ -237,6 +303,7 @@ qed_map_verb (int argc, char **argv)
   };
   bool json = false, first = true;
   struct qed_image *img;
+  struct map_human_range pend = { 0 };
   CLEANUP_BACKING_RULES struct qad_backing_rules rules = { 0 };
   uint64_t off = 0;
   int c;
@@ -260,50 +327,43 @@ qed_map_verb (int argc, char **argv)
   if (json)
     printf ("[");
   else
-    printf ("%-20s %-20s %-20s %s\n", "Offset", "Length", "Mapped to",
-            "File");
+    printf (MAP_HUMAN_HEADER);
   while (off < img->dev.size) {
-    struct qed_mapping m;
-    uint64_t len;
-    uint32_t flags;
-    bool data, zero;
+    struct map_where w;
 
-    if (qed_map (img, off, img->dev.size - off, &m) == -1) {
+    if (map_resolve (&img->dev, off, img->dev.size - off, 0, &w) == -1) {
       qed_close (img);
       return EXIT_FAILURE;
-    }
-    len = m.length;
-    if (m.kind == QED_KIND_UNALLOCATED && img->backing) {
-      if (qad_blockdev_extent (img->backing, off, len, &len, &flags) == -1) {
-        qed_close (img);
-        return EXIT_FAILURE;
-      }
-      data = !(flags & QAD_EXTENT_HOLE);
-      zero = flags & QAD_EXTENT_ZERO;
-    }
-    else {
-      data = m.kind == QED_KIND_DATA;
-      zero = !data;
     }
     /* Same shape as qemu-img map --output=json. */
     if (json) {
       printf ("%s{ \"start\": %" PRIu64 ", \"length\": %" PRIu64
               ", \"depth\": %d, \"present\": %s, \"zero\": %s"
               ", \"data\": %s",
-              first ? "" : ",\n", off, len,
-              m.kind == QED_KIND_UNALLOCATED && img->backing ? 1 : 0,
-              m.kind == QED_KIND_UNALLOCATED && !img->backing ? "false" : "true",
-              zero ? "true" : "false", data ? "true" : "false");
-      if (m.kind == QED_KIND_DATA)
-        printf (", \"offset\": %" PRIu64, m.host_offset);
+              first ? "" : ",\n", off, w.len, w.depth,
+              w.present ? "true" : "false", w.zero ? "true" : "false",
+              w.data ? "true" : "false");
+      if (w.has_offset)
+        printf (", \"offset\": %" PRIu64, w.offset);
       printf ("}");
     }
-    else if (m.kind == QED_KIND_DATA)
-      printf ("0x%-18" PRIx64 " 0x%-18" PRIx64 " 0x%-18" PRIx64 " %s\n",
-              off, len, m.host_offset, argv[optind]);
+    else if (w.data && w.has_offset) {
+      /* As qemu-img: data ranges only, merged while they continue in
+       * the same file.
+       */
+      if (pend.len && pend.name == w.name &&
+          pend.start + pend.len == off && pend.offset + pend.len == w.offset)
+        pend.len += w.len;
+      else {
+        map_print_human_range (&pend, argv[optind]);
+        pend = (struct map_human_range) { off, w.len, w.offset, w.name };
+      }
+    }
     first = false;
-    off += len;
+    off += w.len;
   }
+  if (!json)
+    map_print_human_range (&pend, argv[optind]);
   if (json)
     printf ("]\n");
   qed_close (img);
@@ -347,7 +407,9 @@ qed_check_verb (int argc, char **argv)
   img = qed_open (argv[optind], &opts);
   if (img == NULL)
     return EXIT_FAILURE;
-  if (qed_check (img, repair, &res, print_check_problem, &json) == -1) {
+  if (qed_check_progress (img, repair, &res, print_check_problem, &json,
+                          qad_progress && !json ? print_progress : NULL,
+                          NULL) == -1) {
     qed_close (img);
     return EXIT_FAILURE;
   }
@@ -370,12 +432,20 @@ qed_check_verb (int argc, char **argv)
             "  \"allocated-clusters\": %" PRIu64 ",\n"
             "  \"zero-clusters\": %" PRIu64 ",\n"
             "  \"total-clusters\": %" PRIu64 ",\n"
+            "  \"file-clusters\": %" PRIu64 ",\n"
             "  \"image-end-offset\": %" PRIu64 "\n}\n",
-            corrupt, res.corruptions, res.corruptions_fixed,
-            res.leaks, res.leaks_fixed, res.leaks_punched,
+            /* qemu-img's meanings: check-errors counts failures of the
+             * check itself (then there is no JSON: exit 1), corruptions
+             * and leaks are what remains after a repair, total-clusters
+             * counts guest clusters.
+             */
+            UINT64_C (0), corrupt, res.corruptions_fixed,
+            leaks, res.leaks_fixed, res.leaks_punched,
             res.need_check ? "true" : "false",
             res.need_check_cleared ? "true" : "false",
             res.l2_tables, res.data_clusters, res.zero_clusters,
+            (img->header.image_size + img->header.cluster_size - 1)
+            / img->header.cluster_size,
             res.file_clusters, res.image_end_offset);
   }
   else {
@@ -471,12 +541,13 @@ qed_create_verb (int argc, char **argv)
   if (argc - optind == 2) {
     if (parse_size ("SIZE", argv[optind + 1], &v) == -1)
       return EXIT_FAILURE;
-    if (v == 0 || v % 512 != 0) {
-      fprintf (stderr, "qad-img: SIZE=%s: must be a non-zero multiple of "
-               "512\n", argv[optind + 1]);
+    /* As qemu-img: rounded up to whole 512-byte sectors. */
+    if (v == 0 || v > UINT64_MAX - 511) {
+      fprintf (stderr, "qad-img: SIZE=%s: must be between 1 and 2^64-512 "
+               "bytes\n", argv[optind + 1]);
       return EXIT_FAILURE;
     }
-    opts.size = v;
+    opts.size = (v + 511) & ~511ULL;
   }
   if (opts.backing) {
     if (tool_backing_rules (file, &rules) == -1)

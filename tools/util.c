@@ -7,12 +7,88 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "minmax.h"
 #include "qad-img.h"
+#include "qed-image.h"
+
+bool qad_force;
+bool qad_progress;
+
+void
+print_progress (void *opaque, uint64_t done, uint64_t total)
+{
+  /* As qemu-img -p: one line rewritten in place, ended at 100%. */
+  printf ("    (%.2f/100%%)\r", total ? 100.0 * done / total : 100.0);
+  if (done >= total)
+    printf ("\n");
+  fflush (stdout);
+}
+
+ssize_t
+read_magic (const char *file, unsigned char magic[4], bool quiet)
+{
+  ssize_t r;
+  int fd;
+
+  memset (magic, 0, 4);
+  fd = open (file, O_RDONLY | O_CLOEXEC);
+  if (fd == -1) {
+    if (!quiet)
+      fprintf (stderr, "qad-img: %s: %s\n", file, strerror (errno));
+    return -1;
+  }
+  r = pread (fd, magic, 4, 0);
+  close (fd);
+  return r < 0 ? 0 : r;
+}
+
+const struct qad_format *
+format_of_magic (const unsigned char magic[4], ssize_t len)
+{
+  size_t i;
+
+  for (i = 0; len == 4 && qad_formats[i]; ++i)
+    if (memcmp (qad_formats[i]->magic, magic, 4) == 0)
+      return qad_formats[i];
+  return NULL;
+}
+
+int
+refuse_existing (const char *file, bool force)
+{
+  unsigned char magic[4];
+  const struct qad_format *f = NULL;
+  const char *what;
+  struct stat st;
+
+  if (force || lstat (file, &st) == -1)
+    return 0;
+  if (S_ISREG (st.st_mode))
+    f = format_of_magic (magic, read_magic (file, magic, true));
+  if (!S_ISREG (st.st_mode))
+    what = "not a regular file";
+  else if (f == &qed_format)
+    what = "a QED image";
+  else if (f == &addcow_format)
+    what = "an add-cow file";
+  else if (f == &qdb_format)
+    what = "a QDB file";
+  else
+    what = "a file of another format";
+  fprintf (stderr, "qad-img: %s: already exists (%s, %" PRIu64 " bytes); "
+           "not replacing it without --force\n", file, what,
+           (uint64_t) st.st_size);
+  return -1;
+}
 
 enum qad_backing_policy tool_backing_policy = QAD_BACKING_FOLLOW;
 const char *tool_backing_dir;
@@ -28,8 +104,9 @@ int
 parse_size (const char *what, const char *str, unsigned long long *ret)
 {
   char *end;
-  unsigned long long v, mult = 1;
+  unsigned long long v, mult = 1, frac = 0, frac_div = 1;
   unsigned shift = 0;
+  bool has_frac = false;
 
   errno = 0;
   if (!isdigit ((unsigned char) str[0]))
@@ -37,6 +114,20 @@ parse_size (const char *what, const char *str, unsigned long long *ret)
   v = strtoull (str, &end, 10);
   if (errno != 0)
     goto bad;
+  if (*end == '.') {
+    /* A fraction: up to 18 digits kept (finer than a byte of an
+     * exbibyte), the rest ignored.
+     */
+    has_frac = true;
+    end++;
+    if (!isdigit ((unsigned char) *end))
+      goto bad;
+    for (; isdigit ((unsigned char) *end); end++)
+      if (frac_div < 1000000000000000000ULL) {
+        frac = frac * 10 + (*end - '0');
+        frac_div *= 10;
+      }
+  }
   switch (*end) {
   case '\0': break;
   case 'b': case 'B': end++; break;
@@ -53,17 +144,93 @@ parse_size (const char *what, const char *str, unsigned long long *ret)
     end += strlen (end);
   if (*end != '\0')
     goto bad;
+  if (has_frac && shift == 0) {
+    fprintf (stderr, "qad-img: %s: a fraction needs a unit suffix "
+             "(K, M, G, ...): %s\n", what, str);
+    return -1;
+  }
   mult = 1ULL << shift;
   if (v > UINT64_MAX / mult) {
     fprintf (stderr, "qad-img: %s: value too large: %s\n", what, str);
     return -1;
   }
-  *ret = v * mult;
+  v *= mult;
+  if (has_frac) {
+    /* frac / frac_div * 2^shift, rounded down: frac < 10^18 < 2^60
+     * and shift <= 60, so the product fits in 128 bits.
+     */
+    unsigned __int128 part = (unsigned __int128) frac << shift;
+    part /= frac_div;
+    if (part > UINT64_MAX - v) {
+      fprintf (stderr, "qad-img: %s: value too large: %s\n", what, str);
+      return -1;
+    }
+    v += (unsigned long long) part;
+  }
+  *ret = v;
   return 0;
 
  bad:
   fprintf (stderr, "qad-img: %s: cannot parse size: %s\n", what, str);
   return -1;
+}
+
+int
+map_resolve (struct qad_blockdev *b, uint64_t off, uint64_t max, int depth,
+             struct map_where *w)
+{
+  struct qed_image *q = qed_image_of (b);
+
+  *w = (struct map_where) { .depth = depth, .present = true,
+                            .name = b->name };
+  if (q) {
+    struct qed_mapping m;
+
+    if (qed_map (q, off, max, &m) == -1)
+      return -1;
+    w->len = m.length;
+    switch (m.kind) {
+    case QED_KIND_DATA:
+      w->data = w->has_offset = true;
+      w->offset = m.host_offset;
+      return 0;
+    case QED_KIND_ZERO:
+      w->zero = true;
+      return 0;
+    case QED_KIND_UNALLOCATED:
+      if (q->backing && off < q->backing->size)
+        return map_resolve (q->backing, off,
+                            MIN (m.length, q->backing->size - off),
+                            depth + 1, w);
+      /* No backing file, or past its end: zeroes from nowhere, which
+       * qemu-img reports at this depth as not present.
+       */
+      w->zero = true;
+      w->present = false;
+      return 0;
+    }
+  }
+  else {
+    uint32_t flags;
+
+    /* A raw file: bytes at the same offset, holes read as zeroes. */
+    if (qad_blockdev_extent (b, off, max, &w->len, &flags) == -1)
+      return -1;
+    w->data = !(flags & QAD_EXTENT_HOLE);
+    w->zero = (flags & QAD_EXTENT_ZERO) != 0;
+    w->has_offset = true;
+    w->offset = off;
+  }
+  return 0;
+}
+
+void
+map_print_human_range (const struct map_human_range *r, const char *image)
+{
+  if (r->len == 0)
+    return;
+  printf ("%#-16" PRIx64 "%#-16" PRIx64 "%#-16" PRIx64 "%s\n",
+          r->start, r->len, r->offset, r->name ? r->name : image);
 }
 
 /* The length (2..4) of the well-formed UTF-8 sequence at S (N bytes
@@ -145,6 +312,12 @@ void
 json_string (FILE *fp, const char *s)
 {
   json_string_n (fp, s, strlen (s));
+}
+
+void
+qad_img_print_error (const char *msg)
+{
+  fprintf (stderr, "qad-img: %s\n", msg);
 }
 
 void

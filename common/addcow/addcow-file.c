@@ -36,6 +36,7 @@
 #include "addcow.h"
 #include "addcow-file.h"
 #include "byte-swapping.h"
+#include "checked-overflow.h"
 #include "cleanup.h"
 #include "fsync-dir.h"
 #include "full-io.h"
@@ -83,10 +84,20 @@ addcow_load_bitmap (int fd, const char *path, const struct addcow_header *h,
 
   *fresh = have == 0;
   if (have != 0 && have < need) {
-    qad_error ("%s: add-cow bitmap truncated: a disk of %" PRIu64
-               " bytes needs %" PRIu64 " bitmap bytes at offset %" PRIu32
-               ", but the file holds only %" PRIu64,
-               path, disk_size, need, h->header_size, have);
+    /* The largest disk the bitmap's whole clusters describe
+     * (saturating): the length is always a multiple of the cluster
+     * size, so anything else is a truncation.
+     */
+    uint64_t whole = have & ~((UINT64_C (1) << h->cluster_bits) - 1);
+    uint64_t covers;
+
+    if (MUL_OVERFLOW (whole, UINT64_C (8) << h->cluster_bits, &covers))
+      covers = UINT64_MAX;
+    qad_error ("%s: the image is %" PRIu64 " bytes, but the add-cow "
+               "bitmap (%" PRIu64 " bytes at offset %" PRIu32 ") covers "
+               "at most %" PRIu64 " bytes: the image grew since the "
+               "sidecar was made, or the sidecar is truncated",
+               path, disk_size, have, h->header_size, covers);
     errno = EINVAL;
     return -1;
   }
@@ -127,10 +138,12 @@ addcow_load_bitmap (int fd, const char *path, const struct addcow_header *h,
     off += n;
   }
   if (bad != UINT64_MAX) {
-    qad_error ("%s: add-cow bitmap: bit for cluster %" PRIu64 " is set, "
-               "past the end of the disk (%" PRIu64 " bytes, %" PRIu64
-               " clusters); the image is smaller than when it was written?",
-               path, bad, disk_size, nclusters);
+    qad_error ("%s: the image is %" PRIu64 " bytes (%" PRIu64 " clusters), "
+               "but the add-cow bitmap marks cluster %" PRIu64 " (at byte %"
+               PRIu64 ") as written: the image shrank since the sidecar "
+               "was made and lost data", path, disk_size, nclusters, bad,
+               bad > UINT64_MAX >> h->cluster_bits ? UINT64_MAX
+               : bad << h->cluster_bits);
     errno = EINVAL;
     goto err;
   }

@@ -20,6 +20,7 @@
 
 #include <config.h>
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -463,6 +464,59 @@ addcow_name_is_uri (const char *name)
     if (strncmp (name, schemes[i], strlen (schemes[i])) == 0)
       return true;
   return false;
+}
+
+bool
+addcow_uri_is_temporary (const char *uri)
+{
+  static const char *const prefixes[] = { "nbdkit", "libnbd", NULL };
+  const char *q, *sock, *end, *slash, *dir;
+  size_t i, j, len;
+
+  if (!addcow_name_is_uri (uri) || (q = strchr (uri, '?')) == NULL)
+    return false;
+  /* The socket= parameter of the query string. */
+  for (sock = q + 1; sock && strncmp (sock, "socket=", 7) != 0; ) {
+    sock = strchr (sock, '&');
+    if (sock)
+      sock++;
+  }
+  if (sock == NULL)
+    return false;
+  sock += 7;
+  end = sock + strcspn (sock, "&#");
+  /* The last directory component before the socket's name. */
+  for (slash = end; slash > sock && slash[-1] != '/'; --slash)
+    ;
+  if (slash <= sock + 1)
+    return false;
+  for (dir = slash - 1; dir > sock && dir[-1] != '/'; --dir)
+    ;
+  len = slash - 1 - dir;
+  for (i = 0; prefixes[i]; ++i) {
+    size_t plen = strlen (prefixes[i]);
+    if (len != plen + 6 || strncmp (dir, prefixes[i], plen) != 0)
+      continue;
+    for (j = plen; j < len && isalnum ((unsigned char) dir[j]); ++j)
+      ;
+    if (j == len)
+      return true;
+  }
+  return false;
+}
+
+int
+addcow_refuse_temporary_uri (const char *backing)
+{
+  if (!addcow_uri_is_temporary (backing))
+    return 0;
+  qad_error ("%s: a temporary socket (made by \"nbdkit -U -\" or a "
+             "captive libnbd server) that disappears with its server: an "
+             "add-cow file recording it could never be reopened; serve the "
+             "backing file on a socket path of your own "
+             "(nbdkit -U /path/to/sock)", backing);
+  errno = EINVAL;
+  return -1;
 }
 
 /* The directory part of PATH ("." when there is none), malloc'd. */

@@ -158,6 +158,18 @@ extern const char *addcow_choose_backing_format (const char *backing,
                                                  const char *format,
                                                  const char *option);
 
+/* True when the NBD URI names a Unix socket in a directory that lives
+ * only as long as one server: "nbdkit -U -" (nbdkitXXXXXX/socket) or
+ * libnbd's socket activation (libnbdXXXXXX/sock).  A sidecar that
+ * records such a URI could never be reopened.
+ */
+extern bool addcow_uri_is_temporary (const char *uri);
+
+/* The creation policy for NBD backings: -1 after qad_error when
+ * BACKING is a temporary socket (addcow_uri_is_temporary), else 0.
+ */
+extern int addcow_refuse_temporary_uri (const char *backing);
+
 /* Resolve NAME (from the header) relative to the directory holding
  * the sidecar SIDECAR.  Absolute names and URIs are returned as they
  * are.  Returns a malloc'd string or NULL (qad_error) on ENOMEM.

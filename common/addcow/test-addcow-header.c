@@ -89,6 +89,19 @@ main (void)
 
   qad_set_error_handler (capture);
 
+  /* Temporary sockets: nbdkit -U - and libnbd socket activation. */
+  assert (addcow_uri_is_temporary ("nbd+unix://?socket=/tmp/nbdkitdEKIwQ/socket"));
+  assert (addcow_uri_is_temporary ("nbd+unix:///x?tls=off&socket=/tmp/libnbdAb12Cd/sock"));
+  assert (addcow_uri_is_temporary ("nbd+unix:///?socket=/var/tmp/nbdkit123456/s&tls=off"));
+  assert (!addcow_uri_is_temporary ("nbd+unix:///?socket=/tmp/sock"));
+  assert (!addcow_uri_is_temporary ("nbd+unix:///?socket=/run/nbdkit/socket"));
+  assert (!addcow_uri_is_temporary ("nbd+unix:///?socket=/tmp/nbdkit1234567/socket"));
+  assert (!addcow_uri_is_temporary ("nbd+unix:///?socket=/tmp/nbdkit12345_/socket"));
+  assert (!addcow_uri_is_temporary ("nbd+unix:///?socket=nbdkit123456"));
+  assert (!addcow_uri_is_temporary ("nbd://host/nbdkit123456/x"));
+  assert (!addcow_uri_is_temporary ("/tmp/nbdkit123456/socket"));
+  assert (!addcow_uri_is_temporary ("nbd+unix:///?socket="));
+
   /* Round trip at every cluster size. */
   for (bits = ADDCOW_MIN_CLUSTER_BITS; bits <= ADDCOW_MAX_CLUSTER_BITS;
        ++bits) {

@@ -297,6 +297,15 @@ int
 qed_check (struct qed_image *img, bool repair, struct qed_check_result *res,
            qed_check_report_fn report, void *opaque)
 {
+  return qed_check_progress (img, repair, res, report, opaque, NULL, NULL);
+}
+
+int
+qed_check_progress (struct qed_image *img, bool repair,
+                    struct qed_check_result *res,
+                    qed_check_report_fn report, void *opaque,
+                    qed_check_progress_fn progress, void *popaque)
+{
   const struct qed_geometry *g = &img->geom;
   struct checker c = {
     .img = img, .repair = repair && !img->readonly, .res = res,
@@ -336,6 +345,8 @@ qed_check (struct qed_image *img, bool repair, struct qed_check_result *res,
     uint64_t e = img->l1[i];
     const char *why;
 
+    if (progress && i % 64 == 0)
+      progress (popaque, i, g->table_entries + 1);
     if (e == 0)
       continue;
     if (!qed_table_offset_valid (g, e, img->file_end))
@@ -403,6 +414,8 @@ qed_check (struct qed_image *img, bool repair, struct qed_check_result *res,
     }
   }
   res->image_end_offset = img->file_end;
+  if (progress)
+    progress (popaque, g->table_entries + 1, g->table_entries + 1);
   r = 0;
 
  out:

@@ -42,4 +42,17 @@ extern int qed_check (struct qed_image *img, bool repair,
                       struct qed_check_result *res,
                       qed_check_report_fn report, void *opaque);
 
+/* Progress of a check: DONE of TOTAL steps (one per L1 entry, then one
+ * for the leak pass and repair), at least every 64 steps and at the end.
+ */
+typedef void (*qed_check_progress_fn) (void *opaque, uint64_t done,
+                                       uint64_t total);
+
+/* qed_check, calling PROGRESS (may be NULL) with POPAQUE as it goes. */
+extern int qed_check_progress (struct qed_image *img, bool repair,
+                               struct qed_check_result *res,
+                               qed_check_report_fn report, void *opaque,
+                               qed_check_progress_fn progress,
+                               void *popaque);
+
 #endif /* QAD_QED_CHECK_H */

@@ -364,6 +364,7 @@ image_new (const char *filename, bool readonly)
   img->fd = -1;
   img->dev.ops = &qed_dev_ops;
   img->readonly = readonly;
+  img->lock_fd = -1;
   pthread_mutex_init (&img->lock, NULL);
   pthread_mutex_init (&img->l2_alloc_lock, NULL);
   rangelock_init (&img->changing);
@@ -496,6 +497,12 @@ open_in_chain (const char *filename, int fd,
 }
 
 struct qed_image *
+qed_image_of (struct qad_blockdev *dev)
+{
+  return dev && dev->ops == &qed_dev_ops ? (struct qed_image *) dev : NULL;
+}
+
+struct qed_image *
 qed_open (const char *filename, const struct qed_open_options *opts)
 {
   struct chain chain = {
@@ -595,6 +602,56 @@ qed_open_dev (struct qad_blockdev *file, const struct qed_open_options *opts,
 }
 
 int
+qed_upgrade_readwrite (struct qed_image *img, bool lock)
+{
+  const char *name = img->dev.name;
+  struct stat st_old, st_new;
+  int fd;
+
+  if (!img->readonly)
+    return 0;
+  if (img->fd < 0) {
+    qad_error ("%s: opened from a block device, not a local file: it "
+               "cannot be made writable", name);
+    errno = EROFS;
+    return -1;
+  }
+  fd = open (name, O_RDWR | O_CLOEXEC);
+  if (fd == -1) {
+    qad_error ("%s: cannot open for writing: %m", name);
+    return -1;
+  }
+  if (fstat (img->fd, &st_old) == -1 || fstat (fd, &st_new) == -1) {
+    qad_error ("%s: fstat: %m", name);
+    goto err;
+  }
+  if (st_old.st_dev != st_new.st_dev || st_old.st_ino != st_new.st_ino) {
+    qad_error ("%s: the file was replaced since it was opened; "
+               "restart the server", name);
+    errno = ESTALE;
+    goto err;
+  }
+  /* OFD locks belong to the open file description: extend the ones
+   * the read-only descriptor holds (a conflict with our own locks is
+   * not one), and keep that descriptor open for as long as the image.
+   */
+  if (lock && qad_lock_image (img->fd, name, true) == -1)
+    goto err;
+  img->lock_fd = img->fd;
+  img->fd = fd;
+  img->readonly = false;
+  return 0;
+
+ err:
+  {
+    int saved_errno = errno;
+    close (fd);
+    errno = saved_errno;
+  }
+  return -1;
+}
+
+int
 qed_close (struct qed_image *img)
 {
   int r = 0;
@@ -608,6 +665,8 @@ qed_close (struct qed_image *img)
   qed_l2cache_free (img->l2cache);
   if (img->fd >= 0)
     close (img->fd);
+  if (img->lock_fd >= 0)
+    close (img->lock_fd);
   qad_blockdev_close (img->file);
   free (img->l1);
   free (img->backing_path);

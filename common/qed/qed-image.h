@@ -59,6 +59,9 @@ struct qed_image {
   int fd;                       /* the image file, or -1 when FILE */
   struct qad_blockdev *file;    /* or the image as a block device
                                    (qed_open_dev: read-only; owned) */
+  int lock_fd;                  /* after qed_upgrade_readwrite: the
+                                   first (read-only) descriptor, kept
+                                   open because it holds the locks */
   bool readonly;
   struct qed_header header;
   struct qed_geometry geom;
@@ -109,6 +112,15 @@ extern struct qed_image *qed_open (const char *filename,
  * when nothing is in flight.  Returns -1 if that failed.
  */
 extern int qed_close (struct qed_image *img);
+
+/* Make an image opened read-only writable: open the file again
+ * read-write (checking that it is still the same file), extend the
+ * locks to a writer's (refused while another process uses the image)
+ * and clear readonly.  Nothing is written.  The caller must make sure
+ * no other thread uses IMG meanwhile.  Returns -1 with an error and
+ * IMG unchanged on failure.
+ */
+extern int qed_upgrade_readwrite (struct qed_image *img, bool lock);
 
 /* Where the backing file of an image opened by qed_open_dev is.
  * Called with the chain depth (1 for the top image's backing), the
@@ -187,6 +199,9 @@ extern int qed_trim (struct qed_image *img, uint64_t count, uint64_t offset,
 extern int qed_flush (struct qed_image *img);
 /* True after a failed fdatasync (see struct qed_image.poisoned). */
 extern bool qed_poisoned (struct qed_image *img);
+
+/* DEV as a QED image, or NULL when it is another kind (raw, NBD). */
+extern struct qed_image *qed_image_of (struct qad_blockdev *dev);
 /* Clear unknown autoclear bits (read-write open). */
 extern int qed_clear_autoclear (struct qed_image *img);
 /* Write the in-memory header to the file (no sync). */

@@ -17,10 +17,12 @@
  *   common/addcow/addcow-store.c   the bitmap and when its bits may
  *               reach the sidecar (durability rules, poisoning).
  *
- * Set up in two steps: .get_ready opens the sidecar (creating the
- * header when missing) and the backing file; the first .prepare learns
- * the disk size and what the plugin promises, then loads the bitmap
- * into the store with the persistence mode that promise allows:
+ * Set up in three steps: .get_ready opens the sidecar (creating the
+ * header when missing) and the backing file; .after_fork learns the
+ * plugin's size and loads the bitmap for it (refusing an image whose
+ * size no longer fits the sidecar at startup); the first .prepare learns
+ * what the plugin promises, then hands the bitmap to the store with
+ * the persistence mode that promise allows:
  *   multi-conn plugin        -> AT_FLUSH (a flush persists every bit)
  *   plugin without multi-conn -> AT_WRITE (a bit is persisted, after
  *                               its data, before it is visible)
@@ -41,6 +43,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -66,6 +69,14 @@ static struct addcow_store_io sidecar_io;
 static pthread_mutex_t state_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool ready;                      /* state_lock protects it */
 
+/* The bitmap .after_fork loaded for the plugin's size, handed to the
+ * store by the first .prepare (state_lock protects them).
+ */
+static bool preloaded;
+static uint64_t preloaded_size;
+static uint8_t *preloaded_bitmap;
+static uint64_t preloaded_len;
+
 struct handle {
   bool can_write;               /* the plugin connection accepts writes */
 };
@@ -87,6 +98,7 @@ addcow_unload (void)
 {
   if (ready)
     addcow_store_free (&cow.store);
+  free (preloaded_bitmap);
   cow_free ();
   sidecar_close (&sc);
   free (params.sidecar);
@@ -248,9 +260,19 @@ setup_store (uint64_t size, bool plugin_multi_conn, bool plugin_can_flush)
   }
   mode = !plugin_can_flush ? ADDCOW_PERSIST_AT_CLOSE
     : plugin_multi_conn ? ADDCOW_PERSIST_AT_FLUSH : ADDCOW_PERSIST_AT_WRITE;
-  if (!(sc.hdr.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED) &&
-      sidecar_load_bitmap (&sc, params.sidecar, size, &bitmap, &bmlen) == -1)
-    return -1;
+  if (preloaded && preloaded_size == size) {
+    bitmap = preloaded_bitmap;
+    bmlen = preloaded_len;
+  }
+  else {
+    free (preloaded_bitmap);
+    if (!(sc.hdr.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED) &&
+        sidecar_load_bitmap (&sc, params.sidecar, size, &bitmap,
+                             &bmlen) == -1)
+      return -1;
+  }
+  preloaded = false;
+  preloaded_bitmap = NULL;
   if (addcow_store_init (&cow.store, params.sidecar, &sidecar_io, mode,
                          sc.hdr.header_size, sc.hdr.compat_features, bitmap,
                          bmlen, addcow_nr_clusters (size, cow.cbits)) == -1) {
@@ -267,6 +289,105 @@ setup_store (uint64_t size, bool plugin_multi_conn, bool plugin_can_flush)
                   "flush nor FUA is offered)");
   ready = true;
   return 0;
+}
+
+/* Does the plugin still hold what the sidecar says is in the image?
+ * A plugin that does not persist (memory) reads zeroes after a restart
+ * where the bitmap says data was written.  Up to SAMPLES clusters with
+ * bit 1 are looked up in the plugin's extents: when every one is a
+ * hole reading as zeroes, warn (a sparse file may legitimately hold
+ * zeroes there, so this is never an error).
+ */
+#define SAMPLES 16
+
+static void
+warn_if_not_persisted (nbdkit_next *next, uint64_t size,
+                       const uint8_t *bitmap, uint64_t bmlen)
+{
+  uint64_t nclusters = addcow_nr_clusters (size, cow.cbits);
+  uint64_t c = 0, holes = 0, sampled = 0, nr_set;
+  int err;
+
+  nr_set = addcow_bitmap_count (bitmap, nclusters);
+  if (nr_set == 0 || next->can_extents (next) != 1)
+    return;
+  while (sampled < SAMPLES &&
+         (c = addcow_bitmap_first_set_from (bitmap, bmlen, c)) < nclusters) {
+    uint64_t off = c << cow.cbits;
+    uint32_t len = MIN (cow.csize, size - off);
+    struct nbdkit_extents *ex = nbdkit_extents_new (off, off + len);
+    struct nbdkit_extent e;
+
+    if (ex == NULL)
+      return;
+    if (next->extents (next, len, off, 0, ex, &err) == -1 ||
+        nbdkit_extents_count (ex) == 0) {
+      nbdkit_extents_free (ex);
+      return;
+    }
+    e = nbdkit_get_extent (ex, 0);
+    if ((e.type & (NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO)) ==
+        (NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO) &&
+        e.offset + e.length >= off + len)
+      holes++;
+    nbdkit_extents_free (ex);
+    sampled++;
+    c++;
+  }
+  if (sampled > 0 && holes == sampled) {
+    flockfile (stderr);
+    fprintf (stderr, "nbdkit: addcow: warning: %s says %" PRIu64
+             " clusters are in the image, but the plugin holds nothing "
+             "there (%" PRIu64 " of them checked): if the plugin does not "
+             "keep data across restarts (memory), they now read as "
+             "zeroes; start a scratch overlay with a new sidecar\n",
+             params.sidecar, nr_set, sampled);
+    funlockfile (stderr);
+  }
+}
+
+/* Learn the plugin's size at startup (nbdkit 1.32 gives a filter a
+ * backend only here) and load the bitmap for it, so that an image that
+ * grew or shrank since the sidecar was made is refused before any
+ * client connects, in one line with both sizes.
+ */
+static int
+addcow_after_fork (nbdkit_backend *backend)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&state_lock);
+  nbdkit_next *next;
+  int64_t size;
+  int r = -1;
+
+  next = nbdkit_next_context_open (backend, 1, "", 1);
+  if (next == NULL)
+    return -1;
+  if (next->prepare (next) == -1) {
+    nbdkit_next_context_close (next);
+    return -1;
+  }
+  size = next->get_size (next);
+  if (size == -1)
+    goto out;
+  /* A fresh sidecar (header only) fits any size: it is sized by the
+   * first .prepare, so that a server no client used leaves it fresh.
+   */
+  if (sc.hdr.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED ||
+      sc.file_size == sc.hdr.header_size) {
+    r = 0;
+    goto out;
+  }
+  if (sidecar_load_bitmap (&sc, params.sidecar, size, &preloaded_bitmap,
+                           &preloaded_len) == -1)
+    goto out;
+  preloaded = true;
+  preloaded_size = size;
+  warn_if_not_persisted (next, size, preloaded_bitmap, preloaded_len);
+  r = 0;
+ out:
+  next->finalize (next);
+  nbdkit_next_context_close (next);
+  return r;
 }
 
 static void *
@@ -601,6 +722,7 @@ static struct nbdkit_filter filter = {
   .config_help       = addcow_config_help,
   .thread_model      = addcow_thread_model,
   .get_ready         = addcow_get_ready,
+  .after_fork        = addcow_after_fork,
   .open              = addcow_open,
   .close             = addcow_close,
   .prepare           = addcow_prepare,

@@ -75,7 +75,7 @@ create_sidecar (const struct sidecar_params *p)
       return -1;
     bfmt = addcow_choose_backing_format (p->backing, p->backing_format,
                                          "addcow-backing-format");
-    if (bfmt == NULL)
+    if (bfmt == NULL || addcow_refuse_temporary_uri (p->backing) == -1)
       return -1;
   }
   else if (p->backing_format) {

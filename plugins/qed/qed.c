@@ -10,16 +10,31 @@
  *
  * The image is opened once, in .get_ready, and shared by every
  * connection (thread model PARALLEL: common/qed does its own locking).
+ *
+ * nbdkit 1.32 tells a plugin about -r only in .open, so the image is
+ * opened read-only in .get_ready and made writable by the first
+ * connection that wants to write (upgrade_to_readwrite): with -r the
+ * file is never written, not even to repair an image left with
+ * NEED_CHECK or to clear autoclear bits.  The repair runs at the
+ * upgrade, under upgrade_lock taken for writing, so no read of another
+ * connection sees the tables change under it.  Once the image is
+ * writable (or can never become so) "settled" is set and requests stop
+ * taking the lock.
  */
 
 #include <config.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define NBDKIT_API_VERSION 2
@@ -39,6 +54,71 @@ static enum qad_backing_policy backing_policy;  /* backing-policy= */
 static char *backing_dir;               /* backing-dir=, canonical */
 static struct qad_backing_rules rules;  /* set in .get_ready */
 static struct qed_image *img;
+
+/* Taken for reading by every request and for writing by the upgrade,
+ * until "settled" (read with acquire, set with release) says no
+ * upgrade can happen any more.
+ */
+static pthread_rwlock_t upgrade_lock = PTHREAD_RWLOCK_INITIALIZER;
+static bool settled;
+static bool can_upgrade;        /* the file may be written later */
+static bool startup_corrupt;    /* the startup check found corruption */
+static bool upgrade_failed;     /* reopened read-write, then failed */
+
+/* Has nbdkit pointed stderr at /dev/null (it does when it forks into
+ * the background and logs to syslog)?
+ */
+static bool
+stderr_is_devnull (void)
+{
+  struct stat a, b;
+
+  return fstat (STDERR_FILENO, &a) == 0 && stat ("/dev/null", &b) == 0 &&
+    S_ISCHR (a.st_mode) && a.st_rdev == b.st_rdev;
+}
+
+/* One line the user sees at normal verbosity.  nbdkit 1.32 has no
+ * notice level (nbdkit_error would call it an error), so it goes to
+ * stderr; only when stderr leads nowhere (a daemon logging to syslog)
+ * through nbdkit_error, which reaches the log.
+ */
+static void __attribute__ ((format (printf, 1, 2)))
+notice (const char *fs, ...)
+{
+  va_list args;
+
+  va_start (args, fs);
+  if (stderr_is_devnull ())
+    nbdkit_verror (fs, args);
+  else {
+    flockfile (stderr);
+    fprintf (stderr, "nbdkit: qed: notice: ");
+    vfprintf (stderr, fs, args);
+    fprintf (stderr, "\n");
+    funlockfile (stderr);
+  }
+  va_end (args);
+}
+
+static bool
+enter (void)
+{
+  if (__atomic_load_n (&settled, __ATOMIC_ACQUIRE))
+    return false;
+  pthread_rwlock_rdlock (&upgrade_lock);
+  return true;
+}
+
+static void
+leave (bool *locked)
+{
+  if (*locked)
+    pthread_rwlock_unlock (&upgrade_lock);
+}
+
+/* Hold upgrade_lock for reading while the image may still change. */
+#define IMAGE_STABLE_FOR_CURRENT_SCOPE \
+  __attribute__ ((cleanup (leave))) bool locked_ = enter ()
 
 static void
 error_to_nbdkit (const char *msg)
@@ -168,30 +248,55 @@ report_to_debug (void *opaque, const char *msg)
   nbdkit_debug ("check: %s", msg);
 }
 
-/* The consistency check on open: with check=auto when the image says
- * NEED_CHECK, always with check=on.  Read-write opens repair.
+/* Is the consistency check due: with check=auto when the image says
+ * NEED_CHECK, always with check=on.
  */
-static int
-check_on_open (void)
+static bool
+check_due (void)
 {
-  struct qed_check_result res;
   bool need = (img->header.features & QED_F_NEED_CHECK) != 0;
 
-  if (check_mode == CHECK_OFF || (check_mode == CHECK_AUTO && !need))
-    return 0;
+  return check_mode == CHECK_ON || (check_mode == CHECK_AUTO && need);
+}
+
+/* The consistency check, repairing when the image is writable.  At
+ * startup (read-only) a corrupt image is refused only when it can
+ * never be repaired here; otherwise the first writable connection
+ * repairs it.
+ */
+static int
+run_check (void)
+{
+  struct qed_check_result res;
+  bool repair = !img->readonly;
+
   nbdkit_debug ("%s: running the consistency check%s%s", filename,
-                need ? " (NEED_CHECK is set)" : "",
-                img->readonly ? "" : " with repair");
-  if (qed_check (img, !img->readonly, &res, report_to_debug, NULL) == -1)
+                img->header.features & QED_F_NEED_CHECK ?
+                " (NEED_CHECK is set)" : "",
+                repair ? " with repair" : "");
+  if (qed_check (img, repair, &res, report_to_debug, NULL) == -1)
     return -1;
   nbdkit_debug ("%s: check: %" PRIu64 " corruptions (%" PRIu64 " fixed), %"
                 PRIu64 " leaks (%" PRIu64 " reclaimed, %" PRIu64
                 " punched)", filename, res.corruptions,
                 res.corruptions_fixed, res.leaks, res.leaks_fixed,
                 res.leaks_punched);
+  if (repair && (res.corruptions_fixed || res.leaks_fixed ||
+                 res.leaks_punched))
+    notice ("%s: repaired: %" PRIu64 " corruptions fixed, %" PRIu64
+            " leaked clusters reclaimed, %" PRIu64 " punched",
+            filename, res.corruptions_fixed, res.leaks_fixed,
+            res.leaks_punched);
   if (res.corruptions > res.corruptions_fixed) {
+    if (!repair && can_upgrade) {
+      notice ("%s: the image is corrupt (%" PRIu64 " errors): served "
+              "read-only until a writable connection repairs it",
+              filename, res.corruptions);
+      startup_corrupt = true;
+      return 0;
+    }
     nbdkit_error ("%s: the image is corrupt (%" PRIu64 " errors); run "
-                  "\"qad-img check --repair\" or serve it read-write with "
+                  "\"qad-img check -r all\" or serve it read-write with "
                   "check=on", filename, res.corruptions);
     return -1;
   }
@@ -202,7 +307,7 @@ static int
 qed_plugin_get_ready (void)
 {
   struct qed_open_options opts = {
-    .readonly = readonly_param || access (filename, W_OK) == -1,
+    .readonly = true,
     .l2_cache_bytes = l2_cache_bytes,
     .lock = true,
     .backing_rules = &rules,
@@ -212,21 +317,67 @@ qed_plugin_get_ready (void)
                               filename) == -1)
     return -1;
 
-  /* nbdkit does not tell plugins about -r before the first connection,
-   * so the image is opened read-write whenever it can be (use
-   * readonly=true to avoid that).
+  /* Probe with open(2), not access(2): root passes access() on a file
+   * that is immutable or on a read-only mount.
    */
+  if (!readonly_param) {
+    int fd = open (filename, O_RDWR | O_CLOEXEC);
+
+    if (fd >= 0) {
+      close (fd);
+      can_upgrade = true;
+    }
+    else
+      notice ("%s: cannot be opened for writing (%m): serving it "
+              "read-only", filename);
+  }
+  settled = !can_upgrade;
+
   img = qed_open (filename, &opts);
   if (img == NULL)
     return -1;
-  if (!img->readonly && qed_clear_autoclear (img) == -1)
-    return -1;
-  return check_on_open ();
+  return check_due () ? run_check () : 0;
+}
+
+/* The first writable connection: reopen read-write, clear unknown
+ * autoclear bits and run the check with repair when it is due.
+ */
+static int
+upgrade_to_readwrite (void)
+{
+  int r = -1;
+
+  pthread_rwlock_wrlock (&upgrade_lock);
+  if (upgrade_failed) {
+    nbdkit_error ("%s: the image could not be prepared for writing "
+                  "(see the first error); serving reads only", filename);
+    goto out;
+  }
+  if (!img->readonly) {
+    r = 0;
+    goto out;
+  }
+  nbdkit_debug ("%s: first writable connection: reopening read-write",
+                filename);
+  if (qed_upgrade_readwrite (img, true) == -1)
+    goto out;
+  if (qed_clear_autoclear (img) == -1 ||
+      ((check_due () || startup_corrupt) && run_check () == -1)) {
+    upgrade_failed = true;
+    goto out;
+  }
+  __atomic_store_n (&settled, true, __ATOMIC_RELEASE);
+  r = 0;
+ out:
+  pthread_rwlock_unlock (&upgrade_lock);
+  return r;
 }
 
 static void *
 qed_plugin_open (int readonly)
 {
+  if (!readonly && can_upgrade && upgrade_to_readwrite () == -1)
+    return NULL;
   /* All state is global; a non-NULL handle is all nbdkit needs. */
   return img;
 }
@@ -299,6 +450,8 @@ static int
 qed_plugin_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
                   uint32_t flags)
 {
+  IMAGE_STABLE_FOR_CURRENT_SCOPE;
+
   return qed_pread (img, buf, count, offset);
 }
 
@@ -306,6 +459,8 @@ static int
 qed_plugin_pwrite (void *handle, const void *buf, uint32_t count,
                    uint64_t offset, uint32_t flags)
 {
+  IMAGE_STABLE_FOR_CURRENT_SCOPE;
+
   return qed_pwrite (img, buf, count, offset, flags & NBDKIT_FLAG_FUA);
 }
 
@@ -313,6 +468,8 @@ static int
 qed_plugin_zero (void *handle, uint32_t count, uint64_t offset,
                  uint32_t flags)
 {
+  IMAGE_STABLE_FOR_CURRENT_SCOPE;
+
   return qed_zero (img, count, offset, flags & NBDKIT_FLAG_MAY_TRIM,
                    flags & NBDKIT_FLAG_FAST_ZERO, flags & NBDKIT_FLAG_FUA);
 }
@@ -321,12 +478,16 @@ static int
 qed_plugin_trim (void *handle, uint32_t count, uint64_t offset,
                  uint32_t flags)
 {
+  IMAGE_STABLE_FOR_CURRENT_SCOPE;
+
   return qed_trim (img, count, offset, flags & NBDKIT_FLAG_FUA);
 }
 
 static int
 qed_plugin_flush (void *handle, uint32_t flags)
 {
+  IMAGE_STABLE_FOR_CURRENT_SCOPE;
+
   return qed_flush (img);
 }
 
@@ -335,6 +496,7 @@ qed_plugin_extents (void *handle, uint32_t count, uint64_t offset,
                     uint32_t flags, struct nbdkit_extents *extents)
 {
   uint64_t end = offset + count;
+  IMAGE_STABLE_FOR_CURRENT_SCOPE;
 
   while (offset < end) {
     uint64_t len;
