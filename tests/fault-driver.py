@@ -224,6 +224,19 @@ def sites_of(calls):
     return sorted(first.items(), key=lambda kv: kv[1])
 
 
+def count_sites(args, env, initial):
+    """Run the workload once without failures, counting the calls;
+    returns the first call of every call site."""
+    if os.path.exists(env["FAULT_LOG"]):
+        os.unlink(env["FAULT_LOG"])
+    srv = Server(WORK, args, env)
+    res = run_workload(srv, Model(initial))
+    if any(e for _, e in res):
+        fail("workload fails without injection: %s" % res)
+    srv.stop()
+    return sites_of(parse_log(env["FAULT_LOG"]))
+
+
 def check_rules(name, kind, want, results, log, poisons):
     failed = [i for i, (_, e) in enumerate(results) if e is not None]
     if not failed:
@@ -262,11 +275,23 @@ def inject_run(name, args, env, model, kind, want, poisons):
     the caller's verify_after).
     """
     srv = Server(WORK, args, env)
-    res = run_workload(srv, model) if srv.started else None
+    read_only = False
+    if srv.started:
+        # QED repairs at the first writable connection: if that fails,
+        # the image is served read-only (with a message).
+        h = srv.connect()
+        read_only = h.is_read_only()
+        h.shutdown()
+    res = run_workload(srv, model) if srv.started and not read_only \
+        else None
     rc, log = srv.stop()
     inj = [c for c in parse_log(env["FAULT_LOG"]) if c[3]]
     if not inj or inj[0][0] != kind:
         fail("%s: not injected as planned: %s" % (name, inj))
+    if read_only:
+        if "serving reads only" not in log:
+            fail("%s: served read-only without saying so:\n%s" % (name, log))
+        return "repair failed: served read-only"
     if res is None:
         if rc <= 0 or "error" not in log:
             fail("%s: startup failure not clean (rc %d):\n%s" %
@@ -360,14 +385,7 @@ def qed_main():
 
         # 1. Count.
         shutil.copy(pristine, img)
-        if os.path.exists(env["FAULT_LOG"]):
-            os.unlink(env["FAULT_LOG"])
-        srv = Server(WORK, args, env)
-        res = run_workload(srv, Model(initial))
-        if any(e for _, e in res):
-            fail("workload fails without injection: %s" % res)
-        srv.stop()
-        sites = [s for s in sites_of(parse_log(env["FAULT_LOG"]))
+        sites = [s for s in count_sites(args, env, initial)
                  if s[0] not in done]
 
         # 2. Inject at each new site, EIO then ENOSPC.
@@ -515,14 +533,7 @@ def addcow_main():
         env = {"LD_PRELOAD": SHIM, "FAULT_PATH": target,
                "FAULT_LOG": os.path.join(WORK, "calls.log")}
         fresh()
-        if os.path.exists(env["FAULT_LOG"]):
-            os.unlink(env["FAULT_LOG"])
-        srv = Server(WORK, args, env)
-        res = run_workload(srv, Model(initial))
-        if any(e for _, e in res):
-            fail("workload fails without injection: %s" % res)
-        srv.stop()
-        sites = sites_of(parse_log(env["FAULT_LOG"]))
+        sites = count_sites(args, env, initial)
         for (kind, site), n in sites:
             for e in ("EIO", "ENOSPC"):
                 name = "addcow %s %s #%d %s" % (what_file, kind, n, e)

@@ -106,3 +106,15 @@ qemu_opens ()
 {
   qemu-io -f qed -r -c 'read 0 512' "$1" >/dev/null 2>&1
 }
+
+# qed_server_setup: the setup of tests that serve a QED image made by
+# QEMU: sets SOCK (the server's socket) and URI.
+qed_server_setup ()
+{
+  requires qemu-img --version
+  requires qemu-io --version
+  requires_file "$QED_PLUGIN"
+  cd "$BATS_TEST_TMPDIR"
+  SOCK="$BATS_TEST_TMPDIR/sock"
+  URI="$(nbd_uri "$SOCK")"
+}

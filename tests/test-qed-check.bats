@@ -10,15 +10,7 @@
 load functions.sh
 load qed-helpers.sh
 
-setup ()
-{
-  requires qemu-img --version
-  requires qemu-io --version
-  requires_file "$QED_PLUGIN"
-  cd "$BATS_TEST_TMPDIR"
-  SOCK="$BATS_TEST_TMPDIR/sock"
-  URI="$(nbd_uri "$SOCK")"
-}
+setup () { qed_server_setup; }
 
 features () { peek "$1" 16 Q; }
 

@@ -12,15 +12,7 @@
 load functions.sh
 load qed-helpers.sh
 
-setup ()
-{
-  requires qemu-img --version
-  requires qemu-io --version
-  requires_file "$QED_PLUGIN"
-  cd "$BATS_TEST_TMPDIR"
-  SOCK="$BATS_TEST_TMPDIR/sock"
-  URI="$(nbd_uri "$SOCK")"
-}
+setup () { qed_server_setup; }
 
 teardown ()
 {

@@ -9,15 +9,7 @@
 load functions.sh
 load qed-helpers.sh
 
-setup ()
-{
-  requires qemu-img --version
-  requires qemu-io --version
-  requires_file "$QED_PLUGIN"
-  cd "$BATS_TEST_TMPDIR"
-  SOCK="$BATS_TEST_TMPDIR/sock"
-  URI="$(nbd_uri "$SOCK")"
-}
+setup () { qed_server_setup; }
 
 @test "qed write: partial write to a zero cluster fills with zeroes, not backing data" {
   qemu-io -f raw -c "write -P 0xbb 0 1M" -c "" base.raw >/dev/null 2>&1 ||

@@ -1331,56 +1331,62 @@ dirtybitmap_can_extents (nbdkit_next *next, void *handle)
   return h->view ? 1 : next->can_extents (next);
 }
 
+enum change { CHANGE_WRITE, CHANGE_ZERO, CHANGE_TRIM };
+
+/* Every request that changes the disk: its granules are marked (and
+ * frozen bitmaps' copies made) before it is passed down.
+ */
 static int
-dirtybitmap_pwrite (nbdkit_next *next, void *handle,
-                    const void *buf, uint32_t count, uint64_t offset,
-                    uint32_t flags, int *err)
+change_disk (nbdkit_next *next, enum change what, const void *buf,
+             uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
+  static const char *const change_names[] = {
+    "write", "write-zeroes", "trim"
+  };
   int r;
 
   if (refuse_if_poisoned (err) == -1)
     return -1;
   begin_io ();
   r = before_write (next, offset, count, err);
-  if (r == 0)
-    r = check_below ("write", flags,
-                      next->pwrite (next, buf, count, offset, flags, err), err);
+  if (r == 0) {
+    switch (what) {
+    case CHANGE_WRITE:
+      r = next->pwrite (next, buf, count, offset, flags, err);
+      break;
+    case CHANGE_ZERO:
+      r = next->zero (next, count, offset, flags, err);
+      break;
+    case CHANGE_TRIM:
+      r = next->trim (next, count, offset, flags, err);
+      break;
+    }
+    r = check_below (change_names[what], flags, r, err);
+  }
   end_io ();
   return r;
+}
+
+static int
+dirtybitmap_pwrite (nbdkit_next *next, void *handle,
+                    const void *buf, uint32_t count, uint64_t offset,
+                    uint32_t flags, int *err)
+{
+  return change_disk (next, CHANGE_WRITE, buf, count, offset, flags, err);
 }
 
 static int
 dirtybitmap_zero (nbdkit_next *next, void *handle,
                   uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
-  int r;
-
-  if (refuse_if_poisoned (err) == -1)
-    return -1;
-  begin_io ();
-  r = before_write (next, offset, count, err);
-  if (r == 0)
-    r = check_below ("write-zeroes", flags,
-                      next->zero (next, count, offset, flags, err), err);
-  end_io ();
-  return r;
+  return change_disk (next, CHANGE_ZERO, NULL, count, offset, flags, err);
 }
 
 static int
 dirtybitmap_trim (nbdkit_next *next, void *handle,
                   uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
-  int r;
-
-  if (refuse_if_poisoned (err) == -1)
-    return -1;
-  begin_io ();
-  r = before_write (next, offset, count, err);
-  if (r == 0)
-    r = check_below ("trim", flags,
-                     next->trim (next, count, offset, flags, err), err);
-  end_io ();
-  return r;
+  return change_disk (next, CHANGE_TRIM, NULL, count, offset, flags, err);
 }
 
 static int

@@ -349,7 +349,7 @@ upgrade_to_readwrite (void)
 
   pthread_rwlock_wrlock (&upgrade_lock);
   if (upgrade_failed) {
-    nbdkit_error ("%s: the image could not be prepared for writing "
+    nbdkit_debug ("%s: the image could not be prepared for writing "
                   "(see the first error); serving reads only", filename);
     goto out;
   }
@@ -363,7 +363,9 @@ upgrade_to_readwrite (void)
     goto out;
   if (qed_clear_autoclear (img) == -1 ||
       ((check_due () || startup_corrupt) && run_check () == -1)) {
-    upgrade_failed = true;
+    __atomic_store_n (&upgrade_failed, true, __ATOMIC_RELEASE);
+    nbdkit_error ("%s: the image could not be prepared for writing "
+                  "(see the error above): serving reads only", filename);
     goto out;
   }
   __atomic_store_n (&settled, true, __ATOMIC_RELEASE);
@@ -376,8 +378,12 @@ upgrade_to_readwrite (void)
 static void *
 qed_plugin_open (int readonly)
 {
-  if (!readonly && can_upgrade && upgrade_to_readwrite () == -1)
-    return NULL;
+  /* If the image cannot be prepared for writing (a failed repair),
+   * the connection is served read-only (qed_plugin_can_write) rather
+   * than refused: reads of a checked image are still good.
+   */
+  if (!readonly && can_upgrade)
+    upgrade_to_readwrite ();
   /* All state is global; a non-NULL handle is all nbdkit needs. */
   return img;
 }
@@ -391,7 +397,8 @@ qed_plugin_get_size (void *handle)
 static int
 qed_plugin_can_write (void *handle)
 {
-  return !img->readonly;
+  return !img->readonly &&
+    !__atomic_load_n (&upgrade_failed, __ATOMIC_ACQUIRE);
 }
 
 static int
