@@ -150,8 +150,6 @@ main (void)
                                   at ("img/top")) == 0);
   assert (qad_backing_rules_init (&with_dir, QAD_BACKING_INSIDE,
                                   at ("extra"), at ("img/top")) == 0);
-  assert (qad_backing_rules_init (&refuse, QAD_BACKING_REFUSE, NULL,
-                                  at ("img/top")) == 0);
   assert (qad_backing_rules_init (&refuse, QAD_BACKING_INSIDE,
                                   at ("missing"), at ("img/top")) == -1);
   assert (qad_backing_rules_init (&refuse, QAD_BACKING_REFUSE, NULL,
