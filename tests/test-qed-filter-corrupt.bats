@@ -132,3 +132,13 @@ PY
   echo "# $ok mutants read, $refused refused or failed cleanly" >&3
   test $((ok + refused)) -eq "$n"
 }
+
+@test "qed filter corrupt: tables above qed-max-table-size are refused before allocation, allowed when raised" {
+  # 4 MiB clusters x 16 = 64 MiB tables: legitimate, above the default.
+  "$QAD_IMG" create wide.qed 1G --cluster-size=4M --table-size=16
+  expect_fail_cleanly "exceed the limit of 33554432" \
+    nbdkit -U - --filter="$QED_FILTER" file wide.qed \
+      --run 'nbdinfo --size "$uri"'
+  nbdkit -U - --filter="$QED_FILTER" file wide.qed qed-max-table-size=64M \
+    --run 'nbdinfo --size "$uri"' | grep -qx 1073741824
+}

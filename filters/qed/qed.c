@@ -48,6 +48,7 @@
 #include "minmax.h"
 #include "nbd-backing.h"
 #include "qad-error.h"
+#include "qad-limits.h"
 #include "qed-image.h"
 
 /* The largest single read or extents query passed to the plugin. */
@@ -334,6 +335,9 @@ qed_filter_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     backings[nr_backings++] = v;
     return 0;
   }
+  if (strcmp (key, "qed-max-table-size") == 0)
+    return qad_set_limit (key, value, nbdkit_parse_size (value),
+                          &qad_limits.max_table_bytes);
   if (strcmp (key, "qed-l2-cache-size") == 0) {
     int64_t r = nbdkit_parse_size (value);
 
@@ -352,7 +356,8 @@ qed_filter_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
 #define qed_filter_config_help \
   "qed-backing=FILE|NBD-URI|URL  Where to read the image's backing file\n" \
   "                              (repeat for each file in the chain).\n" \
-  "qed-l2-cache-size=SIZE        L2 table cache size (default 32M)."
+  "qed-l2-cache-size=SIZE        L2 table cache size (default 32M).\n" \
+  "qed-max-table-size=SIZE       Largest L1/L2 table accepted (default 32M)."
 
 static void *
 qed_filter_open (nbdkit_next_open *next, nbdkit_context *nxdata,
