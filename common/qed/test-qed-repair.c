@@ -7,6 +7,9 @@
  * the read-write fuzz target (fuzz/fuzz-qed-rw.c).
  */
 
+/* assert is this test's check: keep it in a build with -DNDEBUG. */
+#undef NDEBUG
+
 #include <config.h>
 
 #include <assert.h>
