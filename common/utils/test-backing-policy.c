@@ -63,7 +63,7 @@ quiet (const char *msg)
  * while the main thread opens it under "inside".  Every open that
  * succeeds must be of in.raw, whatever the timing.
  */
-static volatile bool stop;
+static bool stop;               /* atomic: set by main, read by swapper */
 static char tmp_path[256], swap_path[256], top_path[256];
 
 /* Uses only its own paths: at() is not thread-safe. */
@@ -72,7 +72,7 @@ swapper (void *arg)
 {
   unsigned i;
 
-  for (i = 0; !stop; ++i) {
+  for (i = 0; !__atomic_load_n (&stop, __ATOMIC_ACQUIRE); ++i) {
     unlink (tmp_path);
     if (symlink (i % 2 ? "../out.raw" : "in.raw", tmp_path) == 0)
       rename (tmp_path, swap_path);
@@ -219,7 +219,7 @@ main (void)
       opened++;
       close (fd);
     }
-    stop = true;
+    __atomic_store_n (&stop, true, __ATOMIC_RELEASE);
     pthread_join (th, NULL);
     printf ("swap race: %u opened (all inside), %u refused\n",
             opened, refused);
