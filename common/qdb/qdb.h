@@ -24,7 +24,6 @@
 
 #define QDB_MAGIC "QDB\0"
 #define QDB_VERSION 1
-#define QDB_HEADER_LENGTH 64    /* fixed part written by version 1 */
 #define QDB_MIN_CLUSTER_BITS 9
 #define QDB_MAX_CLUSTER_BITS 21
 #define QDB_DEFAULT_CLUSTER_BITS 16
@@ -36,14 +35,11 @@
 #define QDB_MAX_NAME_SIZE 1023
 #define QDB_MAX_EXTRA_DATA_SIZE 65536
 #define QDB_MAX_DISK_SIZE INT64_MAX
-#define QDB_DIR_ENTRY_FIXED 40
 
 /* Header extension types. */
 #define QDB_EXT_END 0
 #define QDB_EXT_FEATURE_NAMES 0x6803f857
-#define QDB_FEATURE_NAME_ENTRY 48
 #define QDB_EXT_REGION_MAP 0x52474e4d  /* "RGNM" */
-#define QDB_REGION_MAP_EXT_LEN 24
 
 /* Incompatible feature bit 0: the file has a region map (header
  * extension QDB_EXT_REGION_MAP) and every marked region must be taken
@@ -182,6 +178,8 @@ extern int qdb_merge_bitmap (struct qdb_file *qdb,
                              struct qdb_bitmap *dst);
 /* Every bit clean, and the in_use flag cleared. */
 extern void qdb_clear_bitmap (struct qdb_bitmap *bm);
+/* Every granule dirty, and the in_use flag cleared. */
+extern void qdb_set_all_dirty (struct qdb_bitmap *bm);
 /* Load bits of one bitmap (qdb_read with LOAD_BITS does all). */
 extern int qdb_load_bits (struct qdb_io *io, struct qdb_file *qdb,
                           struct qdb_bitmap *bm);

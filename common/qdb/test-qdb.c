@@ -20,6 +20,7 @@
 #include "byte-swapping.h"
 #include "qad-error.h"
 #include "qdb-bits.h"
+#include "qdb-layout.h"
 #include "qdb.h"
 
 static char last_error[1024];
@@ -141,8 +142,9 @@ test_allocate_all (void)
   free (mb.data);
 }
 
-/* Unknown header extensions, compat bits, autoclear bits, header tail
- * and extra data survive a rewrite.
+/* Unknown header extensions, compat bits, header tail and extra data
+ * survive a rewrite; unknown autoclear bits do not (every writer clears
+ * them), in a rewrite or in place.
  */
 static void
 test_preserve (void)
@@ -178,7 +180,7 @@ test_preserve (void)
 
   qdb = read_mem (&mb, true);
   assert (qdb);
-  assert (qdb->compat == 0x10 && qdb->autoclear == 0x4);
+  assert (qdb->compat == 0x10 && qdb->autoclear == 0);
   assert (qdb->header_length == 72 && qdb->header_tail[3] == 0x77);
   assert (qdb->nr_exts == 1 && qdb->exts[0].type == 0x12345678);
   assert (qdb->exts[0].length == 5);
@@ -187,11 +189,26 @@ test_preserve (void)
   assert (strcmp (qdb->feature_names[0].name, "shiny") == 0);
   assert (qdb->bitmaps[0].extra_data_size == 16);
   assert (memcmp (qdb->bitmaps[0].extra_data, extra, 16) == 0);
+  qdb_free (qdb);
+
+  /* An unknown autoclear bit set by someone else: readers keep it,
+   * a rewrite clears it and changes nothing else.
+   */
+  store_be64 (mb.data + QDB_HDR_AUTOCLEAR, 0x4);
+  qdb = read_mem (&mb, true);
+  assert (qdb && qdb->autoclear == 0x4);
   qdb_io_init_mem (&io, &mb2, "p2.qdb");
   assert (qdb_write (&io, qdb, false) == 0);
+  assert (load_be64 (mb2.data + QDB_HDR_AUTOCLEAR) == 0);
+  assert (load_be64 (mb2.data + QDB_HDR_COMPAT) == 0x10);
+  store_be64 (mb.data + QDB_HDR_AUTOCLEAR, 0);
   assert (mb.size == mb2.size && memcmp (mb.data, mb2.data, mb.size) == 0);
+  qdb_free (qdb);
 
   /* Clearing unknown autoclear bits in place. */
+  store_be64 (mb.data + QDB_HDR_AUTOCLEAR, 0x4);
+  qdb = read_mem (&mb, false);
+  assert (qdb && qdb->autoclear == 0x4);
   qdb_io_init_mem (&io, &mb, "p.qdb");
   assert (qdb_clear_unknown_autoclear (&io, qdb) == 0);
   qdb_free (qdb);
@@ -223,9 +240,12 @@ test_model_errors (void)
   assert (qdb_add_bitmap (qdb, "a", 512, 1 << 20, 0) == 0);
   assert (qdb_add_bitmap (qdb, "a", 512, 1 << 20, 0) == -1);
   assert (strstr (last_error, "already exists"));
-  assert (qdb_add_bitmap (qdb, "zero", 512, 0, 0) == 1);
+  /* Every bitmap of a file describes the same disk. */
+  assert (qdb_add_bitmap (qdb, "zero", 512, 0, 0) == -1);
+  assert (strstr (last_error, "disk size 0 differs"));
+  assert (qdb_add_bitmap (qdb, "b", 4096, 1 << 20, 0) == 1);
   assert (qdb_remove_bitmap (qdb, 0) == 0);
-  assert (qdb->nr_bitmaps == 1 && strcmp (qdb->bitmaps[0].name, "zero") == 0);
+  assert (qdb->nr_bitmaps == 1 && strcmp (qdb->bitmaps[0].name, "b") == 0);
   qdb_free (qdb);
 }
 
