@@ -41,6 +41,7 @@ enum {
   OPT_FORMAT = 256, OPT_JSON, OPT_SIZE, OPT_BITMAP, OPT_GRAN, OPT_CLUSTER,
   OPT_ADD, OPT_REMOVE, OPT_CLEAR, OPT_ENABLE, OPT_DISABLE, OPT_MERGE,
   OPT_INTO, OPT_REPAIR, OPT_DIRTY, OPT_CONNECT, OPT_FREEZE, OPT_RELEASE,
+  OPT_DIRTY_ALL,
 };
 
 #define CONTROL_TIMEOUT 60      /* seconds to wait for a live reply */
@@ -437,7 +438,10 @@ qdb_check (int argc, char **argv)
     return EXIT_CHECK_CORRUPT;
   }
   leaks = qdb->leaked_clusters;
-  if (repair && leaks > 0) {
+  /* A repair writes the file, and every writer clears unknown
+   * autoclear bits (qdb_write does), leaks or not.
+   */
+  if (repair && (leaks > 0 || (qdb->autoclear & ~QDB_AUTOCLEAR_KNOWN))) {
     if (fstat (fd, &st) == -1 ||
         replace_file (argv[optind], qdb, st.st_mode & 07777) == -1)
       r = EXIT_FAILURE;
@@ -559,6 +563,7 @@ qdb_bitmap_verb (int argc, char **argv)
     { "add", required_argument, NULL, OPT_ADD },
     { "remove", required_argument, NULL, OPT_REMOVE },
     { "clear", required_argument, NULL, OPT_CLEAR },
+    { QDB_OP_DIRTY_ALL_WORD, required_argument, NULL, OPT_DIRTY_ALL },
     { "enable", required_argument, NULL, OPT_ENABLE },
     { "disable", required_argument, NULL, OPT_DISABLE },
     { "merge", required_argument, NULL, OPT_MERGE },
@@ -592,13 +597,15 @@ qdb_bitmap_verb (int argc, char **argv)
     case OPT_FORMAT: case 'f': break;
     case OPT_ADD: case OPT_REMOVE: case OPT_CLEAR: case OPT_ENABLE:
     case OPT_DISABLE: case OPT_MERGE: case OPT_FREEZE: case OPT_RELEASE:
+    case OPT_DIRTY_ALL:
       if (nr_ops >= QDB_CTL_MAX_OPS) {
         fprintf (stderr, "qad-img: too many operations\n");
         return EXIT_FAILURE;
       }
       ops[nr_ops++] = (struct qdb_op) {
         c == OPT_FREEZE ? QDB_OP_FREEZE : c == OPT_RELEASE ? QDB_OP_RELEASE
-        : kinds[c - OPT_ADD], optarg, NULL, gran
+        : c == OPT_DIRTY_ALL ? QDB_OP_CLEAR : kinds[c - OPT_ADD],
+        optarg, NULL, gran, c == OPT_DIRTY_ALL
       };
       break;
     case OPT_CONNECT:
@@ -636,7 +643,7 @@ qdb_bitmap_verb (int argc, char **argv)
   if (optind != argc - (sock ? 0 : 1) || nr_ops == 0) {
     fprintf (stderr, "usage: qad-img bitmap FILE.qdb|--connect=SOCKET "
              "--add NAME [-g GRAN] | --remove NAME | --clear NAME | "
-             "--enable NAME | --disable NAME | --merge SRC --into DST | "
+             "--dirty-all NAME | --enable NAME | --disable NAME | --merge SRC --into DST | "
              "--freeze NAME | --release NAME (live only)\n");
     return EXIT_FAILURE;
   }

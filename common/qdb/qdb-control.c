@@ -75,7 +75,7 @@ qdb_ctl_encode_request (const struct qdb_op *ops, size_t n, size_t *len)
     if (op->kind != QDB_OP_INFO && !qdb_name_ok ("control request",
                                                  op->name))
       goto bad;
-    fputs (qdb_op_word (op->kind), fp);
+    fputs (op->dirty ? QDB_OP_DIRTY_ALL_WORD : qdb_op_word (op->kind), fp);
     if (op->kind != QDB_OP_INFO)
       fprintf (fp, " %s", op->name);
     if (op->kind == QDB_OP_ADD)
@@ -113,12 +113,17 @@ static const struct {
   const char *word;
   enum qdb_op_kind kind;
   int nargs;
+  bool dirty;
 } verbs[] = {
-  { "add", QDB_OP_ADD, 2 }, { "remove", QDB_OP_REMOVE, 1 },
-  { "clear", QDB_OP_CLEAR, 1 }, { "enable", QDB_OP_ENABLE, 1 },
-  { "disable", QDB_OP_DISABLE, 1 }, { "merge", QDB_OP_MERGE, 2 },
-  { "freeze", QDB_OP_FREEZE, 1 }, { "release", QDB_OP_RELEASE, 1 },
-  { "info", QDB_OP_INFO, 0 },
+  { "add", QDB_OP_ADD, 2, false }, { "remove", QDB_OP_REMOVE, 1, false },
+  { "clear", QDB_OP_CLEAR, 1, false },
+  { QDB_OP_DIRTY_ALL_WORD, QDB_OP_CLEAR, 1, true },
+  { "enable", QDB_OP_ENABLE, 1, false },
+  { "disable", QDB_OP_DISABLE, 1, false },
+  { "merge", QDB_OP_MERGE, 2, false },
+  { "freeze", QDB_OP_FREEZE, 1, false },
+  { "release", QDB_OP_RELEASE, 1, false },
+  { "info", QDB_OP_INFO, 0, false },
 };
 
 /* Split LINE at single spaces into at most MAX words. Returns the
@@ -204,7 +209,8 @@ qdb_ctl_decode_request (char *body, size_t len, struct qdb_op *ops,
                 lineno, verbs[v].word, verbs[v].nargs);
       return -1;
     }
-    ops[*n] = (struct qdb_op) { .kind = verbs[v].kind };
+    ops[*n] = (struct qdb_op) { .kind = verbs[v].kind,
+                                .dirty = verbs[v].dirty };
     if (nw >= 2) {
       if (!word_ok (w[1])) {
         snprintf (err, errlen, "line %zu: invalid bitmap name (printable "

@@ -15,8 +15,10 @@
  *
  * Request lines, one operation each, applied in order and atomically
  * (all or none, and atomic with respect to writes):
- *   add NAME GRANULARITY | remove NAME | clear NAME | enable NAME |
- *   disable NAME | merge SRC DST | freeze NAME | release NAME | info
+ *   add NAME GRANULARITY | remove NAME | clear NAME | dirty-all NAME |
+ *   enable NAME | disable NAME | merge SRC DST | freeze NAME |
+ *   release NAME | info
+ * (dirty-all is a clear to all dirty: QDB_OP_CLEAR with .dirty set.)
  * Reply: first line "ok" or "error MESSAGE".  After "ok", one line per
  * bitmap when the request contained "info":
  *   bitmap NAME GRANULARITY STATE DIRTY_BYTES DISK_SIZE

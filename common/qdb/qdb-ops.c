@@ -44,6 +44,22 @@ find (struct qdb_file *qdb, const char *name)
   return bm;
 }
 
+/* An IN_USE bitmap may be a subset of the truth: only clearing or
+ * removing it makes sense, anything else would carry the subset on.
+ */
+static int
+refuse_in_use (struct qdb_file *qdb, const struct qdb_bitmap *bm,
+               const struct qdb_op *op)
+{
+  if (!bm || !(bm->flags & QDB_FLAG_IN_USE))
+    return 0;
+  qad_error ("%s: bitmap \"%s\" has the IN_USE flag (inconsistent): "
+             "refusing to %s it; only clear, dirty-all and remove are "
+             "allowed", qdb->name, bm->name, qdb_op_word (op->kind));
+  errno = EINVAL;
+  return -1;
+}
+
 int
 qdb_op_apply (struct qdb_file *qdb, const struct qdb_op *op,
               uint64_t disk_size)
@@ -74,11 +90,19 @@ qdb_op_apply (struct qdb_file *qdb, const struct qdb_op *op,
   bm = find (qdb, op->name);
   if (!bm)
     return -1;
+  if (op->kind != QDB_OP_REMOVE && op->kind != QDB_OP_CLEAR &&
+      (refuse_in_use (qdb, bm, op) == -1 ||
+       (op->kind == QDB_OP_MERGE && op->into &&
+        refuse_in_use (qdb, qdb_find_bitmap (qdb, op->into), op) == -1)))
+    return -1;
   switch (op->kind) {
   case QDB_OP_REMOVE:
     return qdb_remove_bitmap (qdb, bm - qdb->bitmaps);
   case QDB_OP_CLEAR:
-    qdb_clear_bitmap (bm);
+    if (op->dirty)
+      qdb_set_all_dirty (bm);
+    else
+      qdb_clear_bitmap (bm);
     return 0;
   case QDB_OP_ENABLE:
     bm->flags |= QDB_FLAG_ENABLED;
@@ -144,6 +168,7 @@ qdb_clone (struct qdb_file *qdb)
   qdb->region_map_size = saved.region_map_size;
   qdb->file_size = saved.file_size;
   qdb->leaked_clusters = saved.leaked_clusters;
+  qdb->autoclear = saved.autoclear;
 
  out:
   if (tables)

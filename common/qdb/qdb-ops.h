@@ -16,6 +16,7 @@
 #ifndef QAD_QDB_OPS_H
 #define QAD_QDB_OPS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "qdb.h"
@@ -30,12 +31,17 @@ struct qdb_op {
   const char *name;             /* NULL for INFO */
   const char *into;             /* MERGE only */
   uint64_t granularity;         /* ADD only */
+  bool dirty;                   /* CLEAR only: to all dirty, not clean */
 };
+
+/* The word for a CLEAR with .dirty set (option --dirty-all). */
+#define QDB_OP_DIRTY_ALL_WORD "dirty-all"
 
 /* The word used for KIND on the control socket and in messages. */
 extern const char *qdb_op_word (enum qdb_op_kind kind);
 
-/* Apply OP to the model (bits loaded).  DISK_SIZE is the size a new
+/* Apply OP to the model (bits loaded).  A bitmap with the IN_USE flag
+ * may only be cleared or removed (docs/specs/qdb.txt, flags).  DISK_SIZE is the size a new
  * bitmap covers (0: the size of the existing bitmaps, an error when
  * there are none).  Reports (qad_error) and returns -1 on failure; the
  * model may then be partly changed, so callers apply a command to a

@@ -38,18 +38,24 @@ static void
 test_request_round_trip (void)
 {
   const struct qdb_op ops[] = {
-    { QDB_OP_ADD, "b2", NULL, 4096 }, { QDB_OP_FREEZE, "b1", NULL, 0 },
-    { QDB_OP_MERGE, "b1", "b3", 0 }, { QDB_OP_INFO, NULL, NULL, 0 },
+    { QDB_OP_ADD, "b2", NULL, 4096, false },
+    { QDB_OP_FREEZE, "b1", NULL, 0, false },
+    { QDB_OP_MERGE, "b1", "b3", 0, false },
+    { QDB_OP_INFO, NULL, NULL, 0, false },
+    { QDB_OP_CLEAR, "b1", NULL, 0, true },
   };
   struct qdb_op got[QDB_CTL_MAX_OPS];
   char err[256], *body;
   size_t len, n;
 
-  body = qdb_ctl_encode_request (ops, 4, &len);
+  body = qdb_ctl_encode_request (ops, 5, &len);
   assert (body);
-  assert (strcmp (body, "add b2 4096\nfreeze b1\nmerge b1 b3\ninfo\n") == 0);
+  assert (strcmp (body, "add b2 4096\nfreeze b1\nmerge b1 b3\ninfo\n"
+                  "dirty-all b1\n") == 0);
   assert (qdb_ctl_decode_request (body, len, got, &n, err, sizeof err) == 0);
-  assert (n == 4);
+  assert (n == 5);
+  assert (got[4].kind == QDB_OP_CLEAR && got[4].dirty);
+  assert (!got[2].dirty);
   assert (got[0].kind == QDB_OP_ADD && strcmp (got[0].name, "b2") == 0 &&
           got[0].granularity == 4096);
   assert (got[2].kind == QDB_OP_MERGE && strcmp (got[2].into, "b3") == 0);
@@ -58,7 +64,7 @@ test_request_round_trip (void)
 
   /* A name the protocol cannot carry is refused when encoding. */
   {
-    const struct qdb_op bad = { QDB_OP_CLEAR, "a b", NULL, 0 };
+    const struct qdb_op bad = { QDB_OP_CLEAR, "a b", NULL, 0, false };
     assert (qdb_ctl_encode_request (&bad, 1, &len) == NULL);
   }
 }
@@ -133,10 +139,13 @@ static void
 test_ops_and_clone (void)
 {
   struct qdb_file *qdb = model (0), *copy;
-  const struct qdb_op merge = { QDB_OP_MERGE, "on", "off", 0 };
-  const struct qdb_op nosuch = { QDB_OP_REMOVE, "nosuch", NULL, 0 };
-  const struct qdb_op freeze = { QDB_OP_FREEZE, "on", NULL, 0 };
-  const struct qdb_op add = { QDB_OP_ADD, "new", NULL, 1000 };
+  const struct qdb_op merge = { QDB_OP_MERGE, "on", "off", 0, false };
+  const struct qdb_op nosuch = { QDB_OP_REMOVE, "nosuch", NULL, 0, false };
+  const struct qdb_op freeze = { QDB_OP_FREEZE, "on", NULL, 0, false };
+  const struct qdb_op add = { QDB_OP_ADD, "new", NULL, 1000, false };
+  const struct qdb_op enable = { QDB_OP_ENABLE, "off", NULL, 0, false };
+  const struct qdb_op clear = { QDB_OP_CLEAR, "off", NULL, 0, false };
+  const struct qdb_op dirty = { QDB_OP_CLEAR, "off", NULL, 0, true };
   uint64_t t0;
 
   qdb->bitmaps[0].table_offset = 4242;  /* as if laid out elsewhere */
@@ -156,6 +165,23 @@ test_ops_and_clone (void)
   assert (strstr (last_error, "only possible while the file is served"));
   assert (qdb_op_apply (copy, &add, 0) == -1);
   assert (strstr (last_error, "granularity 1000 is not a power of 2"));
+
+  /* IN_USE: merging from or into it, enabling it are refused; clearing
+   * (to clean or to all dirty) is allowed and drops the flag.
+   */
+  copy->bitmaps[1].flags |= QDB_FLAG_IN_USE;
+  assert (qdb_op_apply (copy, &merge, 0) == -1);
+  assert (strstr (last_error, "\"off\" has the IN_USE flag"));
+  assert (qdb_op_apply (copy, &enable, 0) == -1);
+  assert (strstr (last_error, "refusing to enable"));
+  assert (qdb_op_apply (copy, &dirty, 0) == 0);
+  assert (!(copy->bitmaps[1].flags & QDB_FLAG_IN_USE));
+  assert (qdb_dirty_granules (&copy->bitmaps[1]) == (8 << 20) / 4096);
+  assert (qdb_dirty_bytes (&copy->bitmaps[1]) == 8 << 20);
+  copy->bitmaps[1].flags |= QDB_FLAG_IN_USE;
+  assert (qdb_op_apply (copy, &clear, 0) == 0);
+  assert (qdb_dirty_granules (&copy->bitmaps[1]) == 0);
+  assert (qdb_op_apply (copy, &enable, 0) == 0);
   qdb_free (copy);
   qdb_free (qdb);
 }
