@@ -370,6 +370,170 @@ static void p_truncated (struct qdb_membuf *m) { m->size = 3000; }
 static void p_tiny (struct qdb_membuf *m) { m->size = 10; }
 static void p_disk_huge (struct qdb_membuf *m) { store_be64 (m->data + E1 + 8, UINT64_MAX); }
 
+static void p_end_len (struct qdb_membuf *m) { store_be32 (m->data + QDB_HEADER_LENGTH + QDB_REC_LENGTH, 8); }
+static void p_disk_differs (struct qdb_membuf *m) { store_be64 (m->data + E2 + QDB_DIRENT_DISK_SIZE, 4 << 20); }
+static void
+p_empty_table_offset (struct qdb_membuf *m)
+{
+  store_be64 (m->data + E1 + QDB_DIRENT_DISK_SIZE, 0);
+  store_be32 (m->data + E1 + QDB_DIRENT_TABLE_SIZE, 0);
+}
+
+/* Files the spec defines as valid although a writer never makes them:
+ * PATCH the standard file, expect qdb_read to accept it, CHECK the
+ * model, and a rewrite to be a file that reads back.
+ */
+typedef void (*check_fn) (struct qdb_file *qdb, struct qdb_membuf *rewritten);
+
+static void
+expect_valid (const char *what, patch_fn patch, check_fn check)
+{
+  struct qdb_membuf mb = make_file (true), mb2 = { 0 };
+  struct qdb_file *qdb, *back;
+  struct qdb_io io;
+
+  patch (&mb);
+  qdb = read_mem (&mb, true);
+  if (!qdb) {
+    fprintf (stderr, "valid test %s: refused: %s\n", what, last_error);
+    exit (EXIT_FAILURE);
+  }
+  qdb_io_init_mem (&io, &mb2, "t2.qdb");
+  assert (qdb_write (&io, qdb, false) == 0);
+  back = read_mem (&mb2, true);
+  assert (back);
+  check (qdb, &mb2);
+  printf ("ok valid %s\n", what);
+  qdb_free (back);
+  qdb_free (qdb);
+  free (mb.data);
+  free (mb2.data);
+}
+
+/* Padding and reserved bytes are ignored and written as zero. */
+static void
+p_padding (struct qdb_membuf *m)
+{
+  const size_t x = QDB_HEADER_LENGTH;
+
+  memset (m->data + QDB_HDR_RESERVED, 0xee, 8);
+  store_be32 (m->data + x + QDB_REC_TYPE, 0x99);
+  store_be32 (m->data + x + QDB_REC_LENGTH, 3);
+  memcpy (m->data + x + QDB_REC_DATA, "abc\xee\xee\xee\xee\xee", 8);
+  memset (m->data + E1 + QDB_DIRENT_RESERVED, 0xee, 8);
+  memset (m->data + E1 + QDB_DIR_ENTRY_FIXED + 2, 0xee, 6);
+}
+static void
+c_padding (struct qdb_file *qdb, struct qdb_membuf *out)
+{
+  static const uint8_t zero[8];
+  const size_t x = QDB_HEADER_LENGTH;
+
+  assert (qdb->nr_exts == 1 && qdb->exts[0].length == 3);
+  assert (memcmp (out->data + QDB_HDR_RESERVED, zero, 8) == 0);
+  assert (memcmp (out->data + x + QDB_REC_DATA, "abc\0\0\0\0\0", 8) == 0);
+  assert (memcmp (out->data + DIR + QDB_DIRENT_RESERVED, zero, 8) == 0);
+  assert (memcmp (out->data + DIR + QDB_DIR_ENTRY_FIXED + 2, zero, 6) == 0);
+}
+
+/* An unknown extension type may repeat: every copy is kept, in order. */
+static void
+p_repeated_unknown (struct qdb_membuf *m)
+{
+  size_t x;
+
+  for (x = QDB_HEADER_LENGTH; x < QDB_HEADER_LENGTH + 32; x += 16) {
+    store_be32 (m->data + x + QDB_REC_TYPE, 0x99);
+    store_be32 (m->data + x + QDB_REC_LENGTH, 1);
+    m->data[x + QDB_REC_DATA] = x == QDB_HEADER_LENGTH ? 'a' : 'b';
+  }
+}
+static void
+c_repeated_unknown (struct qdb_file *qdb, struct qdb_membuf *out)
+{
+  assert (qdb->nr_exts == 2);
+  assert (qdb->exts[0].data[0] == 'a' && qdb->exts[1].data[0] == 'b');
+  assert (out->data[QDB_HEADER_LENGTH + 16 + QDB_REC_DATA] == 'b');
+}
+
+/* Feature name entries with an undefined type or bit are kept and name
+ * nothing.
+ */
+static void
+p_odd_feature_names (struct qdb_membuf *m)
+{
+  uint8_t *e = m->data + QDB_HEADER_LENGTH + QDB_REC_DATA;
+
+  store_be32 (m->data + QDB_HEADER_LENGTH + QDB_REC_TYPE,
+              QDB_EXT_FEATURE_NAMES);
+  store_be32 (m->data + QDB_HEADER_LENGTH + QDB_REC_LENGTH,
+              2 * QDB_FEATURE_NAME_ENTRY);
+  e[QDB_FNAME_TYPE] = 7;
+  e[QDB_FNAME_BIT] = 5;
+  memcpy (e + QDB_FNAME_NAME, "seven", 5);
+  e += QDB_FEATURE_NAME_ENTRY;
+  e[QDB_FNAME_TYPE] = 0;
+  e[QDB_FNAME_BIT] = 200;
+  memcpy (e + QDB_FNAME_NAME, "twohundred", 10);
+}
+static void
+c_odd_feature_names (struct qdb_file *qdb, struct qdb_membuf *out)
+{
+  char buf[128];
+
+  assert (qdb->nr_feature_names == 2);
+  qdb_describe_features (qdb, 0, UINT64_C (1) << 5, buf, sizeof buf);
+  assert (strcmp (buf, "bit 5") == 0);
+  assert (out->data[QDB_HEADER_LENGTH + QDB_REC_DATA + QDB_FNAME_BIT] == 5);
+}
+
+/* A partial cluster at the end of the file is one leaked cluster. */
+static void p_partial_tail (struct qdb_membuf *m) { m->size += 100; }
+static void
+c_partial_tail (struct qdb_file *qdb, struct qdb_membuf *out)
+{
+  assert (qdb->leaked_clusters == 0);   /* qdb_write reset it */
+  assert (out->size % 512 == 0);
+}
+
+static void
+test_partial_tail_leak (void)
+{
+  struct qdb_membuf mb = make_file (true);
+  struct qdb_file *qdb;
+
+  mb.size += 100;
+  qdb = read_mem (&mb, true);
+  assert (qdb && qdb->leaked_clusters == 1);
+  qdb_free (qdb);
+  free (mb.data);
+}
+
+/* A disk of size 0: no granules, no table, table offset 0. */
+static void
+test_zero_disk (void)
+{
+  struct qdb_membuf mb = { 0 };
+  struct qdb_file *qdb;
+  struct qdb_io io;
+
+  qdb = qdb_new ("z.qdb", 9);
+  assert (qdb_add_bitmap (qdb, "z", 512, 0, QDB_FLAG_ENABLED) == 0);
+  qdb_set_all_dirty (&qdb->bitmaps[0]);
+  qdb_io_init_mem (&io, &mb, "z.qdb");
+  assert (qdb_write (&io, qdb, true) == 0);
+  qdb_free (qdb);
+  qdb = read_mem (&mb, true);
+  assert (qdb);
+  assert (qdb->bitmaps[0].table_size == 0);
+  assert (qdb->bitmaps[0].table_offset == 0);
+  assert (qdb->bitmaps[0].nr_granules == 0);
+  assert (qdb_dirty_bytes (&qdb->bitmaps[0]) == 0);
+  assert (qdb->leaked_clusters == 0);
+  qdb_free (qdb);
+  free (mb.data);
+}
+
 int
 main (void)
 {
@@ -439,6 +603,21 @@ main (void)
   expect_corrupt ("truncated", p_truncated, "past the end of the file");
   expect_corrupt ("tiny", p_tiny, "too small");
   expect_corrupt ("disk_size huge", p_disk_huge, "disk_size");
+  expect_corrupt ("end marker length", p_end_len, "has length 8");
+  expect_corrupt ("different disk sizes", p_disk_differs,
+                  "differs from bitmap \"b1\"'s disk_size 8388608");
+  expect_corrupt ("table offset without a table", p_empty_table_offset,
+                  "bitmap_table_offset 1024 with bitmap_table_size 0");
+
+  expect_valid ("non-zero padding", p_padding, c_padding);
+  expect_valid ("repeated unknown extension", p_repeated_unknown,
+                c_repeated_unknown);
+  expect_valid ("undefined feature name entries", p_odd_feature_names,
+                c_odd_feature_names);
+  expect_valid ("partial cluster at the end", p_partial_tail,
+                c_partial_tail);
+  test_partial_tail_leak ();
+  test_zero_disk ();
 
   printf ("all QDB unit tests passed (%d errors reported as expected)\n",
           nr_errors);
