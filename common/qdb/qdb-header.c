@@ -310,12 +310,7 @@ qdb_header_read (struct qdb_io *io, uint32_t *nb_bitmaps)
   return qdb;
 
  err:
-  {
-    int saved = errno;
-    qdb_free (qdb);
-    errno = saved;
-  }
-  return NULL;
+  return qdb_discard (qdb);
 }
 
 uint64_t

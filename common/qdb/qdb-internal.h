@@ -27,6 +27,8 @@ extern int qdb_io_flush (struct qdb_io *io);
 
 /* qdb-model.c */
 extern void qdb_free_bitmap (struct qdb_bitmap *bm);
+/* qdb_free on a failure path: keeps errno, returns NULL. */
+extern struct qdb_file *qdb_discard (struct qdb_file *qdb);
 /* nr_granules and table_size of a bitmap; false when the table would
  * have 2^32 entries or more.
  */

@@ -59,6 +59,16 @@ qdb_free (struct qdb_file *qdb)
 }
 
 struct qdb_file *
+qdb_discard (struct qdb_file *qdb)
+{
+  int saved = errno;
+
+  qdb_free (qdb);
+  errno = saved;
+  return NULL;
+}
+
+struct qdb_file *
 qdb_new (const char *name, unsigned cluster_bits)
 {
   struct qdb_file *qdb;

@@ -40,10 +40,10 @@ struct qdb_op {
 /* The word used for KIND on the control socket and in messages. */
 extern const char *qdb_op_word (enum qdb_op_kind kind);
 
-/* Apply OP to the model (bits loaded).  A bitmap with the IN_USE flag
- * may only be cleared or removed (docs/specs/qdb.txt, flags).  DISK_SIZE is the size a new
+/* Apply OP to the model (bits loaded).  DISK_SIZE is the size a new
  * bitmap covers (0: the size of the existing bitmaps, an error when
- * there are none).  Reports (qad_error) and returns -1 on failure; the
+ * there are none).  A bitmap with the IN_USE flag may only be cleared
+ * or removed (docs/specs/qdb.txt, flags).  Reports (qad_error) and returns -1 on failure; the
  * model may then be partly changed, so callers apply a command to a
  * copy (qdb_clone) or discard the model.
  */

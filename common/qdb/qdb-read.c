@@ -199,31 +199,32 @@ check_overlaps (struct qdb_file *qdb, uint64_t file_size)
     qad_error ("%s: malloc: %m", qdb->name);
     return -1;
   }
-  r[n++] = (struct region) { 0, cs, R_HEADER, 0, 0 };
+  /* Every structure takes whole clusters (offsets were checked
+   * cluster-aligned and inside the file, so no sum overflows).
+   */
+#define REGION(start, bytes, kind, bitmap, entry) \
+  (struct region) { (start), (start) + ROUND_UP ((uint64_t) (bytes), cs), \
+                    (kind), (bitmap), (entry) }
+  r[n++] = REGION (0, cs, R_HEADER, 0, 0);
   if (qdb->region_size)
-    r[n++] = (struct region) { qdb->region_map_offset,
-                               qdb->region_map_offset +
-                               ROUND_UP (qdb->region_map_size, cs),
-                               R_REGION_MAP, 0, 0 };
+    r[n++] = REGION (qdb->region_map_offset, qdb->region_map_size,
+                     R_REGION_MAP, 0, 0);
   if (qdb->dir_size)
-    r[n++] = (struct region) { qdb->dir_offset,
-                               qdb->dir_offset + ROUND_UP ((uint64_t)
-                                                           qdb->dir_size, cs),
-                               R_DIRECTORY, 0, 0 };
+    r[n++] = REGION (qdb->dir_offset, qdb->dir_size, R_DIRECTORY, 0, 0);
   for (i = 0; i < qdb->nr_bitmaps; ++i) {
     const struct qdb_bitmap *bm = &qdb->bitmaps[i];
+
     if (bm->table_size)
-      r[n++] = (struct region) { bm->table_offset,
-                                 bm->table_offset +
-                                 ROUND_UP ((uint64_t) bm->table_size * QDB_TABLE_ENTRY_SIZE,
-                                           cs),
-                                 R_TABLE, i, 0 };
+      r[n++] = REGION (bm->table_offset,
+                       (uint64_t) bm->table_size * QDB_TABLE_ENTRY_SIZE,
+                       R_TABLE, i, 0);
     for (k = 0; k < bm->table_size; ++k) {
       uint64_t off = bm->table[k] & QDB_ENTRY_OFFSET_MASK;
       if (off)
-        r[n++] = (struct region) { off, off + cs, R_DATA, i, k };
+        r[n++] = REGION (off, cs, R_DATA, i, k);
     }
   }
+#undef REGION
   qsort (r, n, sizeof *r, compare_regions);
   for (i = 0; i < n; ++i) {
     if (i > 0 && r[i].start < r[i - 1].end) {
@@ -298,10 +299,5 @@ qdb_read (struct qdb_io *io, bool load_bits)
   return qdb;
 
  err:
-  {
-    int saved = errno;
-    qdb_free (qdb);
-    errno = saved;
-  }
-  return NULL;
+  return qdb_discard (qdb);
 }

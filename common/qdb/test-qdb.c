@@ -284,23 +284,31 @@ expect_corrupt (const char *what, patch_fn patch, const char *want)
 #define T1 1024
 #define T2 3584
 
-static void p_magic (struct qdb_membuf *m) { m->data[0] = 'X'; }
-static void p_version (struct qdb_membuf *m) { store_be32 (m->data + 4, 2); }
-static void p_cbits_lo (struct qdb_membuf *m) { store_be32 (m->data + 8, 8); }
-static void p_cbits_hi (struct qdb_membuf *m) { store_be32 (m->data + 8, 40); }
-static void p_hlen_short (struct qdb_membuf *m) { store_be32 (m->data + 24, 32); }
-static void p_hlen_past (struct qdb_membuf *m) { store_be32 (m->data + 24, 4096); }
-static void p_hlen_odd (struct qdb_membuf *m) { store_be32 (m->data + 24, 68); }
-static void p_incompat (struct qdb_membuf *m) { store_be64 (m->data + 32, 1 << 5); }
+/* PATCH (NAME, STATEMENT): a one-statement patch of the file M. */
+#define PATCH(name, stmt) \
+  static void name (struct qdb_membuf *m) { stmt; }
+
+PATCH (p_magic, m->data[QDB_HDR_MAGIC] = 'X')
+PATCH (p_version, store_be32 (m->data + QDB_HDR_VERSION, 2))
+PATCH (p_cbits_lo, store_be32 (m->data + QDB_HDR_CLUSTER_BITS, 8))
+PATCH (p_cbits_hi, store_be32 (m->data + QDB_HDR_CLUSTER_BITS, 40))
+PATCH (p_hlen_short, store_be32 (m->data + QDB_HDR_HEADER_LENGTH, 32))
+PATCH (p_hlen_past, store_be32 (m->data + QDB_HDR_HEADER_LENGTH, 4096))
+PATCH (p_hlen_odd, store_be32 (m->data + QDB_HDR_HEADER_LENGTH, 68))
+PATCH (p_incompat, store_be64 (m->data + QDB_HDR_INCOMPAT, 1 << 5))
 static void
 p_incompat_named (struct qdb_membuf *m)
 {
-  store_be64 (m->data + 32, 1 << 5);
-  store_be32 (m->data + 64, QDB_EXT_FEATURE_NAMES);
-  store_be32 (m->data + 68, 48);
-  m->data[72] = 0;
-  m->data[73] = 5;
-  memcpy (m->data + 74, "compressed", 10);
+  uint8_t *e = m->data + QDB_HEADER_LENGTH + QDB_REC_DATA;
+
+  store_be64 (m->data + QDB_HDR_INCOMPAT, 1 << 5);
+  store_be32 (m->data + QDB_HEADER_LENGTH + QDB_REC_TYPE,
+              QDB_EXT_FEATURE_NAMES);
+  store_be32 (m->data + QDB_HEADER_LENGTH + QDB_REC_LENGTH,
+              QDB_FEATURE_NAME_ENTRY);
+  e[QDB_FNAME_TYPE] = 0;
+  e[QDB_FNAME_BIT] = 5;
+  memcpy (e + QDB_FNAME_NAME, "compressed", 10);
 }
 static void
 p_ext_past (struct qdb_membuf *m)
@@ -325,24 +333,30 @@ p_ext_dup_names (struct qdb_membuf *m)
   store_be32 (m->data + 72, QDB_EXT_FEATURE_NAMES);
   store_be32 (m->data + 76, 0);
 }
-static void p_nb_mismatch (struct qdb_membuf *m) { store_be32 (m->data + 12, 0); }
-static void p_nb_huge (struct qdb_membuf *m) { store_be32 (m->data + 12, 70000); }
-static void p_dir_past_eof (struct qdb_membuf *m) { store_be64 (m->data + 16, 1 << 20); }
-static void p_dir_unaligned (struct qdb_membuf *m) { store_be64 (m->data + 16, 600); }
-static void p_dir_in_c0 (struct qdb_membuf *m) { store_be64 (m->data + 16, 0); store_be32 (m->data + 12, 2); }
-static void p_dir_size_short (struct qdb_membuf *m) { store_be32 (m->data + 28, 88); }
-static void p_dir_size_long (struct qdb_membuf *m) { store_be32 (m->data + 28, 104); }
-static void p_tbl_unaligned (struct qdb_membuf *m) { store_be64 (m->data + E1, T1 + 8); }
-static void p_tbl_past_eof (struct qdb_membuf *m) { store_be64 (m->data + E2, 1 << 24); }
-static void p_gran_not_pow2 (struct qdb_membuf *m) { store_be32 (m->data + E1 + 20, 1000); }
-static void p_gran_small (struct qdb_membuf *m) { store_be32 (m->data + E1 + 20, 256); }
-static void p_name_zero (struct qdb_membuf *m) { store_be16 (m->data + E1 + 26, 0); }
-static void p_name_big (struct qdb_membuf *m) { store_be16 (m->data + E1 + 26, 1024); }
-static void p_name_dup (struct qdb_membuf *m) { m->data[E2 + 41] = '1'; }
-static void p_name_nul (struct qdb_membuf *m) { m->data[E2 + 41] = 0; }
-static void p_flags (struct qdb_membuf *m) { store_be16 (m->data + E1 + 24, 0x8001); }
-static void p_tsize (struct qdb_membuf *m) { store_be32 (m->data + E1 + 16, 3); }
-static void p_extra_odd (struct qdb_membuf *m) { store_be32 (m->data + E1 + 36, 4); }
+PATCH (p_nb_mismatch, store_be32 (m->data + QDB_HDR_NB_BITMAPS, 0))
+PATCH (p_nb_huge, store_be32 (m->data + QDB_HDR_NB_BITMAPS, 70000))
+PATCH (p_dir_past_eof, store_be64 (m->data + QDB_HDR_DIR_OFFSET, 1 << 20))
+PATCH (p_dir_unaligned, store_be64 (m->data + QDB_HDR_DIR_OFFSET, 600))
+static void
+p_dir_in_c0 (struct qdb_membuf *m)
+{
+  store_be64 (m->data + QDB_HDR_DIR_OFFSET, 0);
+  store_be32 (m->data + QDB_HDR_NB_BITMAPS, 2);
+}
+PATCH (p_dir_size_short, store_be32 (m->data + QDB_HDR_DIR_SIZE, 88))
+PATCH (p_dir_size_long, store_be32 (m->data + QDB_HDR_DIR_SIZE, 104))
+PATCH (p_tbl_unaligned, store_be64 (m->data + E1, T1 + 8))
+PATCH (p_tbl_past_eof, store_be64 (m->data + E2, 1 << 24))
+PATCH (p_gran_not_pow2,
+       store_be32 (m->data + E1 + QDB_DIRENT_GRANULARITY, 1000))
+PATCH (p_gran_small, store_be32 (m->data + E1 + QDB_DIRENT_GRANULARITY, 256))
+PATCH (p_name_zero, store_be16 (m->data + E1 + QDB_DIRENT_NAME_SIZE, 0))
+PATCH (p_name_big, store_be16 (m->data + E1 + QDB_DIRENT_NAME_SIZE, 1024))
+PATCH (p_name_dup, m->data[E2 + QDB_DIR_ENTRY_FIXED + 1] = '1')
+PATCH (p_name_nul, m->data[E2 + QDB_DIR_ENTRY_FIXED + 1] = 0)
+PATCH (p_flags, store_be16 (m->data + E1 + QDB_DIRENT_FLAGS, 0x8001))
+PATCH (p_tsize, store_be32 (m->data + E1 + QDB_DIRENT_TABLE_SIZE, 3))
+PATCH (p_extra_odd, store_be32 (m->data + E1 + QDB_DIRENT_EXTRA_DATA_SIZE, 4))
 static void
 p_extra_bad_record (struct qdb_membuf *m)
 {
@@ -351,27 +365,29 @@ p_extra_bad_record (struct qdb_membuf *m)
    */
   uint8_t e2[48];
   memcpy (e2, m->data + E2, 48);
-  store_be32 (m->data + E1 + 36, 8);
+  store_be32 (m->data + E1 + QDB_DIRENT_EXTRA_DATA_SIZE, 8);
   store_be32 (m->data + E1 + 40, 7);
   store_be32 (m->data + E1 + 44, 100);
   memcpy (m->data + E1 + 48, "b1", 2);
   memset (m->data + E1 + 50, 0, 6);
   memcpy (m->data + E1 + 56, e2, 48);
-  store_be32 (m->data + 28, 104);
+  store_be32 (m->data + QDB_HDR_DIR_SIZE, 104);
 }
-static void p_tbl_overlap_dir (struct qdb_membuf *m) { store_be64 (m->data + E2, DIR); }
-static void p_tbl_overlap_tbl (struct qdb_membuf *m) { store_be64 (m->data + E2, T1); }
-static void p_data_overlap (struct qdb_membuf *m) { store_be64 (m->data + T1 + 8, 1536); }
-static void p_data_past_eof (struct qdb_membuf *m) { store_be64 (m->data + T2, UINT64_C (0x100000000000)); }
-static void p_entry_reserved (struct qdb_membuf *m) { store_be64 (m->data + T1, 1536 | 2); }
-static void p_entry_both (struct qdb_membuf *m) { store_be64 (m->data + T1, 1536 | 1); }
-static void p_entry_high (struct qdb_membuf *m) { store_be64 (m->data + T1, 1536 | (UINT64_C (1) << 60)); }
-static void p_truncated (struct qdb_membuf *m) { m->size = 3000; }
-static void p_tiny (struct qdb_membuf *m) { m->size = 10; }
-static void p_disk_huge (struct qdb_membuf *m) { store_be64 (m->data + E1 + 8, UINT64_MAX); }
+PATCH (p_tbl_overlap_dir, store_be64 (m->data + E2, DIR))
+PATCH (p_tbl_overlap_tbl, store_be64 (m->data + E2, T1))
+PATCH (p_data_overlap, store_be64 (m->data + T1 + 8, 1536))
+PATCH (p_data_past_eof, store_be64 (m->data + T2, UINT64_C (0x100000000000)))
+PATCH (p_entry_reserved, store_be64 (m->data + T1, 1536 | 2))
+PATCH (p_entry_both, store_be64 (m->data + T1, 1536 | 1))
+PATCH (p_entry_high, store_be64 (m->data + T1, 1536 | (UINT64_C (1) << 60)))
+PATCH (p_truncated, m->size = 3000)
+PATCH (p_tiny, m->size = 10)
+PATCH (p_disk_huge,
+       store_be64 (m->data + E1 + QDB_DIRENT_DISK_SIZE, UINT64_MAX))
 
-static void p_end_len (struct qdb_membuf *m) { store_be32 (m->data + QDB_HEADER_LENGTH + QDB_REC_LENGTH, 8); }
-static void p_disk_differs (struct qdb_membuf *m) { store_be64 (m->data + E2 + QDB_DIRENT_DISK_SIZE, 4 << 20); }
+PATCH (p_end_len, store_be32 (m->data + QDB_HEADER_LENGTH + QDB_REC_LENGTH, 8))
+PATCH (p_disk_differs,
+       store_be64 (m->data + E2 + QDB_DIRENT_DISK_SIZE, 4 << 20))
 static void
 p_empty_table_offset (struct qdb_membuf *m)
 {
