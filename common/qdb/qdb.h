@@ -13,6 +13,11 @@
  *
  * Errors: every function that fails calls qad_error once, naming the
  * file, the field and the value, sets errno and returns -1 or NULL.
+ *
+ * The library is split by concern: qdb-io.c (backends), qdb-model.c
+ * (the model), qdb-header.c and qdb-directory.c (their bytes, laid out
+ * in qdb-layout.h), qdb-region-map.c, qdb-read.c (validation) and
+ * qdb-write.c.
  */
 
 #ifndef QAD_QDB_H
@@ -162,7 +167,10 @@ extern struct qdb_file *qdb_new (const char *name, unsigned cluster_bits);
 
 extern void qdb_free (struct qdb_file *qdb);
 
-/* Add a bitmap (all clean, bits allocated).  Returns its index or -1. */
+/* Add a bitmap (all clean, bits allocated).  DISK_SIZE must be the
+ * disk size of the file's other bitmaps, if any (one disk per file).
+ * Returns its index or -1.
+ */
 extern int qdb_add_bitmap (struct qdb_file *qdb, const char *name,
                            uint64_t granularity, uint64_t disk_size,
                            uint16_t flags);
@@ -193,7 +201,7 @@ extern bool qdb_name_ok (const char *file, const char *name);
  * must have their bits loaded.  ALLOCATE_ALL: give every table entry a
  * data cluster (what a tracker needs); otherwise all-zero clusters get
  * entry 0 and all-ones clusters entry 1.  Table offsets in the model
- * are updated.
+ * are updated, and unknown autoclear bits cleared (every writer must).
  */
 extern int qdb_write (struct qdb_io *io, struct qdb_file *qdb,
                       bool allocate_all);
@@ -205,7 +213,9 @@ extern int qdb_write (struct qdb_io *io, struct qdb_file *qdb,
 extern int qdb_allocate_all (struct qdb_io *io, struct qdb_file *qdb,
                              struct qdb_bitmap *bm);
 
-/* In place: clear unknown autoclear bits in the header (then sync). */
+/* In place: clear unknown autoclear bits in the header (then sync).
+ * (qdb_write clears them in the file it writes, and in the model.)
+ */
 extern int qdb_clear_unknown_autoclear (struct qdb_io *io,
                                         struct qdb_file *qdb);
 
