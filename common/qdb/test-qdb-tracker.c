@@ -395,16 +395,19 @@ test_lazy_recovery (void)
   }
   qdb_free (qdb);
 
-  /* After a checkpoint and one more write, the fine bits of before
-   * and the new write's region are still there.
+  /* After a checkpoint and more writes, into a new region and into
+   * one the checkpoint cleared, the fine bits of before and the new
+   * writes' regions are there.
    */
   qdb_tracker_checkpoint (&t);
   assert (mark (12 * REGION, GRAN) == 0);
+  assert (mark (5 * REGION, GRAN) == 0);
   qdb = after_crash ();
   bm = qdb_find_bitmap (qdb, "b");
   for (i = 0; i < sizeof writes / sizeof writes[0]; ++i)
     assert (bit_test (bm->bits, writes[i] / GRAN));
   assert (bit_test (bm->bits, 12 * REGION / GRAN + 100));
+  assert (bit_test (bm->bits, 5 * REGION / GRAN));
   assert (!bit_test (bm->bits, 1 * REGION / GRAN + 1000));
   qdb_free (qdb);
   finish ();
@@ -417,17 +420,32 @@ quiet (const char *msg)
     fprintf (stderr, "%s\n", msg);
 }
 
+static void test_sync_poisons (void) { test_failed_sync_poisons (false); }
+static void test_write_poisons (void) { test_failed_sync_poisons (true); }
+
+static const struct {
+  const char *name;
+  void (*fn) (void);
+} tests[] = {
+  { "strict", test_strict_durable_before_write },
+  { "group-commit", test_group_commit },
+  { "sync-poisons", test_sync_poisons },
+  { "write-poisons", test_write_poisons },
+  { "below-poisons", test_failure_below_poisons },
+  { "lazy-region", test_lazy_region_first },
+  { "lazy-recovery", test_lazy_recovery },
+};
+
+/* With an argument, runs only the case of that name. */
 int
-main (void)
+main (int argc, char *argv[])
 {
+  size_t i;
+
   qad_set_error_handler (quiet);
-  test_strict_durable_before_write ();
-  test_group_commit ();
-  test_failed_sync_poisons (false);
-  test_failed_sync_poisons (true);
-  test_failure_below_poisons ();
-  test_lazy_region_first ();
-  test_lazy_recovery ();
+  for (i = 0; i < sizeof tests / sizeof tests[0]; ++i)
+    if (argc < 2 || strcmp (argv[1], tests[i].name) == 0)
+      tests[i].fn ();
   free (mb.data);
   free (durable);
   return 0;
