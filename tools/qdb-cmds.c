@@ -253,7 +253,7 @@ qdb_create (int argc, char **argv)
   /* Replacing an existing file: refuse when it is being served. */
   if (stat (file, &st) == 0) {
     oldfd = open (file, O_RDWR | O_CLOEXEC);
-    if (oldfd >= 0 && qad_lock_whole_file (oldfd, file, "QDB file") == -1) {
+    if (oldfd >= 0 && qad_lock_whole_file (oldfd, file, QDB_LOCK_WHAT) == -1) {
       close (oldfd);
       qdb_free (qdb);
       return EXIT_FAILURE;

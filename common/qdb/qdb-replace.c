@@ -20,7 +20,6 @@
 #include "qad-error.h"
 #include "qdb-replace.h"
 
-#define WHAT "QDB file"
 #define MAX_TRIES 10
 
 int
@@ -37,7 +36,7 @@ qdb_open_locked (const char *path, int flags)
       qad_error ("%s: open: %m", path);
       return -1;
     }
-    if (qad_lock_whole_file (fd, path, WHAT) == -1) {
+    if (qad_lock_whole_file (fd, path, QDB_LOCK_WHAT) == -1) {
       int e = errno;
       close (fd);
       errno = e;
@@ -75,7 +74,7 @@ qdb_replace_file (const char *path, struct qdb_file *model, mode_t mode,
     qad_error ("%s: %m", tmp);
     return -1;
   }
-  if (qad_lock_whole_file (fd, tmp, "the new " WHAT) == -1)
+  if (qad_lock_whole_file (fd, tmp, "the new " QDB_LOCK_WHAT) == -1)
     goto err;
   if (fchmod (fd, mode) == -1 ||
       qdb_io_init_fd (&io, &fd, path) == -1 ||

@@ -31,6 +31,11 @@
 
 #include "qdb.h"
 
+/* What a QDB file is called in lock refusals ("x.qdb: QDB file is in
+ * use by another process").
+ */
+#define QDB_LOCK_WHAT "QDB file"
+
 /* Open PATH with FLAGS (O_RDWR, maybe O_CREAT with mode 0644) and take
  * the whole-file lock.  Returns the descriptor or -1 (reported; errno
  * EAGAIN when another process holds the lock).
