@@ -3,7 +3,9 @@
  * SPDX-License-Identifier: BSD-3-Clause
  */
 
-/* Lock-and-replace of QDB files: see qdb-replace.h. */
+/* Lock-and-replace of QDB files.  The design notes and the lock order
+ * are in qdb-replace.h: the old file's lock, then the new file's.
+ */
 
 #include <config.h>
 

@@ -4,7 +4,9 @@
  */
 
 /* Changed-block tracking into an open QDB file.  The design notes and
- * the lock order are in qdb-tracker.h.
+ * the lock order are in qdb-tracker.h: in short, the QDB file's
+ * whole-file lock, then the tracker's lock, then (during a command
+ * only) the new file's lock and a freeze's locks.
  */
 
 #include <config.h>

@@ -58,8 +58,10 @@
  * a command that replaces the file (qdb_replace_file, qdb-replace.h)
  * holds "lock" while it takes the new file's whole-file lock, which
  * never blocks (F_OFD_SETLK).  A freeze's own locks (qdb-freeze.c) are
- * taken without "lock".  No I/O runs under "lock" except a command's
- * file replacement, when nothing else can run.
+ * taken without "lock" by requests, and under it only by a command
+ * (creating or freeing a freeze), when no request is in flight.  No
+ * I/O runs under "lock" except during such a command, when nothing
+ * else can run.
  */
 
 #ifndef QAD_QDB_TRACKER_H

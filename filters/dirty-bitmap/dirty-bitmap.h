@@ -6,6 +6,10 @@
 /* What the files of the dirty-bitmap filter share: dirty-bitmap.c
  * (parameters, lifecycle, the data path), view.c (the export
  * "dirty-bitmap:NAME") and control.c (the control socket, freezes).
+ *
+ * Lock order, for all three: the QDB file's whole-file lock (held from
+ * .get_ready to exit), then tracker.lock, then (during a command only)
+ * the new QDB file's lock and a freeze's locks.
  */
 
 #ifndef QAD_DIRTY_BITMAP_H

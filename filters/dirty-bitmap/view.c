@@ -8,6 +8,9 @@
  * granules and HOLE (without ZERO) for clean ones (the extents are in
  * dirty-bitmap.c, with the other data-path callbacks).  The view of a
  * frozen bitmap reads the disk as of the freeze (control.c).
+ *
+ * Lock order: only the tracker's lock is taken here, and nothing is
+ * called with it held but lookups in the model.
  */
 
 #include <config.h>
