@@ -115,13 +115,13 @@ except nbd.Error:
 @test "dirty-bitmap: a second server on the same QDB file is refused" {
   start_nbdkit sock --filter="$DIRTY_BITMAP_FILTER" file disk.raw \
     dirty-bitmap=disk.qdb
-  expect_fail_cleanly "disk.qdb: the QDB file is locked by another process" \
+  expect_fail_cleanly "disk.qdb: QDB file is in use by another process" \
     nbdkit -U sock2 -f --filter="$DIRTY_BITMAP_FILTER" file disk.raw \
     dirty-bitmap=disk.qdb
   # qad-img refuses to change it too.
-  expect_fail_cleanly "locked by another process" \
+  expect_fail_cleanly "disk.qdb: QDB file is in use by another process" \
     "$QAD_IMG" bitmap disk.qdb --clear bitmap0
-  expect_fail_cleanly "refusing to replace a locked file" \
+  expect_fail_cleanly "disk.qdb: QDB file is in use by another process" \
     "$QAD_IMG" create --force --format=qdb disk.qdb --size=8M
   # After the server stops, the file can be used again.
   stop_nbdkit sock

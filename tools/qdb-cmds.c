@@ -4,17 +4,15 @@
  */
 
 /* qad-img verbs for QDB dirty-bitmap files.  All format knowledge is
- * in common/qdb; this file parses options, prints, and replaces files
- * atomically.
+ * in common/qdb; this file parses options and prints.
  *
  * Notes on the design.  Every change (create, bitmap, check --repair)
- * builds the complete new file in memory, writes it next to the old one
- * under a temporary name, fsyncs it, renames it over the old name and
- * fsyncs the directory, all while holding the OFD write lock on the old
- * file.  The nbdkit filter takes the same lock, so a file being served
- * is refused, and a server that starts meanwhile is refused too; the
- * filter re-checks after locking that the path still names the inode it
- * locked.
+ * builds the complete new file in memory and replaces the old one by
+ * the lock-and-replace protocol of common/qdb/qdb-replace.h (written
+ * aside, fsync, rename, fsync of the directory, all under the
+ * whole-file lock of the old file), which the nbdkit filter follows
+ * too: a file being served is refused, and so is a server that starts
+ * meanwhile.
  */
 
 #include <config.h>
@@ -23,7 +21,6 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +31,9 @@
 #include "qad-img.h"
 #include "qdb-bits.h"
 #include "qdb-control.h"
+#include "image-lock.h"
 #include "qdb-ops.h"
+#include "qdb-replace.h"
 #include "qdb.h"
 
 enum {
@@ -133,23 +132,15 @@ open_qdb (const char *file, bool lock, int *fd)
   struct qdb_io io;
   struct qdb_file *qdb;
 
-  *fd = open (file, (lock ? O_RDWR : O_RDONLY) | O_CLOEXEC);
-  if (*fd == -1) {
-    fprintf (stderr, "qad-img: %s: %s\n", file, strerror (errno));
+  if (lock)
+    *fd = qdb_open_locked (file, O_RDWR);
+  else {
+    *fd = open (file, O_RDONLY | O_CLOEXEC);
+    if (*fd == -1)
+      fprintf (stderr, "qad-img: %s: %s\n", file, strerror (errno));
+  }
+  if (*fd == -1)
     return NULL;
-  }
-  if (lock) {
-    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
-    if (fcntl (*fd, F_OFD_SETLK, &fl) == -1) {
-      fprintf (stderr, "qad-img: %s: %s: the file is locked by another "
-               "process (is nbdkit serving it?)\n", file,
-               errno == EAGAIN || errno == EACCES ? "refusing to change it"
-               : strerror (errno));
-      close (*fd);
-      *fd = -1;
-      return NULL;
-    }
-  }
   if (qdb_io_init_fd (&io, fd, file) == -1) {
     close (*fd);
     *fd = -1;
@@ -163,49 +154,18 @@ open_qdb (const char *file, bool lock, int *fd)
   return qdb;
 }
 
-/* Write QDB to a new file and rename it over FILE. */
+/* Write QDB to a new file and rename it over FILE (whose lock the
+ * caller holds, when it exists).
+ */
 static int
 replace_file (const char *file, struct qdb_file *qdb, mode_t mode)
 {
-  CLEANUP_FREE char *tmp = NULL, *dcopy = NULL;
-  struct qdb_io io;
-  int fd, dfd;
+  int fd, r;
 
-  if (asprintf (&tmp, "%s.tmpXXXXXX", file) == -1) {
-    perror ("asprintf");
-    return -1;
-  }
-  fd = mkstemp (tmp);
-  if (fd == -1) {
-    fprintf (stderr, "qad-img: %s: %s\n", tmp, strerror (errno));
-    return -1;
-  }
-  if (fchmod (fd, mode) == -1 ||
-      qdb_io_init_fd (&io, &fd, file) == -1 ||
-      qdb_write (&io, qdb, false) == -1 ||
-      fsync (fd) == -1) {
-    if (errno)
-      fprintf (stderr, "qad-img: %s: %s\n", tmp, strerror (errno));
+  r = qdb_replace_file (file, qdb, mode, false, &fd);
+  if (fd >= 0)
     close (fd);
-    unlink (tmp);
-    return -1;
-  }
-  close (fd);
-  if (rename (tmp, file) == -1) {
-    fprintf (stderr, "qad-img: rename %s to %s: %s\n", tmp, file,
-             strerror (errno));
-    unlink (tmp);
-    return -1;
-  }
-  dcopy = strdup (file);
-  if (dcopy) {
-    dfd = open (dirname (dcopy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-      fsync (dfd);
-      close (dfd);
-    }
-  }
-  return 0;
+  return r;
 }
 
 /*----------------------------------------------------------------------
@@ -293,11 +253,8 @@ qdb_create (int argc, char **argv)
     }
   /* Replacing an existing file: refuse when it is being served. */
   if (stat (file, &st) == 0) {
-    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
     oldfd = open (file, O_RDWR | O_CLOEXEC);
-    if (oldfd >= 0 && fcntl (oldfd, F_OFD_SETLK, &fl) == -1) {
-      fprintf (stderr, "qad-img: %s: refusing to replace a locked file "
-               "(is nbdkit serving it?)\n", file);
+    if (oldfd >= 0 && qad_lock_whole_file (oldfd, file, QDB_LOCK_WHAT) == -1) {
       close (oldfd);
       qdb_free (qdb);
       return EXIT_FAILURE;
