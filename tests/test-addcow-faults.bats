@@ -33,3 +33,18 @@ setup ()
   grep -q "^# addcow image sync #.*poisoned" <<<"$output"
   grep -q "^# addcow image write #.* ENOSPC .*failed (ENOSPC), not poisoned" <<<"$output"
 }
+
+@test "addcow faults: with addcow-local-image=, the local image's call sites too" {
+  run env SHIM="$TESTS_BIN/.libs/fault-inject.so" \
+    ADDCOW_FILTER="$ADDCOW_FILTER" QAD_IMG="$QAD_IMG" \
+    python3 "$BATS_TEST_DIRNAME/fault-driver.py" addcow-local \
+    "$BATS_TEST_TMPDIR"
+  echo "$output"
+  test "$status" -eq 0
+  echo "# ${lines[-1]}" >&3
+  # The filter's own writes and syncs of the local image were injected:
+  # a failed sync poisons, a failed write fails only its request.
+  grep -q "^# addcow-local sidecar sync #.*poisoned" <<<"$output"
+  grep -q "^# addcow-local image sync #.*poisoned" <<<"$output"
+  grep -q "^# addcow-local image write #.* ENOSPC .*failed (ENOSPC), not poisoned" <<<"$output"
+}

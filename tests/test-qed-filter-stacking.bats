@@ -188,3 +188,16 @@ h.flush()'
   "$QAD_IMG" info local.add-cow | grep -i "all.allocated"
   test "$(md5sum < www/disk.qed)" = "$served_md5"
 }
+
+@test "qed filter stacking: one server, a local image larger than the backing" {
+  truncate -s 6M local.raw
+  start_one_server
+  nbdsh -u "$(nbd_uri "$PWD/s.sock")" -c '
+assert h.get_size() == 6 * 1048576
+h.pwrite(b"L" * 4096, 5 * 1048576)
+h.flush()'
+  truncate -s 6M ref.raw
+  qemu-io -f raw -c "write -P 0x4c $((5 * 1048576)) 4096" ref.raw >/dev/null
+  nbdcopy "$(nbd_uri "$PWD/s.sock")" got.raw
+  cmp ref.raw got.raw
+}

@@ -514,6 +514,14 @@ addcow_finalize (nbdkit_next *next, void *handle)
   return 0;
 }
 
+/* The disk is the image (with addcow-local-image=, not the plugin). */
+static int64_t
+addcow_get_size (nbdkit_next *next, void *handle)
+{
+  next = local_image_enter (next);
+  return next->get_size (next);
+}
+
 /* Advertise the cluster size as the preferred block size, so that
  * well-behaved clients write whole clusters and avoid copy-up reads.
  */
@@ -765,6 +773,7 @@ static struct nbdkit_filter filter = {
   .close             = addcow_close,
   .prepare           = addcow_prepare,
   .finalize          = addcow_finalize,
+  .get_size          = addcow_get_size,
   .block_size        = addcow_block_size,
   .can_write         = addcow_can_write,
   .can_flush         = addcow_can_flush,
