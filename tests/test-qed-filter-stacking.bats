@@ -38,32 +38,44 @@ setup ()
   start_web_server www
 }
 
-@test "qed filter stacking: add-cow on top, writes land in the add-cow image" {
-  start_nbdkit q.sock curl "$WEB_URL/disk.qed" --filter="$QED_FILTER"
-  truncate -s 4M local.raw
-  start_nbdkit s.sock --filter="$ADDCOW_FILTER" file local.raw \
-    addcow=local.add-cow addcow-backing="$(nbd_uri "$PWD/q.sock")"
-  nbdsh -u "$(nbd_uri "$PWD/s.sock")" -c '
+# Three writes (over data, unaligned; inside the zero cluster; the
+# last sector) on the server at $1, then the same on ref.raw.
+write_three ()
+{
+  nbdsh -u "$1" -c '
 h.pwrite(b"W" * 70000, 500000)        # over data, unaligned
 h.pwrite(b"Z" * 4096, 1048576 + 4096) # inside the zero cluster
 h.pwrite(b"E" * 512, 4 * 1048576 - 512) # the last sector
 h.flush()
 '
-  # The same writes on the raw reference.
   qemu-io -f raw -c "write -P 0x57 500000 70000" \
     -c "write -P 0x5a $((1048576 + 4096)) 4096" \
     -c "write -P 0x45 $((4 * 1048576 - 512)) 512" ref.raw >/dev/null
-  nbdcopy "$(nbd_uri "$PWD/s.sock")" got.raw
-  cmp ref.raw got.raw
-  stop_nbdkit s.sock
-  stop_nbdkit q.sock
-  # The writes are in the add-cow image (its raw file)...
+}
+
+# The three writes are in local.raw, at their own offsets.
+three_in_local_raw ()
+{
   python3 - <<'PY'
 d = open("local.raw", "rb").read()
 assert d[500000:570000] == b"W" * 70000
 assert d[1052672:1056768] == b"Z" * 4096
 assert d[-512:] == b"E" * 512
 PY
+}
+
+@test "qed filter stacking: add-cow on top, writes land in the add-cow image" {
+  start_nbdkit q.sock curl "$WEB_URL/disk.qed" --filter="$QED_FILTER"
+  truncate -s 4M local.raw
+  start_nbdkit s.sock --filter="$ADDCOW_FILTER" file local.raw \
+    addcow=local.add-cow addcow-backing="$(nbd_uri "$PWD/q.sock")"
+  write_three "$(nbd_uri "$PWD/s.sock")"
+  nbdcopy "$(nbd_uri "$PWD/s.sock")" got.raw
+  cmp ref.raw got.raw
+  stop_nbdkit s.sock
+  stop_nbdkit q.sock
+  # The writes are in the add-cow image (its raw file)...
+  three_in_local_raw
   "$QAD_IMG" check local.add-cow
   # ... and never on the web server.
   test "$(md5sum < www/disk.qed)" = "$served_md5"
@@ -76,20 +88,6 @@ PY
     curl "$WEB_URL/disk.qed" addcow="$PWD/one.add-cow" addcow-image=view \
     --run 'nbdsh -u "$uri" -c "assert h.is_read_only()"'
   test "$(md5sum < www/disk.qed)" = "$served_md5"
-}
-
-# The writes of the tests below, on the server at $1, and on ref.raw.
-write_three ()
-{
-  nbdsh -u "$1" -c '
-h.pwrite(b"W" * 70000, 500000)        # over data, unaligned
-h.pwrite(b"Z" * 4096, 1048576 + 4096) # inside the zero cluster
-h.pwrite(b"E" * 512, 4 * 1048576 - 512) # the last sector
-h.flush()
-'
-  qemu-io -f raw -c "write -P 0x57 500000 70000" \
-    -c "write -P 0x5a $((1048576 + 4096)) 4096" \
-    -c "write -P 0x45 $((4 * 1048576 - 512)) 512" ref.raw >/dev/null
 }
 
 # The one-server stack, on socket s.sock.
@@ -112,12 +110,7 @@ assert h.can_flush() and h.can_fua() and h.can_multi_conn()'
   # The new image was sized from the backing; the writes are in it,
   # at their own offsets.
   test "$(stat -c %s local.raw)" -eq $((4 * 1048576))
-  python3 - <<'PY'
-d = open("local.raw", "rb").read()
-assert d[500000:570000] == b"W" * 70000
-assert d[1052672:1056768] == b"Z" * 4096
-assert d[-512:] == b"E" * 512
-PY
+  three_in_local_raw
   "$QAD_IMG" check local.add-cow
   "$QAD_IMG" info local.add-cow | grep -F "$WEB_URL/disk.qed"
   # They survive a restart, and unwritten clusters still read from the
