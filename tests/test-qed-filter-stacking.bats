@@ -194,3 +194,27 @@ h.flush()'
   nbdcopy "$(nbd_uri "$PWD/s.sock")" got.raw
   cmp ref.raw got.raw
 }
+
+@test "qed filter stacking: one server, extents and the image's lock" {
+  start_one_server
+  write_three "$(nbd_uri "$PWD/s.sock")"
+  # Written clusters are data (from the local image); clusters the QED
+  # image never allocated stay holes (from the qed filter below).
+  nbdinfo --map --json "$(nbd_uri "$PWD/s.sock")" > map.json
+  python3 - <<'PY'
+import json
+m = json.load(open("map.json"))
+def at(off):
+    return next(e for e in m if e["offset"] <= off < e["offset"] + e["length"])
+assert at(500000)["type"] & 1 == 0, at(500000)      # written: data
+assert at(3 * 1048576 - 1)["type"] == 3, at(3 * 1048576 - 1)  # unallocated
+assert at(4 * 1048576 - 1)["type"] & 1 == 0         # the last sector
+PY
+  # A second server on the same local image is refused, in one line.
+  run nbdkit -U - --filter="$ADDCOW_FILTER" --filter="$QED_FILTER" \
+    curl "$WEB_URL/disk.qed" addcow="$PWD/other.add-cow" \
+    addcow-local-image="$PWD/local.raw" --run true
+  test "$status" -ne 0
+  [[ "$output" == *local.raw* ]]
+  stop_nbdkit s.sock
+}
