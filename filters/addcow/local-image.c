@@ -63,8 +63,11 @@ static uint64_t image_size;
 
 static bool sync_failed;                /* atomic: a fdatasync failed */
 
-/* backing_lock protects the backing device's creation. */
+/* backing_lock protects backing_dev, the plugin below as a device,
+ * made by the first .prepare and closed at unload.
+ */
 static pthread_mutex_t backing_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct qad_blockdev *backing_dev;
 
 bool
 local_image_mode (void)
@@ -215,17 +218,18 @@ local_image_prepare (nbdkit_next *next, struct qad_blockdev **backing)
    */
   if (next->can_extents (next) == -1)
     return -1;
-  if (*backing == NULL) {
-    *backing = next_dev_open ("the backing served by the plugin", "");
-    return *backing ? 0 : -1;
+  if (backing_dev == NULL) {
+    backing_dev = next_dev_open ("the backing served by the plugin", "");
+    *backing = backing_dev;
+    return backing_dev ? 0 : -1;
   }
   size = next->get_size (next);
   if (size == -1)
     return -1;
-  if ((uint64_t) size != (*backing)->size) {
+  if ((uint64_t) size != backing_dev->size) {
     nbdkit_error ("%s: the plugin below now serves %" PRIi64 " bytes, but "
                   "%" PRIu64 " when the backing was opened",
-                  image_path, size, (*backing)->size);
+                  image_path, size, backing_dev->size);
     return -1;
   }
   return 0;
@@ -237,6 +241,8 @@ local_image_close (void)
   if (image_fd >= 0)
     close (image_fd);
   image_fd = -1;
+  qad_blockdev_close (backing_dev);
+  backing_dev = NULL;
   free (image_path);
   free (label);
   free (plugin_label);

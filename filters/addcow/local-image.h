@@ -48,7 +48,8 @@ extern int local_image_open (void);
 extern int local_image_size_new (nbdkit_next *next, bool sidecar_fresh);
 
 /* .prepare of every connection: NEXT, the plugin below, becomes the
- * backing device (*BACKING, opened by the first connection).
+ * backing device (*BACKING, opened by the first connection, owned by
+ * this file until local_image_close).
  */
 extern int local_image_prepare (nbdkit_next *next,
                                 struct qad_blockdev **backing);
