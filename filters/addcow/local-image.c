@@ -208,31 +208,17 @@ int
 local_image_prepare (nbdkit_next *next, struct qad_blockdev **backing)
 {
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&backing_lock);
-  int64_t size;
 
   if (!local_image_mode ())
     return 0;
-  next_dev_enter (next);
-  /* nbdkit asserts can_extents was asked on a context before its
-   * extents are: the shared device may ask through this one.
-   */
-  if (next->can_extents (next) == -1)
+  if (next_dev_prepare (next) == -1)
     return -1;
   if (backing_dev == NULL) {
     backing_dev = next_dev_open ("the backing served by the plugin", "");
     *backing = backing_dev;
     return backing_dev ? 0 : -1;
   }
-  size = next->get_size (next);
-  if (size == -1)
-    return -1;
-  if ((uint64_t) size != backing_dev->size) {
-    nbdkit_error ("%s: the plugin below now serves %" PRIi64 " bytes, but "
-                  "%" PRIu64 " when the backing was opened",
-                  image_path, size, backing_dev->size);
-    return -1;
-  }
-  return 0;
+  return next_dev_check_size (next, backing_dev->size, backing_dev->name);
 }
 
 void

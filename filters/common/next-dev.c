@@ -113,6 +113,28 @@ static const struct qad_blockdev_ops next_dev_ops = {
   .close = next_dev_close,
 };
 
+int
+next_dev_prepare (nbdkit_next *next)
+{
+  next_dev_enter (next);
+  return next->can_extents (next) == -1 ? -1 : 0;
+}
+
+int
+next_dev_check_size (nbdkit_next *next, uint64_t size, const char *name)
+{
+  int64_t now = next->get_size (next);
+
+  if (now == -1)
+    return -1;
+  if ((uint64_t) now != size) {
+    nbdkit_error ("%s: the plugin now serves %" PRIi64 " bytes, but %"
+                  PRIu64 " when it was opened", name, now, size);
+    return -1;
+  }
+  return 0;
+}
+
 struct qad_blockdev *
 next_dev_open (const char *description, const char *exportname)
 {

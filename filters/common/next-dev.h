@@ -40,6 +40,17 @@ next_dev_enter (nbdkit_next *next)
   next_dev_current = next;
 }
 
+/* At .prepare of every connection that reads through a shared device:
+ * make NEXT current and ask its can_extents (see the notes above).
+ */
+extern int next_dev_prepare (nbdkit_next *next);
+
+/* A later connection's NEXT must still serve SIZE bytes, the size the
+ * shared device NAME was opened with; else an error naming both sizes.
+ */
+extern int next_dev_check_size (nbdkit_next *next, uint64_t size,
+                                const char *name);
+
 /* The plugin's export EXPORTNAME as a device named DESCRIPTION (with
  * the export name appended when it is not ""), through the current
  * nbdkit_next.  Its size is the plugin's size now.  NULL after

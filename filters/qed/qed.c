@@ -259,14 +259,9 @@ qed_filter_prepare (nbdkit_next *next, void *handle, int readonly)
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&exports_lock);
   struct handle *h = handle;
   struct export *e;
-  int64_t size;
 
-  next_dev_enter (next);
-  /* nbdkit 1.32 asserts that a context's can_extents was asked before
-   * its extents are: the shared device may read extents through this
-   * connection's context, so ask on every one, not only the first.
-   */
-  if (next->can_extents (next) == -1)
+  /* The shared device may read extents through this connection. */
+  if (next_dev_prepare (next) == -1)
     return -1;
   for (e = exports; e != NULL; e = e->next)
     if (strcmp (e->name, h->exportname) == 0)
@@ -276,17 +271,9 @@ qed_filter_prepare (nbdkit_next *next, void *handle, int readonly)
     if (e == NULL)
       return -1;
   }
-  else {
-    size = next->get_size (next);
-    if (size == -1)
-      return -1;
-    if ((uint64_t) size != e->file_size) {
-      nbdkit_error ("%s: the plugin now serves %" PRIi64 " bytes, but "
-                    "%" PRIu64 " when the image was opened",
-                    e->img->dev.name, size, e->file_size);
-      return -1;
-    }
-  }
+  else if (next_dev_check_size (next, e->file_size,
+                                 e->img->dev.name) == -1)
+    return -1;
   e->refs++;
   h->exp = e;
   return 0;
