@@ -15,7 +15,7 @@ packages=(
   nbdkit nbdkit-plugin-dev libnbd-dev libnbd-bin python3-libnbd
   qemu-utils bats bats-assert bats-support fio valgrind
   guestfish libguestfs-tools linux-image-amd64
-  lighttpd curl
+  lighttpd curl openssh-server openssh-client
 )
 
 missing=()

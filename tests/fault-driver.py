@@ -34,7 +34,11 @@
 # bits are never persisted: their data may be lost); the sidecar checks
 # clean.
 #
-# Usage: fault-driver.py qed|dirty-bitmap|addcow WORKDIR
+# addcow-local: the same with addcow-local-image= (the image is a local
+# file the filter writes itself, the file plugin below serves the
+# backing read-only).
+#
+# Usage: fault-driver.py qed|dirty-bitmap|addcow|addcow-local WORKDIR
 # Environment: SHIM (fault-inject.so), QED_PLUGIN, DIRTY_BITMAP_FILTER,
 # ADDCOW_FILTER, QAD_IMG, QDBREAD (dirty-bitmap-qdbread.py).  Prints a summary line;
 # exits 1 on the first broken rule.
@@ -504,7 +508,7 @@ def dirty_bitmap_main():
           (" and ".join(summary), DEPTH))
 
 
-def addcow_main():
+def addcow_main(local=False):
     filt = os.environ["ADDCOW_FILTER"]
     qad_img = os.environ["QAD_IMG"]
     disk = os.path.join(WORK, "disk.raw")
@@ -520,6 +524,9 @@ def addcow_main():
     Model.advisory_trim = True
     args = ["--filter=" + filt, "file", disk, "addcow=" + sidecar,
             "addcow-backing=" + base, "addcow-cluster-size=4K"]
+    if local:
+        args = ["--filter=" + filt, "file", base, "addcow=" + sidecar,
+                "addcow-local-image=" + disk, "addcow-cluster-size=4K"]
 
     def fresh():
         with open(disk, "wb") as f:
@@ -536,7 +543,8 @@ def addcow_main():
         sites = count_sites(args, env, initial)
         for (kind, site), n in sites:
             for e in ("EIO", "ENOSPC"):
-                name = "addcow %s %s #%d %s" % (what_file, kind, n, e)
+                name = "%s %s %s #%d %s" % (sys.argv[1], what_file, kind,
+                                            n, e)
                 fresh()
                 os.unlink(env["FAULT_LOG"])
                 model = Model(initial)
@@ -583,8 +591,9 @@ def addcow_main():
                 verify_after(args, model, name)
                 total += 1
                 print("# %s at %s: %s" % (name, site, what))
-    print("addcow: call sites of the sidecar and the image (stack depth "
-          "%d) injected with EIO and with ENOSPC: %d runs" % (DEPTH, total))
+    print("%s: call sites of the sidecar and the image (stack depth "
+          "%d) injected with EIO and with ENOSPC: %d runs"
+          % (sys.argv[1], DEPTH, total))
 
 
 if __name__ == "__main__":
@@ -598,4 +607,5 @@ if __name__ == "__main__":
     # inject along more paths (FAULT_DEPTH=4 in the long mode).
     DEPTH = int(os.environ.get("FAULT_DEPTH", "2"))
     {"qed": qed_main, "dirty-bitmap": dirty_bitmap_main,
-     "addcow": addcow_main}[sys.argv[1]]()
+     "addcow": addcow_main,
+     "addcow-local": lambda: addcow_main(local=True)}[sys.argv[1]]()

@@ -19,17 +19,29 @@ setup ()
   cd "$BATS_TEST_TMPDIR"
 }
 
-@test "addcow faults: every call site on the sidecar and the image fails in turn" {
+# fault_driver MODE: run fault-driver.py MODE (addcow, addcow-local)
+# and check that both files were injected: a failed sync of either
+# poisons, a failed write to the image (ENOSPC) fails only its request.
+fault_driver ()
+{
   run env SHIM="$TESTS_BIN/.libs/fault-inject.so" \
     ADDCOW_FILTER="$ADDCOW_FILTER" QAD_IMG="$QAD_IMG" \
-    python3 "$BATS_TEST_DIRNAME/fault-driver.py" addcow "$BATS_TEST_TMPDIR"
+    python3 "$BATS_TEST_DIRNAME/fault-driver.py" "$1" "$BATS_TEST_TMPDIR"
   echo "$output"
   test "$status" -eq 0
   echo "# ${lines[-1]}" >&3
-  # Both files were injected; a failed sync of either poisons; a failed
-  # write to the image (ENOSPC) fails only its request.
-  grep -q "^# addcow sidecar sync #.*poisoned" <<<"$output"
-  grep -q "^# addcow sidecar write #" <<<"$output"
-  grep -q "^# addcow image sync #.*poisoned" <<<"$output"
-  grep -q "^# addcow image write #.* ENOSPC .*failed (ENOSPC), not poisoned" <<<"$output"
+  grep -q "^# $1 sidecar sync #.*poisoned" <<<"$output"
+  grep -q "^# $1 sidecar write #" <<<"$output"
+  grep -q "^# $1 image sync #.*poisoned" <<<"$output"
+  grep -q "^# $1 image write #.* ENOSPC .*failed (ENOSPC), not poisoned" <<<"$output"
+}
+
+@test "addcow faults: every call site on the sidecar and the image fails in turn" {
+  fault_driver addcow
+}
+
+# The image is a local file the filter writes itself: its own writes
+# and syncs are injected.
+@test "addcow faults: with addcow-local-image=, the local image's call sites too" {
+  fault_driver addcow-local
 }

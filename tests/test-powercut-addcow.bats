@@ -30,6 +30,16 @@ setup ()
   pc_samples addcow
 }
 
+# addcow-local-image=: the filter writes and syncs the image itself,
+# and reads the backing through the file plugin below.
+@test "powercut addcow: addcow-local-image=, the plugin below as the backing" {
+  export PC_ADDCOW_LOCAL=1
+  pc_record_nbdkit addcow
+  pc_check addcow
+  test "$status" -eq 0
+  pc_samples addcow
+}
+
 # The sidecar is made by the recorded server (temporary file, fsync,
 # link, fsync of the directory): a crash at any point of it leaves
 # either no sidecar or a valid one.

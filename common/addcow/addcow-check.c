@@ -94,7 +94,8 @@ addcow_check (const char *path, bool repair, addcow_problem_fn problem,
     r->disk_size = st.st_size;
   r->nclusters = addcow_nr_clusters (r->disk_size, h.cluster_bits);
 
-  if (h.backing_file && !r->all_allocated) {
+  /* A supplied backing's name is a label, never opened (spec 4). */
+  if (h.backing_file && !r->all_allocated && !addcow_backing_supplied (&h)) {
     bk = addcow_resolve_name (path, h.backing_file);
     if (bk == NULL)
       goto out;

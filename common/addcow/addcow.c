@@ -177,6 +177,18 @@ addcow_choose_backing_format (const char *backing, const char *format,
   return "raw";
 }
 
+/* Refuse incompatible feature bits this implementation does not know. */
+static int
+check_features (uint64_t features, const char *file)
+{
+  if (features & ~ADDCOW_FEATURES_KNOWN)
+    BAD ("%s: add-cow header: unknown incompatible feature bits 0x%" PRIx64
+         " are set (this implementation knows 0x%" PRIx64
+         ", BACKING_SUPPLIED)", file, features & ~ADDCOW_FEATURES_KNOWN,
+         ADDCOW_FEATURES_KNOWN);
+  return 0;
+}
+
 int
 addcow_validate_header (const struct addcow_header *h, const char *file)
 {
@@ -191,9 +203,13 @@ addcow_validate_header (const struct addcow_header *h, const char *file)
     BAD ("%s: add-cow header: HEADER_SIZE is %" PRIu32 " (must be %" PRIu32
          " for cluster_bits %" PRIu32 ")", file, h->header_size,
          addcow_header_size_for (h->cluster_bits), h->cluster_bits);
-  if (h->features != 0)
-    BAD ("%s: add-cow header: unknown incompatible feature bits 0x%" PRIx64
-         " are set (this implementation knows none)", file, h->features);
+  if (check_features (h->features, file) == -1)
+    return -1;
+  if (addcow_backing_supplied (h) &&
+      (h->backing_file == NULL || strcmp (h->backing_format, "raw") != 0))
+    BAD ("%s: add-cow header: BACKING_SUPPLIED is set, so a backing label "
+         "and the backing format \"raw\" are required (found %s, \"%s\")",
+         file, h->backing_file ? "a label" : "no label", h->backing_format);
   if (h->image_file == NULL || h->image_file[0] == '\0')
     BAD ("%s: add-cow header: image file name is empty", file);
   if (!addcow_image_format_defined (h->image_format))
@@ -278,9 +294,8 @@ addcow_parse_header (const void *vbuf, size_t len, const char *file,
     BAD ("%s: add-cow header: HEADER_SIZE is %" PRIu32 " (must be %" PRIu32
          " for cluster_bits %" PRIu32 ")", file, hs,
          addcow_header_size_for (h->cluster_bits), h->cluster_bits);
-  if (h->features != 0)
-    BAD ("%s: add-cow header: unknown incompatible feature bits 0x%" PRIx64
-         " are set (this implementation knows none)", file, h->features);
+  if (check_features (h->features, file) == -1)
+    return -1;
   if (len < hs)
     BAD ("%s: add-cow header truncated: file is %zu bytes, HEADER_SIZE is %"
          PRIu32, file, len, hs);

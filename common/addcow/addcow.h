@@ -42,6 +42,10 @@
 #define ADDCOW_OFF_BACKING_FORMAT 44
 #define ADDCOW_OFF_IMAGE_FORMAT 60
 
+/* Incompatible feature bits (spec section 4, bytes 24-31). */
+#define ADDCOW_FEATURE_BACKING_SUPPLIED UINT64_C (1)
+#define ADDCOW_FEATURES_KNOWN ADDCOW_FEATURE_BACKING_SUPPLIED
+
 /* Compatible feature bits. */
 #define ADDCOW_COMPAT_ALL_ALLOCATED UINT64_C (1)
 #define ADDCOW_COMPAT_KNOWN ADDCOW_COMPAT_ALL_ALLOCATED
@@ -52,13 +56,23 @@
 struct addcow_header {
   uint32_t cluster_bits;
   uint32_t header_size;         /* HEADER_SIZE == bitmap offset */
-  uint64_t features;            /* always 0 in a valid header */
+  uint64_t features;            /* only ADDCOW_FEATURES_KNOWN bits */
   uint64_t compat_features;     /* unknown bits are kept on rewrite */
   char *backing_file;           /* NULL: no backing file */
   char *image_file;
   char backing_format[ADDCOW_FORMAT_LEN + 1]; /* "" when no backing */
   char image_format[ADDCOW_FORMAT_LEN + 1];
 };
+
+/* BACKING_SUPPLIED: the backing is not opened by name, the program
+ * that opens the sidecar is handed it; backing_file is only a label
+ * (spec section 4).
+ */
+static inline bool
+addcow_backing_supplied (const struct addcow_header *h)
+{
+  return (h->features & ADDCOW_FEATURE_BACKING_SUPPLIED) != 0;
+}
 
 /* HEADER_SIZE for a cluster size: max(4096, cluster size). */
 static inline uint32_t

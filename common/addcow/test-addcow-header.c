@@ -184,6 +184,26 @@ main (void)
   make_valid (16); store_le64 (buf + 24, 4);
   expect_bad (hs, "unknown feature bit", "feature", "0x4", NULL);
 
+  /* BACKING_SUPPLIED (bit 0): accepted with a label and format raw;
+   * refused with format qed or without a label.
+   */
+  make_valid (16); store_le64 (buf + 24, ADDCOW_FEATURE_BACKING_SUPPLIED);
+  expect_bad (hs, "supplied backing not raw", "BACKING_SUPPLIED", "qed",
+              NULL);
+  memcpy (buf + 44, "raw", 3);
+  assert (addcow_parse_header (buf, hs, "t", &h) == 0);
+  assert (addcow_backing_supplied (&h));
+  assert (strcmp (h.backing_file, "base.img") == 0);
+  addcow_header_free (&h);
+  assert (addcow_header_init (&h, 16, "disk.raw", "raw", NULL, NULL) == 0);
+  h.features = ADDCOW_FEATURE_BACKING_SUPPLIED;
+  assert (addcow_validate_header (&h, "t") == -1);
+  assert (strstr (last_error, "no label") != NULL);
+  addcow_header_free (&h);
+  make_valid (16); store_le64 (buf + 24, 3);
+  expect_bad (hs, "unknown feature bit beside a known one", "feature",
+              "0x2", NULL);
+
   make_valid (16); store_le32 (buf + 20, 11);
   expect_bad (hs, "cluster_bits too small", "cluster_bits", "11", NULL);
   make_valid (16); store_le32 (buf + 20, 22);

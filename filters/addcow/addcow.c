@@ -15,7 +15,10 @@
  *   copy-up.c   copy-up and copy-on-read of bit-0 clusters under the
  *               cluster range lock;
  *   common/addcow/addcow-store.c   the bitmap and when its bits may
- *               reach the sidecar (durability rules, poisoning).
+ *               reach the sidecar (durability rules, poisoning);
+ *   local-image.c   addcow-local-image=: the image is a local file and
+ *               the plugin below the backing; every callback swaps
+ *               them first (local_image_enter).
  *
  * Set up in three steps: .get_ready opens the sidecar (creating the
  * header when missing) and the backing file; .after_fork learns the
@@ -55,6 +58,7 @@
 #include "copy-up.h"
 #include "extents.h"
 #include "ispowerof2.h"
+#include "local-image.h"
 #include "minmax.h"
 #include "qad-error.h"
 #include "qad-limits.h"
@@ -107,12 +111,17 @@ addcow_unload (void)
   free (params.image);
   free (params.plugin_file);
   free (params.backing_dir);
+  local_image_close ();
 }
 
 static int
 addcow_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
                const char *key, const char *value)
 {
+  int taken = local_image_config (key, value);
+
+  if (taken != 0)
+    return taken == 1 ? 0 : -1;
   if (strcmp (key, "addcow") == 0) {
     free (params.sidecar);
     params.sidecar = nbdkit_absolute_path (value);
@@ -205,6 +214,8 @@ addcow_config_complete (nbdkit_next_config_complete *next,
                   "addcow-backing-policy=inside");
     return -1;
   }
+  if (local_image_config_complete (&params) == -1)
+    return -1;
   return next (nxdata);
 }
 
@@ -218,7 +229,11 @@ addcow_config_complete (nbdkit_next_config_complete *next,
   "addcow-backing-policy=follow|inside|refuse  Which backing the sidecar\n" \
   "                           may open (default follow).\n" \
   "addcow-backing-dir=<DIR>   Also allowed by addcow-backing-policy=inside.\n" \
-  "addcow-max-bitmap-size=<SIZE>  Largest COW bitmap (default 256M)."
+  "addcow-max-bitmap-size=<SIZE>  Largest COW bitmap (default 256M).\n" \
+  "addcow-local-image=<FILE>  The image is this local raw file; the\n" \
+  "                           plugin below is the backing.\n" \
+  "addcow-backing-label=<LABEL>  With addcow-local-image=: the backing's\n" \
+  "                           name recorded (default the plugin's url=)."
 
 static int
 addcow_thread_model (void)
@@ -229,7 +244,7 @@ addcow_thread_model (void)
 static int
 addcow_get_ready (int thread_model)
 {
-  if (sidecar_open (&params, &sc) == -1)
+  if (local_image_open () == -1 || sidecar_open (&params, &sc) == -1)
     return -1;
   cow.backing = sc.backing;
   cow.cbits = sc.hdr.cluster_bits;
@@ -355,7 +370,7 @@ static int
 addcow_after_fork (nbdkit_backend *backend)
 {
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&state_lock);
-  nbdkit_next *next;
+  nbdkit_next *next, *image;
   int64_t size;
   int r = -1;
 
@@ -366,7 +381,10 @@ addcow_after_fork (nbdkit_backend *backend)
     nbdkit_next_context_close (next);
     return -1;
   }
-  size = next->get_size (next);
+  if (local_image_size_new (next, sc.file_size == sc.hdr.header_size) == -1)
+    goto out;
+  image = local_image_enter (next);
+  size = image->get_size (image);
   if (size == -1)
     goto out;
   /* A fresh sidecar (header only) fits any size: it is sized by the
@@ -382,7 +400,7 @@ addcow_after_fork (nbdkit_backend *backend)
     goto out;
   preloaded = true;
   preloaded_size = size;
-  warn_if_not_persisted (next, size, preloaded_bitmap, preloaded_len);
+  warn_if_not_persisted (image, size, preloaded_bitmap, preloaded_len);
   r = 0;
  out:
   next->finalize (next);
@@ -396,8 +414,12 @@ addcow_open (nbdkit_next_open *next, nbdkit_context *nxdata,
 {
   struct handle *h;
 
-  /* Copy-on-read writes to the plugin even for a read-only client. */
-  if (next (nxdata, readonly && !on_read, exportname) == -1)
+  /* Copy-on-read writes to the plugin even for a read-only client;
+   * a plugin that is the backing (addcow-local-image=) is never
+   * written.
+   */
+  if (next (nxdata, local_image_mode () || (readonly && !on_read),
+            exportname) == -1)
     return NULL;
   h = calloc (1, sizeof *h);
   if (h == NULL) {
@@ -420,6 +442,9 @@ addcow_prepare (nbdkit_next *next, void *handle, int readonly)
   int64_t size;
   int r, multi;
 
+  if (local_image_prepare (next, &cow.backing) == -1)
+    return -1;
+  next = local_image_enter (next);
   size = next->get_size (next);
   if (size == -1)
     return -1;
@@ -482,10 +507,19 @@ addcow_finalize (nbdkit_next *next, void *handle)
 {
   int err = 0;
 
+  next = local_image_enter (next);
   if (!addcow_store_poisoned (&cow.store) &&
       addcow_store_have_dirty (&cow.store) && do_flush (next, &err) == -1)
     return -1;
   return 0;
+}
+
+/* The disk is the image (with addcow-local-image=, not the plugin). */
+static int64_t
+addcow_get_size (nbdkit_next *next, void *handle)
+{
+  next = local_image_enter (next);
+  return next->get_size (next);
 }
 
 /* Advertise the cluster size as the preferred block size, so that
@@ -495,6 +529,7 @@ static int
 addcow_block_size (nbdkit_next *next, void *handle, uint32_t *minimum,
                    uint32_t *preferred, uint32_t *maximum)
 {
+  next = local_image_enter (next);
   if (next->block_size (next, minimum, preferred, maximum) == -1)
     return -1;
   if (*minimum == 0) {          /* the plugin has no constraints */
@@ -512,6 +547,7 @@ addcow_block_size (nbdkit_next *next, void *handle, uint32_t *minimum,
 static int
 addcow_can_write (nbdkit_next *next, void *handle)
 {
+  next = local_image_enter (next);
   return next->can_write (next);
 }
 
@@ -521,14 +557,17 @@ addcow_can_write (nbdkit_next *next, void *handle)
 static int
 addcow_can_flush (nbdkit_next *next, void *handle)
 {
+  next = local_image_enter (next);
   return next->can_flush (next);
 }
 
 static int
 addcow_can_fua (nbdkit_next *next, void *handle)
 {
-  int r = next->can_flush (next);
+  int r;
 
+  next = local_image_enter (next);
+  r = next->can_flush (next);
   if (r == -1)
     return -1;
   return r ? NBDKIT_FUA_NATIVE : NBDKIT_FUA_NONE;
@@ -561,6 +600,7 @@ addcow_can_extents (nbdkit_next *next, void *handle)
 static int
 addcow_can_multi_conn (nbdkit_next *next, void *handle)
 {
+  next = local_image_enter (next);
   return next->can_multi_conn (next);
 }
 
@@ -585,6 +625,7 @@ addcow_pread (nbdkit_next *next, void *handle, void *vbuf, uint32_t count,
   char *buf = vbuf;
   uint64_t end = offset + count;
 
+  next = local_image_enter (next);
   if (addcow_store_all_set (&cow.store))
     return next->pread (next, buf, count, offset, flags, err);
 
@@ -635,6 +676,7 @@ static int
 addcow_pwrite (nbdkit_next *next, void *handle, const void *buf,
                uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
+  next = local_image_enter (next);
   if (refuse_if_poisoned (err) == -1)
     return -1;
   return write_or_zero (next, buf, count, offset, 0,
@@ -649,6 +691,7 @@ addcow_zero (nbdkit_next *next, void *handle, uint32_t count,
   uint64_t c1 = ((offset + count - 1) >> cow.cbits) + 1;
   uint32_t zflags = flags & NBDKIT_FLAG_MAY_TRIM;
 
+  next = local_image_enter (next);
   if (refuse_if_poisoned (err) == -1)
     return -1;
   if (flags & NBDKIT_FLAG_FAST_ZERO) {
@@ -677,6 +720,7 @@ addcow_trim (nbdkit_next *next, void *handle, uint32_t count,
   uint64_t end = offset + count;
   int r;
 
+  next = local_image_enter (next);
   if (refuse_if_poisoned (err) == -1)
     return -1;
   r = next->can_trim (next);
@@ -701,6 +745,7 @@ addcow_trim (nbdkit_next *next, void *handle, uint32_t count,
 static int
 addcow_flush (nbdkit_next *next, void *handle, uint32_t flags, int *err)
 {
+  next = local_image_enter (next);
   return do_flush (next, err);
 }
 
@@ -709,6 +754,7 @@ addcow_extents (nbdkit_next *next, void *handle, uint32_t count,
                 uint64_t offset, uint32_t flags,
                 struct nbdkit_extents *extents, int *err)
 {
+  next = local_image_enter (next);
   return cow_extents (next, count, offset, flags, extents, err);
 }
 
@@ -727,6 +773,7 @@ static struct nbdkit_filter filter = {
   .close             = addcow_close,
   .prepare           = addcow_prepare,
   .finalize          = addcow_finalize,
+  .get_size          = addcow_get_size,
   .block_size        = addcow_block_size,
   .can_write         = addcow_can_write,
   .can_flush         = addcow_can_flush,

@@ -62,7 +62,14 @@ create_sidecar (const struct sidecar_params *p)
   if (image_name == NULL)
     return -1;
 
-  if (p->backing) {
+  if (p->backing_supplied) {
+    /* A label, recorded as given, never resolved or opened. */
+    backing_name = strdup (p->backing);
+    if (backing_name == NULL)
+      return -1;
+    bfmt = "raw";
+  }
+  else if (p->backing) {
     if (p->plugin_file && !addcow_name_is_uri (p->backing) &&
         same_file (p->backing, p->plugin_file)) {
       nbdkit_error ("%s: addcow-backing=%s is the image the plugin serves "
@@ -87,6 +94,8 @@ create_sidecar (const struct sidecar_params *p)
                           : ADDCOW_DEFAULT_CLUSTER_BITS,
                           image_name, "raw", backing_name, bfmt) == -1)
     return -1;
+  if (p->backing_supplied)
+    h.features |= ADDCOW_FEATURE_BACKING_SUPPLIED;
   r = addcow_create_file (p->sidecar, &h, false, 0);
   addcow_header_free (&h);
   if (r == 0)
@@ -130,6 +139,26 @@ check_params_against_header (const struct sidecar_params *p,
     return -1;
   }
 
+  if (addcow_backing_supplied (&sc->hdr) != p->backing_supplied) {
+    nbdkit_error ("%s: %s", p->sidecar, p->backing_supplied
+                  ? "was made for a backing file the filter opens, not for "
+                    "addcow-local-image= (the plugin below as the backing)"
+                  : "was made with addcow-local-image= (its backing is the "
+                    "plugin below the filter): give addcow-local-image=");
+    return -1;
+  }
+  if (p->backing_supplied) {
+    /* Once ALL_ALLOCATED, the backing is no longer read. */
+    if (!(sc->hdr.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED) &&
+        strcmp (p->backing, sc->hdr.backing_file) != 0) {
+      nbdkit_error ("%s: was made over the backing \"%s\", but the plugin "
+                    "below now serves \"%s\" (if that is the same image, "
+                    "say so with addcow-backing-label=)", p->sidecar,
+                    sc->hdr.backing_file, p->backing);
+      return -1;
+    }
+    return 0;
+  }
   if (sc->hdr.backing_file == NULL) {
     if (p->backing) {
       nbdkit_error ("%s: addcow-backing=%s given, but the file records "
@@ -262,6 +291,8 @@ sidecar_open (const struct sidecar_params *p, struct sidecar *sc)
                   p->sidecar);
     return 0;
   }
+  if (p->backing_supplied)
+    return 0;                   /* the filter is handed the backing */
   return open_backing (p, sc);
 }
 

@@ -28,6 +28,8 @@ struct sidecar_params {
   char *plugin_file;            /* the plugin's file= */
   enum qad_backing_policy backing_policy; /* addcow-backing-policy= */
   char *backing_dir;            /* addcow-backing-dir=, canonical */
+  bool backing_supplied;        /* addcow-local-image=: the plugin below
+                                 * is the backing, backing its label */
 };
 
 struct sidecar {

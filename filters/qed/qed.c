@@ -13,10 +13,10 @@
  * The plugin below is a block device (struct qad_blockdev) to
  * common/qed, which opens the image on it with qed_open_dev: the
  * header, L1 table, bounded L2 cache and backing chain are the
- * plugin's code.  The device reads through the nbdkit_next of the
- * request being served, which this file keeps in a thread-local
- * variable (current_next) set at the top of every callback: common/qed
- * calls back into the device on the calling thread only.
+ * plugin's code.  The device (filters/common/next-dev.c) reads
+ * through the nbdkit_next of the request being served, which every
+ * callback here hands it first (next_dev_enter): common/qed calls back
+ * into the device on the calling thread only.
  *
  * One open image per export name, shared by every connection to it
  * (so the L2 cache, and a table fetched once, serve all of them), and
@@ -46,144 +46,16 @@
 #include "blockdev.h"
 #include "cleanup.h"
 #include "minmax.h"
+#include "next-dev.h"
 #include "nbd-backing.h"
 #include "qad-error.h"
 #include "qad-limits.h"
 #include "qed-image.h"
 
-/* The largest single read or extents query passed to the plugin. */
-#define MAX_NEXT_REQUEST (UINT32_C (1) << 30)
-
 /* ---- parameters (set in .config, read-only afterwards) ---- */
 static uint64_t l2_cache_bytes;         /* qed-l2-cache-size=, 0 = default */
 static char **backings;                 /* qed-backing=, in chain order */
 static size_t nr_backings;
-
-/* The plugin below, for the request this thread is serving. */
-static __thread nbdkit_next *current_next;
-
-/* ---- the plugin as a block device ---- */
-
-struct next_dev {
-  struct qad_blockdev dev;
-  bool can_extents;
-};
-
-static int
-next_dev_pread (struct qad_blockdev *dev, void *buf, uint64_t count,
-                uint64_t offset)
-{
-  nbdkit_next *next = current_next;
-  char *p = buf;
-  int err = 0;
-
-  while (count > 0) {
-    uint32_t n = MIN (count, (uint64_t) MAX_NEXT_REQUEST);
-
-    if (next->pread (next, p, n, offset, 0, &err) == -1) {
-      qad_error ("%s: read failed: offset=%" PRIu64 " count=%" PRIu32,
-                 dev->name, offset, n);
-      errno = err ? err : EIO;
-      return -1;
-    }
-    p += n;
-    offset += n;
-    count -= n;
-  }
-  return 0;
-}
-
-static int
-next_dev_extent (struct qad_blockdev *dev, uint64_t offset, uint64_t max,
-                 uint64_t *len, uint32_t *flags)
-{
-  struct next_dev *d = (struct next_dev *) dev;
-  nbdkit_next *next = current_next;
-  struct nbdkit_extents *exts;
-  struct nbdkit_extent e;
-  uint32_t count;
-  int err = 0;
-
-  if (offset >= dev->size) {
-    *len = max;
-    *flags = QAD_EXTENT_HOLE | QAD_EXTENT_ZERO;
-    return 0;
-  }
-  max = MIN (max, dev->size - offset);
-  if (!d->can_extents) {
-    *len = max;
-    *flags = 0;
-    return 0;
-  }
-  count = MIN (max, (uint64_t) MAX_NEXT_REQUEST);
-  exts = nbdkit_extents_new (offset, offset + count);
-  if (exts == NULL) {
-    errno = ENOMEM;
-    return -1;
-  }
-  if (next->extents (next, count, offset, NBDKIT_FLAG_REQ_ONE, exts,
-                     &err) == -1) {
-    qad_error ("%s: extents failed: offset=%" PRIu64, dev->name, offset);
-    nbdkit_extents_free (exts);
-    errno = err ? err : EIO;
-    return -1;
-  }
-  if (nbdkit_extents_count (exts) == 0) {
-    *len = count;
-    *flags = 0;
-  }
-  else {
-    e = nbdkit_get_extent (exts, 0);
-    *len = e.offset == offset && e.length > 0 ? MIN (e.length, max) : count;
-    *flags = e.offset == offset ? e.type : 0;
-  }
-  nbdkit_extents_free (exts);
-  return 0;
-}
-
-static void
-next_dev_close (struct qad_blockdev *dev)
-{
-  free (dev->name);
-  free (dev);
-}
-
-static const struct qad_blockdev_ops next_dev_ops = {
-  .pread = next_dev_pread,
-  .extent = next_dev_extent,
-  .close = next_dev_close,
-};
-
-/* The plugin's export EXPORTNAME as a device, through current_next. */
-static struct qad_blockdev *
-next_dev_open (const char *exportname)
-{
-  nbdkit_next *next = current_next;
-  struct next_dev *d;
-  int64_t size;
-  int r;
-
-  size = next->get_size (next);
-  if (size == -1)
-    return NULL;
-  r = next->can_extents (next);
-  if (r == -1)
-    return NULL;
-  d = calloc (1, sizeof *d);
-  if (d == NULL ||
-      (exportname[0] == '\0'
-       ? (d->dev.name = strdup ("image served by the plugin")) == NULL
-       : asprintf (&d->dev.name, "image served by the plugin (export '%s')",
-                   exportname) == -1)) {
-    nbdkit_error ("calloc: %m");
-    free (d);
-    return NULL;
-  }
-  d->dev.ops = &next_dev_ops;
-  d->dev.size = size;
-  d->can_extents = r == 1;
-  return &d->dev;
-}
 
 /* ---- backing files ---- */
 
@@ -254,7 +126,7 @@ export_open (const char *exportname)
   struct qad_blockdev *file;
   struct export *e;
 
-  file = next_dev_open (exportname);
+  file = next_dev_open ("image served by the plugin", exportname);
   if (file == NULL)
     return NULL;
   e = calloc (1, sizeof *e);
@@ -387,14 +259,9 @@ qed_filter_prepare (nbdkit_next *next, void *handle, int readonly)
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&exports_lock);
   struct handle *h = handle;
   struct export *e;
-  int64_t size;
 
-  current_next = next;
-  /* nbdkit 1.32 asserts that a context's can_extents was asked before
-   * its extents are: the shared device may read extents through this
-   * connection's context, so ask on every one, not only the first.
-   */
-  if (next->can_extents (next) == -1)
+  /* The shared device may read extents through this connection. */
+  if (next_dev_prepare (next) == -1)
     return -1;
   for (e = exports; e != NULL; e = e->next)
     if (strcmp (e->name, h->exportname) == 0)
@@ -404,17 +271,9 @@ qed_filter_prepare (nbdkit_next *next, void *handle, int readonly)
     if (e == NULL)
       return -1;
   }
-  else {
-    size = next->get_size (next);
-    if (size == -1)
-      return -1;
-    if ((uint64_t) size != e->file_size) {
-      nbdkit_error ("%s: the plugin now serves %" PRIi64 " bytes, but "
-                    "%" PRIu64 " when the image was opened",
-                    e->img->dev.name, size, e->file_size);
-      return -1;
-    }
-  }
+  else if (next_dev_check_size (next, e->file_size,
+                                 e->img->dev.name) == -1)
+    return -1;
   e->refs++;
   h->exp = e;
   return 0;
@@ -445,7 +304,7 @@ image_of (nbdkit_next *next, void *handle)
 {
   struct handle *h = handle;
 
-  current_next = next;
+  next_dev_enter (next);
   return h->exp->img;
 }
 

@@ -75,10 +75,19 @@ pc_server_args ()
   case "$obj" in
     qed) echo ${PC_FILTERS:-} "$QED_PLUGIN" "file=$d/disk.qed" ;;
     addcow)
-      echo ${PC_FILTERS:-} "--filter=$ADDCOW_FILTER" ${PC_INNER:-} \
-           file "$d/disk.raw" \
-           "addcow=$d/disk.add-cow" "addcow-backing=$d/base.raw" \
-           addcow-cluster-size=4K ;;
+      if test -n "${PC_ADDCOW_LOCAL:-}"; then
+        # The filter writes disk.raw itself; the plugin below serves
+        # the backing (the label is the same in every state's copy).
+        echo ${PC_FILTERS:-} "--filter=$ADDCOW_FILTER" ${PC_INNER:-} \
+             file "$d/base.raw" "addcow=$d/disk.add-cow" \
+             "addcow-local-image=$d/disk.raw" addcow-backing-label=base.raw \
+             addcow-cluster-size=4K
+      else
+        echo ${PC_FILTERS:-} "--filter=$ADDCOW_FILTER" ${PC_INNER:-} \
+             file "$d/disk.raw" \
+             "addcow=$d/disk.add-cow" "addcow-backing=$d/base.raw" \
+             addcow-cluster-size=4K
+      fi ;;
     dirty-bitmap)
       echo ${PC_FILTERS:-} "--filter=$DIRTY_BITMAP_FILTER" ${PC_INNER:-} \
            file "$d/disk.raw" \
