@@ -186,8 +186,8 @@ qed_rebase_copy (struct qed_image *img, struct qad_blockdev *new_backing,
           return -1;
         *copied += n;
       }
-      if (progress)
-        progress (opaque, MIN (c + n, size), size);
+      if (progress && c + n < end && (c / cs) % 1024 == 1023)
+        progress (opaque, c + n, size);
     }
     off = end;
     if (progress)
