@@ -68,7 +68,7 @@ qed_apply_change (const struct backing_change *c)
   const char *name = c->backing, *format = c->format;
   struct qad_blockdev *new_backing = NULL;
   struct qed_image *img;
-  uint64_t copied = 0;
+  uint64_t copied = 0, features;
   int r = -1;
 
   if (tool_backing_rules (c->file, &rules) == -1)
@@ -98,7 +98,8 @@ qed_apply_change (const struct backing_change *c)
     format = "raw";
 
   if (name[0] &&
-      open_new_backing (img, c, name, format, &rules, &new_backing) == -1)
+      (qed_backing_format_features (c->file, format, &features) == -1 ||
+       open_new_backing (img, c, name, format, &rules, &new_backing) == -1))
     goto out;
   if (c->safe &&
       qed_rebase_copy (img, new_backing,
