@@ -92,16 +92,9 @@ addcow_replace_file (int fd, const char *path, const struct addcow_header *h,
     errno = EINVAL;
     return -1;
   }
-  if (asprintf (&tmp, "%s.tmpXXXXXX", path) == -1) {
-    tmp = NULL;
-    qad_error ("%s: %m", path);
+  tfd = addcow_create_temp (path, &tmp);
+  if (tfd == -1)
     return -1;
-  }
-  tfd = mkostemp (tmp, O_CLOEXEC);
-  if (tfd == -1) {
-    qad_error ("%s: cannot create temporary file %s: %m", path, tmp);
-    return -1;
-  }
   if (addcow_lock_fd (tfd, tmp) == -1)
     goto err;
   if (fchmod (tfd, st.st_mode & 07777) == -1 ||

@@ -38,29 +38,18 @@
 
 static char dir[] = "/tmp/test-addcow-rebase.XXXXXX";
 
-static char *
-path_of (const char *name)
-{
-  static char buf[2][256];
-  static int i;
-  i = !i;
-  snprintf (buf[i], sizeof buf[i], "%s/%s", dir, name);
-  return buf[i];
-}
-
+/* Create NAME holding LEN bytes of DATA. */
 static void
-write_file (const char *name, const unsigned char *data, size_t len)
+make_file (const char *name, const unsigned char *data, size_t len)
 {
-  int fd = open (path_of (name), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  assert (fd >= 0);
-  assert (full_pwrite (fd, data, len, 0) == 0);
-  assert (close (fd) == 0);
+  FILE *fp = fopen (name, "w");
+  assert (fp && fwrite (data, 1, len, fp) == len && fclose (fp) == 0);
 }
 
 static int
 count_entries (void)
 {
-  DIR *d = opendir (dir);
+  DIR *d = opendir (".");
   int n = 0;
   while (readdir (d))
     n++;
@@ -80,25 +69,25 @@ main (void)
   bool fresh;
   int fd, nfd, ifd, other, i, entries;
 
-  assert (mkdtemp (dir) != NULL);
+  assert (mkdtemp (dir) != NULL && chdir (dir) == 0);
   for (i = 0; i < DISK; ++i)
     b1[i] = 1 + i % 199;
   memcpy (b2, b1, DISK);
   for (i = 0; i < NCL; i += 2)            /* differ in even clusters */
     b2[i * CS] ^= 0xff;
   memset (img, 0xee, DISK);
-  write_file ("b1.raw", b1, DISK);
-  write_file ("b2.raw", b2, DISK);
-  write_file ("img.raw", img, DISK);
+  make_file ("b1.raw", b1, DISK);
+  make_file ("b2.raw", b2, DISK);
+  make_file ("img.raw", img, DISK);
 
   assert (addcow_header_init (&h, CB, "img.raw", "raw", "b1.raw",
                               "raw") == 0);
-  assert (addcow_create_file (path_of ("d.add-cow"), &h, true, DISK) == 0);
+  assert (addcow_create_file ("d.add-cow", &h, true, DISK) == 0);
   addcow_header_free (&h);
-  assert (chmod (path_of ("d.add-cow"), 0600) == 0);
+  assert (chmod ("d.add-cow", 0600) == 0);
 
   /* Clusters 0, 1, 5 are in the image. */
-  fd = open (path_of ("d.add-cow"), O_RDWR);
+  fd = open ("d.add-cow", O_RDWR);
   assert (fd >= 0 && addcow_lock_fd (fd, "d") == 0);
   assert (addcow_read_header (fd, "d", &h, &fsz) == 0);
   assert (addcow_load_bitmap (fd, "d", &h, fsz, DISK, &bm, &bmlen,
@@ -110,11 +99,11 @@ main (void)
   free (h.backing_file);
   h.backing_file = strdup ("b2.raw");
   entries = count_entries ();
-  assert (addcow_replace_file (fd, path_of ("d.add-cow"), &h, NULL, 0,
+  assert (addcow_replace_file (fd, "d.add-cow", &h, NULL, 0,
                                &nfd) == 0);
   assert (count_entries () == entries);
   /* The new file is locked while we hold it. */
-  other = open (path_of ("d.add-cow"), O_RDWR);
+  other = open ("d.add-cow", O_RDWR);
   assert (other >= 0 && addcow_lock_fd (other, "d") == -1);
   close (other);
   close (fd);
@@ -123,7 +112,7 @@ main (void)
   assert (addcow_load_bitmap (nfd, "d", &h2, fsz, DISK, &bm2, &bmlen,
                               &fresh) == 0);
   assert (memcmp (bm, bm2, bmlen) == 0);
-  assert (stat (path_of ("d.add-cow"), &st) == 0 &&
+  assert (stat ("d.add-cow", &st) == 0 &&
           (st.st_mode & 0777) == 0600);
   free (bm2);
   addcow_header_free (&h2);
@@ -132,10 +121,10 @@ main (void)
   /* Safe, from b1 to b2 (the header said b2 above, which is what an
    * unsafe rebase is for; the data follow b1 here).
    */
-  old = qad_raw_open (path_of ("b1.raw"));
-  new = qad_raw_open (path_of ("b2.raw"));
+  old = qad_raw_open ("b1.raw");
+  new = qad_raw_open ("b2.raw");
   assert (old && new);
-  ifd = open (path_of ("img.raw"), O_RDWR);
+  ifd = open ("img.raw", O_RDWR);
   assert (ifd >= 0);
   for (i = 0; i < NCL; i += 2)
     if (!bit_test (bm, i))
@@ -153,7 +142,7 @@ main (void)
     else
       assert (buf[0] == 0xee);
   }
-  assert (addcow_replace_file (fd, path_of ("d.add-cow"), &h, bm, bmlen,
+  assert (addcow_replace_file (fd, "d.add-cow", &h, bm, bmlen,
                                &nfd) == 0);
   close (fd);
   assert (addcow_read_header (nfd, "d", &h2, &fsz) == 0);
@@ -165,10 +154,10 @@ main (void)
   close (nfd);
 
   /* An invalid header is refused before anything is written. */
-  fd = open (path_of ("d.add-cow"), O_RDWR);
+  fd = open ("d.add-cow", O_RDWR);
   free (h.image_file);
   h.image_file = strdup ("b2.raw");       /* same as the backing */
-  assert (addcow_replace_file (fd, path_of ("d.add-cow"), &h, NULL, 0,
+  assert (addcow_replace_file (fd, "d.add-cow", &h, NULL, 0,
                                &nfd) == -1);
   assert (count_entries () == entries);
   close (fd);
@@ -178,10 +167,11 @@ main (void)
   close (ifd);
   free (bm);
   addcow_header_free (&h);
-  unlink (path_of ("d.add-cow"));
-  unlink (path_of ("b1.raw"));
-  unlink (path_of ("b2.raw"));
-  unlink (path_of ("img.raw"));
+  unlink ("d.add-cow");
+  unlink ("b1.raw");
+  unlink ("b2.raw");
+  unlink ("img.raw");
+  assert (chdir ("/") == 0);
   rmdir (dir);
   return 0;
 }
