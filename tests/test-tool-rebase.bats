@@ -13,6 +13,7 @@
 load functions.sh
 load qed-helpers.sh
 load addcow-helpers.sh
+load powercut/powercut.sh
 
 setup ()
 {
@@ -50,21 +51,28 @@ make_qed ()
 # backing_of FILE: the backing name FILE records ("" when none).
 backing_of ()
 {
-  "$QAD_IMG" info --output=json "$1" | python3 -c '
-import json, sys
-print(json.load(sys.stdin).get("backing-filename") or "")'
+  "$QAD_IMG" info --output=json "$1" |
+    sed -n 's/^  "backing-filename": "\(.*\)",*$/\1/p'
 }
 
-# qed_valid FILE: both checkers accept FILE (leaked clusters, exit 3,
-# are allowed: QEMU leaves them too), and it reads before.raw.
-qed_valid ()
+# qed_checks FILE: both checkers accept FILE (leaked clusters, exit 3,
+# are allowed: QEMU leaves them too) and its backing name reads.
+qed_checks ()
 {
   local s
   "$QAD_IMG" check "$1" >check.out 2>&1 && s=0 || s=$?
   test "$s" -eq 0 -o "$s" -eq 3 || { cat check.out; return 1; }
   qemu-img check -f qed "$1" >check.out 2>&1 && s=0 || s=$?
   test "$s" -eq 0 -o "$s" -eq 3 || { cat check.out; return 1; }
-  qemu-img compare -f qed -F raw "$1" before.raw >/dev/null
+  "$QAD_IMG" info "$1" >/dev/null
+}
+
+# qed_valid FILE: qed_checks, and FILE reads before.raw.
+qed_valid ()
+{
+  qed_checks "$1" &&
+    qemu-img compare -f qed -F raw "$1" "$BATS_TEST_TMPDIR/before.raw" \
+      >/dev/null
 }
 
 @test "rebase (QED, safe): same disk, same as qemu-img rebase, clean" {
@@ -258,6 +266,56 @@ kill_after_delays ()
     "$QAD_IMG" rebase -b base2.raw -F raw top.qed
 }
 
+# powercut_states FILE CHECK N CMD...: run CMD in live/ with the
+# power-cut recorder, then for N crash states, the systematic ones
+# (just before and after each sync, keeping none or all of the
+# unsynced writes; at most N/2 of them, spread evenly) and random ones
+# (some writes kept, some torn), write the state of live/ into st/ and
+# run CHECK st/FILE, which must also name base1.raw (or ./base1.raw)
+# or base2.raw.
+# Prints how many states had which.
+powercut_states ()
+{
+  local file="$1" check="$2" n="$3"; shift 3
+  local i old=0 new=0
+  cp -a live/. snap/
+  rm -f rec.log
+  (cd live && LD_PRELOAD="$PC_RECORDER" POWERCUT_DIR="$PWD" \
+     POWERCUT_LOG="$BATS_TEST_TMPDIR/rec.log" "$@")
+  echo "$("$PC_BIN/pc-states" rec.log snap count) states give every systematic point"
+  for ((i = 0; i < n; i++)); do
+    rm -rf st && mkdir st
+    "$PC_BIN/pc-states" rec.log snap "$n" 1 "$i" st >st.info
+    $check "st/$file" || { cat st.info; return 1; }
+    case "$(backing_of "st/$file")" in
+      base1.raw|./base1.raw) old=$((old + 1)) ;;
+      base2.raw) new=$((new + 1)) ;;
+      *) cat st.info; return 1 ;;
+    esac
+  done
+  echo "$n states: old=$old new=$new"
+  test "$old" -gt 0 && test "$new" -gt 0
+}
+
+@test "rebase (QED): power cut at any point, unsynced writes lost or torn" {
+  requires_file "$PC_RECORDER"
+  requires_file "$PC_BIN/pc-states"
+  mkdir live snap
+  cd live
+  make_qed $((128 << 10))
+  mv before.raw ..
+  cd ..
+  powercut_states top.qed qed_valid 60 \
+    "$QAD_IMG" rebase -b base2.raw -F raw top.qed
+  # -u has few records: many random states land between the name and
+  # the header writes.  live/ holds the finished rebase (base2.raw at
+  # offset 73); "./base1.raw" goes after it, where the file holds
+  # zeroes, so a header that outran its name would show.
+  rm -rf snap && mkdir snap
+  powercut_states top.qed qed_checks 120 \
+    "$QAD_IMG" rebase -u -b ./base1.raw -F raw top.qed
+}
+
 # make_addcow SIZE: disk.add-cow over base1.raw (4 KiB clusters) with
 # some clusters written through the filter; before.raw is the disk.
 make_addcow ()
@@ -280,7 +338,7 @@ h.flush()'
 addcow_valid ()
 {
   "$QAD_IMG" check "$1" >check.out 2>&1 || { cat check.out; return 1; }
-  "$QAD_IMG" compare "$1" before.raw >/dev/null
+  "$QAD_IMG" compare "$1" "$BATS_TEST_TMPDIR/before.raw" >/dev/null
 }
 
 @test "rebase (add-cow): safe keeps the disk as the filter serves it" {
@@ -334,6 +392,20 @@ addcow_valid ()
   requires_nbdsh
   make_addcow $((32 << 20))
   kill_after_delays disk.add-cow addcow_valid \
+    "$QAD_IMG" rebase -b base2.raw -F raw disk.add-cow
+}
+
+@test "rebase (add-cow): power cut at any point, unsynced writes lost" {
+  requires_addcow
+  requires_nbdsh
+  requires_file "$PC_RECORDER"
+  requires_file "$PC_BIN/pc-states"
+  mkdir live snap
+  cd live
+  make_addcow $((128 << 10))
+  mv before.raw ..
+  cd ..
+  powercut_states disk.add-cow addcow_valid 60 \
     "$QAD_IMG" rebase -b base2.raw -F raw disk.add-cow
 }
 
