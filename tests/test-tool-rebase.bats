@@ -89,6 +89,8 @@ qed_valid ()
     | grep -vq "Pattern verification failed"
   qemu-img rebase -f qed -b base2.raw -F raw theirs.qed
   qemu-img compare -f qed -F qed top.qed theirs.qed
+  qemu-img convert -f qed -O raw top.qed after.raw
+  cmp before.raw after.raw
   # Only the differing unallocated clusters were copied: the image
   # holds about a third of the 256 clusters (QEMU's copies the same).
   test "$(stat -c %s top.qed)" -lt $((200 * 4096))
@@ -124,12 +126,19 @@ qed_valid ()
 @test "rebase -b '' (QED): safe removal copies the backing's data" {
   make_qed $((1 << 20))
   cp top.qed unsafe.qed
+  cp top.qed theirs.qed
   "$QAD_IMG" rebase -b "" top.qed
   test -z "$(backing_of top.qed)"
   qemu-img info top.qed | grep -vq "^backing file"
+  qemu-img rebase -f qed -b "" theirs.qed
+  qemu-img compare -f qed -F qed top.qed theirs.qed
   mv base1.raw elsewhere.raw
   qed_valid top.qed
   mv elsewhere.raw base1.raw
+  # From no backing file onto one: what it would show is masked.
+  "$QAD_IMG" rebase -b base2.raw -F raw top.qed
+  test "$(backing_of top.qed)" = base2.raw
+  qed_valid top.qed
   # Unsafe removal: unallocated ranges now read zeroes.
   "$QAD_IMG" rebase -u -b "" unsafe.qed
   qemu-io -f qed -r -c "read -P 0 512k 4k" -c "read -P 7 0 8k" unsafe.qed \
@@ -478,7 +487,9 @@ addcow_valid ()
   run "$QAD_IMG" amend --help
   test "$status" -eq 0 && grep -q "^usage: qad-img amend" <<<"$output"
   make_qed $((1 << 20))
-  test -z "$("$QAD_IMG" rebase -q -p -b base2.raw -F raw top.qed)"
+  "$QAD_IMG" rebase -p -b base2.raw -F raw top.qed | grep -q "(100.00/100%)"
+  test -z "$("$QAD_IMG" rebase -q -p -b base1.raw -F raw top.qed)"
+  test "$(backing_of top.qed)" = base1.raw
   run "$QAD_IMG" rebase top.qed
   test "$status" -eq 1 && grep -q "^usage: qad-img rebase" <<<"$output"
   run "$QAD_IMG" amend top.qed
