@@ -431,6 +431,9 @@ addcow_valid ()
   "$QAD_IMG" amend -o backing_file=base2.raw top.qed
   qemu-img info top.qed | grep -q "^backing file format: raw"
   test "$(backing_of top.qed)" = base2.raw
+  cp top.qed noprobe.qed
+  "$QAD_IMG" amend -o backing_file= noprobe.qed
+  "$QAD_IMG" info noprobe.qed | grep -q "^features: *none$"
   # The new backing is opened as recorded: a raw file is not QED.
   run "$QAD_IMG" amend -o backing_fmt=qed top.qed
   test "$status" -eq 1

@@ -92,7 +92,7 @@ qed_apply_change (const struct backing_change *c)
     }
     name = current;
   }
-  if (format == NULL && c->backing && current &&
+  if (format == NULL && c->backing && c->backing[0] && current &&
       strcmp (c->verb, "amend") == 0 &&
       img->header.features & QED_F_BACKING_FORMAT_NO_PROBE)
     format = "raw";
