@@ -117,6 +117,14 @@ qed_valid ()
   test "$status" -eq 0
   grep -q "^qad-img: warning: top.qed: the backing file gone.raw does not exist" <<<"$output"
   test "$(backing_of top.qed)" = gone.raw
+  # ... unless a backing policy must check it.
+  run "$QAD_IMG" rebase --backing-policy=inside -u -b /nowhere/x.raw top.qed
+  test "$status" -eq 1
+  grep -q "^qad-img: top.qed: the backing file /nowhere/x.raw does not exist, so it cannot be checked against backing-policy=inside" <<<"$output"
+  run "$QAD_IMG" rebase --backing-policy=inside -u -b /etc/hostname -F raw top.qed
+  test "$status" -eq 1
+  grep -q "refused by backing-policy=inside" <<<"$output"
+  test "$(backing_of top.qed)" = gone.raw
   # ... but a safe rebase needs the current chain to open.
   run "$QAD_IMG" rebase -b base1.raw top.qed
   test "$status" -eq 1

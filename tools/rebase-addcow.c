@@ -234,9 +234,10 @@ addcow_apply_change (const struct backing_change *c)
     struct qad_blockdev *b = NULL;
     CLEANUP_FREE char *path = addcow_resolve_name (c->file,
                                                    nh.backing_file);
-    if (path && access (path, F_OK) == -1 && errno == ENOENT)
-      fprintf (stderr, "qad-img: warning: %s: the backing file %s does not "
-               "exist (recorded anyway)\n", c->file, path);
+    if (path && access (path, F_OK) == -1 && errno == ENOENT) {
+      if (missing_backing_allowed (c->file, path) == -1)
+        goto out;
+    }
     else if (open_backing (&s, nh.backing_file, nh.backing_format, &rules,
                            &b) == -1)
       goto out;

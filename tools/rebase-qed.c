@@ -40,13 +40,8 @@ open_new_backing (struct qed_image *img, const struct backing_change *c,
   *dev = NULL;
   if (path == NULL)
     return -1;
-  if (!c->safe && access (path, F_OK) == -1 && errno == ENOENT) {
-    if (qad_backing_check_name (rules, c->file, name, false) == -1)
-      return -1;
-    fprintf (stderr, "qad-img: warning: %s: the backing file %s does not "
-             "exist (recorded anyway)\n", c->file, path);
-    return 0;
-  }
+  if (!c->safe && access (path, F_OK) == -1 && errno == ENOENT)
+    return missing_backing_allowed (c->file, path);
   if (fstat (img->fd, &st) == -1) {
     fprintf (stderr, "qad-img: %s: fstat: %s\n", c->file, strerror (errno));
     return -1;

@@ -21,6 +21,20 @@
 
 enum { OPT_FORMAT = 256 };
 
+int
+missing_backing_allowed (const char *file, const char *path)
+{
+  if (tool_backing_policy != QAD_BACKING_FOLLOW) {
+    fprintf (stderr, "qad-img: %s: the backing file %s does not exist, so "
+             "it cannot be checked against backing-policy=%s\n", file, path,
+             qad_backing_policy_name (tool_backing_policy));
+    return -1;
+  }
+  fprintf (stderr, "qad-img: warning: %s: the backing file %s does not "
+           "exist (recorded anyway)\n", file, path);
+  return 0;
+}
+
 static int
 rebase_verb (int argc, char **argv, int (*apply) (const struct backing_change *))
 {

@@ -22,6 +22,13 @@ struct backing_change {
   const char *image;            /* add-cow image_file=, or NULL */
 };
 
+/* For an unsafe change to the backing PATH of FILE, which does not
+ * exist: a warning under backing-policy=follow (recorded anyway, as
+ * qemu-img rebase -u does), else an error (a missing file cannot be
+ * checked against the policy).  0 to go on, -1 after the error.
+ */
+extern int missing_backing_allowed (const char *file, const char *path);
+
 /* Apply C to a QED image or an add-cow sidecar.  Exit status. */
 extern int qed_apply_change (const struct backing_change *c);
 extern int addcow_apply_change (const struct backing_change *c);
