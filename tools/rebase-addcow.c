@@ -39,58 +39,38 @@ struct sidecar {
   struct stat image_st;         /* of the image file (new or current) */
 };
 
-/* Replace S->h's strings by the change C; the header is then checked
- * by the library when it is built.  0 or -1.
+/* *NH = S->h with the change C: names as given, the backing format
+ * chosen by the creation policy.  0 or -1; free NH either way.
  */
 static int
 change_header (struct sidecar *s, const struct backing_change *c,
                struct addcow_header *nh)
 {
+  const char *backing = c->backing ? c->backing : s->h.backing_file;
   const char *format = c->format;
   CLEANUP_FREE char *path = NULL;
 
-  *nh = s->h;
-  nh->image_file = strdup (c->image ? c->image : s->h.image_file);
-  nh->backing_file = NULL;
-  if (nh->image_file == NULL)
-    goto enomem;
-  if (c->backing && c->backing[0] == '\0') {
-    if (format) {
-      fprintf (stderr, "qad-img: %s: %s: backing_fmt=%s: there is no "
-               "backing file to have a format\n", c->verb, s->file, format);
-      return -1;
-    }
-    memset (nh->backing_format, 0, sizeof nh->backing_format);
-    return 0;
-  }
-  if (!c->backing && !s->h.backing_file) {
-    if (format) {
-      fprintf (stderr, "qad-img: %s: %s: backing_fmt=%s: the sidecar has "
-               "no backing file\n", c->verb, s->file, format);
-      return -1;
-    }
-    return 0;
-  }
-  nh->backing_file = strdup (c->backing ? c->backing : s->h.backing_file);
-  if (nh->backing_file == NULL)
-    goto enomem;
+  if (addcow_header_copy (nh, &s->h) == -1)
+    return -1;
+  if (c->image && addcow_header_set_image (nh, s->file, c->image) == -1)
+    return -1;
+  if (backing && backing[0] == '\0')
+    backing = NULL;
+  if (backing == NULL)
+    return addcow_header_set_backing (nh, s->file, NULL, format);
   /* amend keeps the recorded format unless told; rebase, like create,
    * lets the policy choose (raw, unless the file has a known header).
    */
-  if (format == NULL && (strcmp (c->verb, "amend") == 0 || !c->backing))
-    format = s->h.backing_file ? s->h.backing_format : NULL;
-  path = addcow_resolve_name (s->file, nh->backing_file);
+  if (format == NULL && (strcmp (c->verb, "amend") == 0 || !c->backing) &&
+      s->h.backing_file)
+    format = s->h.backing_format;
+  path = addcow_resolve_name (s->file, backing);
   if (path == NULL)
     return -1;
   format = addcow_choose_backing_format (path, format, "-F");
   if (format == NULL || addcow_refuse_temporary_uri (path) == -1)
     return -1;
-  snprintf (nh->backing_format, sizeof nh->backing_format, "%s", format);
-  return 0;
-
- enomem:
-  perror ("qad-img");
-  return -1;
+  return addcow_header_set_backing (nh, s->file, backing, format);
 }
 
 /* The image must exist; its size is the disk's. */
@@ -101,11 +81,6 @@ stat_image (struct sidecar *s, const char *name)
 
   if (path == NULL)
     return -1;
-  if (addcow_name_is_uri (name)) {
-    fprintf (stderr, "qad-img: %s: image_file=%s: the image must be a "
-             "local file\n", s->file, name);
-    return -1;
-  }
   if (stat (path, &s->image_st) == -1) {
     fprintf (stderr, "qad-img: %s: image file %s: %s\n", s->file, path,
              strerror (errno));
@@ -190,7 +165,7 @@ addcow_apply_change (const struct backing_change *c)
 {
   CLEANUP_BACKING_RULES struct qad_backing_rules rules = { 0 };
   struct sidecar s = { .file = c->file };
-  struct addcow_header nh = { 0 };
+  struct addcow_header nh = { .image_file = NULL };
   CLEANUP_FREE uint8_t *bm = NULL;
   uint64_t bmlen = 0, fresh_bmlen;
   uint8_t *fresh_bm = NULL;
@@ -248,8 +223,7 @@ addcow_apply_change (const struct backing_change *c)
     close (new_fd);
 
  out:
-  free (nh.image_file);
-  free (nh.backing_file);
+  addcow_header_free (&nh);
   addcow_header_free (&s.h);
   close (s.fd);
   return r == 0 ? EXIT_SUCCESS : EXIT_FAILURE;

@@ -88,9 +88,8 @@ qed_apply_change (const struct backing_change *c)
     name = current;
   }
   if (format == NULL && c->backing && c->backing[0] && current &&
-      strcmp (c->verb, "amend") == 0 &&
-      img->header.features & QED_F_BACKING_FORMAT_NO_PROBE)
-    format = "raw";
+      strcmp (c->verb, "amend") == 0)
+    format = qed_recorded_backing_format (&img->header);
 
   if (name[0] &&
       (qed_backing_format_features (c->file, format, &features) == -1 ||

@@ -47,6 +47,84 @@
 #include "minmax.h"
 #include "qad-error.h"
 
+/* *DST = a copy of SRC (NULL stays NULL).  0 or -1 (ENOMEM). */
+static int
+dup_name (char **dst, const char *src, const char *file)
+{
+  *dst = NULL;
+  if (src && (*dst = strdup (src)) == NULL) {
+    qad_error ("%s: %m", file);
+    return -1;
+  }
+  return 0;
+}
+
+/* Replace the string in *SLOT by a copy of NAME (NULL: none); *SLOT
+ * is unchanged on failure.
+ */
+static int
+replace_name (char **slot, const char *name, const char *file)
+{
+  char *copy;
+
+  if (dup_name (&copy, name, file) == -1)
+    return -1;
+  free (*slot);
+  *slot = copy;
+  return 0;
+}
+
+int
+addcow_header_copy (struct addcow_header *dst,
+                    const struct addcow_header *src)
+{
+  *dst = *src;
+  dst->image_file = dst->backing_file = NULL;
+  if (dup_name (&dst->image_file, src->image_file, "add-cow") == -1)
+    return -1;
+  if (dup_name (&dst->backing_file, src->backing_file, "add-cow") == -1) {
+    addcow_header_free (dst);
+    return -1;
+  }
+  return 0;
+}
+
+int
+addcow_header_set_backing (struct addcow_header *h, const char *file,
+                           const char *backing, const char *format)
+{
+  if (backing && (format == NULL || !addcow_backing_format_defined (format))) {
+    qad_error ("%s: backing format %s: must be raw or qed", file,
+               format ? format : "(none)");
+    errno = EINVAL;
+    return -1;
+  }
+  if (!backing && format) {
+    qad_error ("%s: backing format %s without a backing file", file, format);
+    errno = EINVAL;
+    return -1;
+  }
+  if (replace_name (&h->backing_file, backing, file) == -1)
+    return -1;
+  memset (h->backing_format, 0, sizeof h->backing_format);
+  if (format)
+    strcpy (h->backing_format, format);
+  return 0;
+}
+
+int
+addcow_header_set_image (struct addcow_header *h, const char *file,
+                         const char *image)
+{
+  if (image == NULL || image[0] == '\0' || addcow_name_is_uri (image)) {
+    qad_error ("%s: image file name \"%s\": must be a local file", file,
+               image ? image : "");
+    errno = EINVAL;
+    return -1;
+  }
+  return replace_name (&h->image_file, image, file);
+}
+
 /* Copy [OFFSET, END) of FROM to TO at the same offsets. */
 static int
 copy_tail (int from, int to, uint64_t offset, uint64_t end,

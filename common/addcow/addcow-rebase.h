@@ -17,6 +17,24 @@
 #include "addcow.h"
 #include "blockdev.h"
 
+/* Editing a header read from a sidecar, for a rewrite with
+ * addcow_replace_file.  addcow_header_copy makes DST a copy of SRC
+ * with its own strings (free with addcow_header_free).
+ * addcow_header_set_backing records BACKING (NULL: none) in FORMAT,
+ * which must be a defined backing format (addcow_choose_backing_format
+ * picks it) and NULL without a backing file; addcow_header_set_image
+ * records IMAGE.  Each returns 0, or -1 after an error naming FILE,
+ * with H unchanged.  The header as a whole (e.g. image and backing
+ * names differ) is validated when it is built.
+ */
+extern int addcow_header_copy (struct addcow_header *dst,
+                               const struct addcow_header *src);
+extern int addcow_header_set_backing (struct addcow_header *h,
+                                      const char *file, const char *backing,
+                                      const char *format);
+extern int addcow_header_set_image (struct addcow_header *h,
+                                    const char *file, const char *image);
+
 /* Replace the sidecar PATH, open as FD and locked by the caller, by a
  * file with the header H (same cluster_bits and header_size as the
  * current one) followed by the bitmap BM of BMLEN bytes or, when BM is

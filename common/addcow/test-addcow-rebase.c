@@ -3,7 +3,7 @@
  * SPDX-License-Identifier: BSD-3-Clause
  */
 
-/* Unit test of addcow-rebase.c: the sidecar replaced by write-aside
+/* Unit test of addcow-rebase.c: header edits; the sidecar replaced by write-aside
  * and rename keeps its bitmap (or takes the new one), its mode and
  * its lock, leaves no temporary file; the safe-rebase copy writes the
  * old backing's bytes only into bit-0 clusters where the backings
@@ -57,6 +57,39 @@ count_entries (void)
   return n - 2;
 }
 
+/* Copy, set and clear names and formats; refusals change nothing. */
+static void
+test_header_edits (void)
+{
+  struct addcow_header h, e;
+
+  assert (addcow_header_init (&h, CB, "img.raw", "raw", "b1.raw",
+                              "qed") == 0);
+  assert (addcow_header_copy (&e, &h) == 0);
+  assert (e.image_file != h.image_file && e.backing_file != h.backing_file);
+  assert (strcmp (e.backing_file, "b1.raw") == 0);
+  assert (strcmp (e.backing_format, "qed") == 0);
+  assert (addcow_header_set_backing (&e, "d", "b2.raw", "vmdk") == -1);
+  assert (addcow_header_set_backing (&e, "d", "b2.raw", NULL) == -1);
+  assert (addcow_header_set_backing (&e, "d", NULL, "raw") == -1);
+  assert (strcmp (e.backing_file, "b1.raw") == 0);
+  assert (addcow_header_set_backing (&e, "d", "b2.raw", "raw") == 0);
+  assert (strcmp (e.backing_file, "b2.raw") == 0);
+  assert (strcmp (e.backing_format, "raw") == 0);
+  assert (addcow_header_set_backing (&e, "d", NULL, NULL) == 0);
+  assert (e.backing_file == NULL && e.backing_format[0] == '\0');
+  assert (addcow_header_set_image (&e, "d", "nbd://host/x") == -1);
+  assert (addcow_header_set_image (&e, "d", "") == -1);
+  assert (strcmp (e.image_file, "img.raw") == 0);
+  assert (addcow_header_set_image (&e, "d", "new.raw") == 0);
+  assert (strcmp (e.image_file, "new.raw") == 0);
+  /* The original is untouched. */
+  assert (strcmp (h.image_file, "img.raw") == 0);
+  assert (strcmp (h.backing_file, "b1.raw") == 0);
+  addcow_header_free (&e);
+  addcow_header_free (&h);
+}
+
 int
 main (void)
 {
@@ -70,6 +103,7 @@ main (void)
   int fd, nfd, ifd, other, i, entries;
 
   assert (mkdtemp (dir) != NULL && chdir (dir) == 0);
+  test_header_edits ();
   for (i = 0; i < DISK; ++i)
     b1[i] = 1 + i % 199;
   memcpy (b2, b1, DISK);

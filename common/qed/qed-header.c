@@ -78,6 +78,12 @@ qed_backing_format_features (const char *filename, const char *format,
   return 0;
 }
 
+const char *
+qed_recorded_backing_format (const struct qed_header *h)
+{
+  return h->features & QED_F_BACKING_FORMAT_NO_PROBE ? "raw" : NULL;
+}
+
 bool
 qed_probe_magic (const void *buf, size_t len)
 {

@@ -112,6 +112,9 @@ extern int qed_backing_format_features (const char *filename,
                                         const char *format,
                                         uint64_t *features);
 
+/* The backing format H records: "raw" (NO_PROBE) or NULL (probed). */
+extern const char *qed_recorded_backing_format (const struct qed_header *h);
+
 /* True when BUF (4 bytes or more) starts with the QED magic. */
 extern bool qed_probe_magic (const void *buf, size_t len);
 

@@ -168,6 +168,7 @@ main (void)
   assert (qed_read_backing_name (img, &name) == 0);
   assert (strcmp (name, "base2.raw") == 0);
   assert (img->header.features & QED_F_BACKING_FORMAT_NO_PROBE);
+  assert (strcmp (qed_recorded_backing_format (&img->header), "raw") == 0);
   assert (img->header.backing_name_offset == QED_HEADER_BYTES +
           strlen ("base1.raw"));
   free (name);
@@ -181,6 +182,7 @@ main (void)
   assert (qed_close (img) == 0);
   img = open_img (true);
   assert (!(img->header.features & QED_F_BACKING_FORMAT_NO_PROBE));
+  assert (qed_recorded_backing_format (&img->header) == NULL);
   assert (img->header.backing_name_offset == QED_HEADER_BYTES);
   qed_close (img);
   verify (model);
