@@ -175,6 +175,14 @@ addcow_replace_file (int fd, const char *path, const struct addcow_header *h,
     return -1;
   if (addcow_lock_fd (tfd, tmp) == -1)
     goto err;
+  /* The owner too, where we may (as root); a user's own file is
+   * already theirs.
+   */
+  if ((st.st_uid != geteuid () || st.st_gid != getegid ()) &&
+      fchown (tfd, st.st_uid, st.st_gid) == -1 && errno != EPERM) {
+    qad_error ("%s: fchown: %m", tmp);
+    goto err;
+  }
   if (fchmod (tfd, st.st_mode & 07777) == -1 ||
       full_pwrite (tfd, hdr, h->header_size, 0) == -1 ||
       (bm && full_pwrite (tfd, bm, bmlen, h->header_size) == -1)) {

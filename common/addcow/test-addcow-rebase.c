@@ -4,8 +4,8 @@
  */
 
 /* Unit test of addcow-rebase.c: header edits; the sidecar replaced by write-aside
- * and rename keeps its bitmap (or takes the new one), its mode and
- * its lock, leaves no temporary file; the safe-rebase copy writes the
+ * and rename keeps its bitmap (or takes the new one), its mode, owner
+ * and lock, leaves no temporary file; the safe-rebase copy writes the
  * old backing's bytes only into bit-0 clusters where the backings
  * differ, and sets exactly those bits.
  */
@@ -119,6 +119,9 @@ main (void)
   assert (addcow_create_file ("d.add-cow", &h, true, DISK) == 0);
   addcow_header_free (&h);
   assert (chmod ("d.add-cow", 0600) == 0);
+  /* As root, another user's file stays theirs. */
+  if (geteuid () == 0)
+    assert (chown ("d.add-cow", 1234, 1235) == 0);
 
   /* Clusters 0, 1, 5 are in the image. */
   fd = open ("d.add-cow", O_RDWR);
@@ -148,6 +151,7 @@ main (void)
   assert (memcmp (bm, bm2, bmlen) == 0);
   assert (stat ("d.add-cow", &st) == 0 &&
           (st.st_mode & 0777) == 0600);
+  assert (geteuid () != 0 || (st.st_uid == 1234 && st.st_gid == 1235));
   free (bm2);
   addcow_header_free (&h2);
   fd = nfd;
