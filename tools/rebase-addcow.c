@@ -126,7 +126,7 @@ open_backing (struct sidecar *s, const char *name, const char *format,
  * differs, and return the bitmap to write with the new header.
  */
 static int
-copy_for_rebase (struct sidecar *s, const struct addcow_header *nh,
+copy_for_rebase (struct sidecar *s, struct addcow_header *nh,
                  const struct qad_backing_rules *rules, uint8_t **bm,
                  uint64_t *bmlen)
 {
@@ -152,6 +152,8 @@ copy_for_rebase (struct sidecar *s, const struct addcow_header *nh,
   r = addcow_rebase_copy (ifd, image, disk, s->h.cluster_bits, *bm, old, new,
                           qad_progress ? print_progress : NULL, NULL,
                           &copied);
+  if (r == 0)
+    addcow_header_note_bitmap (nh, *bm, disk);
  out:
   if (ifd >= 0)
     close (ifd);

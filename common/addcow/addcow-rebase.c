@@ -25,7 +25,8 @@
  * and new backing differ), the image is synced, and then the new
  * sidecar goes in with those bits set and the new backing named, in
  * the one rename.  Before it, the disk reads the old backing; after
- * it, the image holds the same bytes.
+ * it, the image holds the same bytes.  When every bit is then 1 the
+ * new header also says ALL_ALLOCATED, in the same rename.
  */
 
 #include <config.h>
@@ -123,6 +124,16 @@ addcow_header_set_image (struct addcow_header *h, const char *file,
     return -1;
   }
   return replace_name (&h->image_file, image, file);
+}
+
+void
+addcow_header_note_bitmap (struct addcow_header *h, const uint8_t *bm,
+                           uint64_t disk_size)
+{
+  uint64_t n = addcow_nr_clusters (disk_size, h->cluster_bits);
+
+  if (n > 0 && addcow_bitmap_count (bm, n) == n)
+    h->compat_features |= ADDCOW_COMPAT_ALL_ALLOCATED;
 }
 
 /* Copy [OFFSET, END) of FROM to TO at the same offsets. */

@@ -35,6 +35,13 @@ extern int addcow_header_set_backing (struct addcow_header *h,
 extern int addcow_header_set_image (struct addcow_header *h,
                                     const char *file, const char *image);
 
+/* Set ALL_ALLOCATED in H when BM holds a 1 for every cluster of a
+ * disk of DISK_SIZE bytes (then the image alone is the disk).
+ */
+extern void addcow_header_note_bitmap (struct addcow_header *h,
+                                       const uint8_t *bm,
+                                       uint64_t disk_size);
+
 /* Replace the sidecar PATH, open as FD and locked by the caller, by a
  * file with the header H (same cluster_bits and header_size as the
  * current one) followed by the bitmap BM of BMLEN bytes or, when BM is

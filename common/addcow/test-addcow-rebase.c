@@ -180,6 +180,8 @@ main (void)
     else
       assert (buf[0] == 0xee);
   }
+  addcow_header_note_bitmap (&h, bm, DISK);
+  assert (!(h.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED));
   assert (addcow_replace_file (fd, "d.add-cow", &h, bm, bmlen,
                                &nfd) == 0);
   close (fd);
@@ -190,6 +192,16 @@ main (void)
   free (bm2);
   addcow_header_free (&h2);
   close (nfd);
+
+  /* Every bit set: the header says ALL_ALLOCATED. */
+  {
+    uint8_t full[NCL / 8 + 1];
+    memset (full, 0xff, sizeof full);
+    full[NCL / 8] = (1 << (NCL % 8)) - 1;
+    addcow_header_note_bitmap (&h, full, DISK);
+    assert (h.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED);
+    h.compat_features = 0;
+  }
 
   /* An invalid header is refused before anything is written. */
   fd = open ("d.add-cow", O_RDWR);
