@@ -610,4 +610,6 @@ const struct qad_format addcow_format = {
   .info = addcow_info,
   .check = addcow_check_verb,
   .map = addcow_map_verb,
+  .rebase = addcow_rebase_verb,
+  .amend = addcow_amend_verb,
 };

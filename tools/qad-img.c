@@ -38,6 +38,8 @@ usage (FILE *fp)
 "  bitmap --connect=SOCKET (the same, and --freeze|--release NAME)\n"
 "  info   --connect=SOCKET [--json]\n"
 "  compare [-f FMT] [-F FMT] [-s] A B\n"
+"  rebase [-u] [-p] -b BACKING [-F raw|qed] FILE\n"
+"  amend  -o key=value,... FILE\n"
 "\n"
 "Every verb also accepts, for images from untrusted sources:\n"
 "  --backing-policy=follow|inside|refuse  --backing-dir=DIR\n"
@@ -49,9 +51,9 @@ usage (FILE *fp)
 }
 
 enum verb { VERB_CREATE, VERB_INFO, VERB_CHECK, VERB_MAP, VERB_BITMAP,
-            VERB_COMPARE, NR_VERBS };
+            VERB_COMPARE, VERB_REBASE, VERB_AMEND, NR_VERBS };
 static const char *const verb_names[NR_VERBS] = {
-  "create", "info", "check", "map", "bitmap", "compare"
+  "create", "info", "check", "map", "bitmap", "compare", "rebase", "amend"
 };
 
 /* The implementation of verb V in format F, or NULL. */
@@ -60,7 +62,8 @@ verb_of (const struct qad_format *f, enum verb v)
 {
   /* compare works across formats: dispatched before this. */
   const qad_verb fns[NR_VERBS] = {
-    f->create, f->info, f->check, f->map, f->bitmap, NULL
+    f->create, f->info, f->check, f->map, f->bitmap, NULL, f->rebase,
+    f->amend
   };
   return fns[v];
 }
@@ -161,6 +164,22 @@ static const char *const verb_help[NR_VERBS] = {
   "differing offset is printed), 2 a file could not be opened, 3 a read\n"
   "failed.  Without -s a larger disk must read zeroes past the smaller\n"
   "one's end.\n",
+  /* rebase */
+  "usage: qad-img rebase [-f qed|add-cow] [-u] [-p] [-q] -b BACKING "
+  "[-F raw|qed] FILE\n"
+  "\n"
+  "Make FILE use BACKING (a name relative to FILE's directory; \"\" for\n"
+  "none).  Without -u the disk keeps its contents: clusters FILE does not\n"
+  "hold where the old and new backing differ are copied into FILE first.\n"
+  "With -u only the recorded name and format change.  Refused while FILE\n"
+  "is in use.\n",
+  /* amend */
+  "usage: qad-img amend [-f qed|add-cow] [-q] -o key=value,... FILE\n"
+  "\n"
+  "Change what FILE's header records, nothing else (no data is copied).\n"
+  "  qed:     backing_file=NAME, backing_fmt=raw|qed\n"
+  "  add-cow: image_file=NAME, backing_file=NAME, backing_fmt=raw|qed\n"
+  "backing_file= (empty) removes the backing file.\n",
 };
 
 /* Options every verb understands, taken out of argv here so that the
@@ -251,9 +270,9 @@ take_common_opts (int argc, char **argv, char **out, enum verb v,
     else if (is_opt (a, "-q", "--quiet"))
       o->quiet = true;
     else if (is_opt (a, "-p", "--progress")) {
-      if (v != VERB_CHECK && v != VERB_COMPARE) {
+      if (v != VERB_CHECK && v != VERB_COMPARE && v != VERB_REBASE) {
         fprintf (stderr, "qad-img: %s: -p is for verbs that can take "
-                 "long (check, compare)\n", verb_names[v]);
+                 "long (check, compare, rebase)\n", verb_names[v]);
         return -1;
       }
       qad_progress = true;
@@ -268,7 +287,8 @@ take_common_opts (int argc, char **argv, char **out, enum verb v,
     }
     else if (is_opt (a, "-U", "--force-share")) {
       /* Read-only verbs never lock, as qemu-img with -U. */
-      if (v == VERB_CREATE || v == VERB_BITMAP) {
+      if (v == VERB_CREATE || v == VERB_BITMAP || v == VERB_REBASE ||
+          v == VERB_AMEND) {
         fprintf (stderr, "qad-img: %s: -U (--force-share) is for "
                  "read-only verbs\n", verb_names[v]);
         return -1;
@@ -321,7 +341,7 @@ takes_value (const char *arg)
   static const char *const opts[] = {
     "-b", "-F", "-g", "--backing", "--backing-format", "--image",
     "--size", "--bitmap", "--granularity", "--cluster-size",
-    "--table-size", NULL
+    "--table-size", "-o", NULL
   };
   size_t i;
 

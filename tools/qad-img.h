@@ -29,11 +29,18 @@ struct qad_format {
   const char *aliases;          /* space-separated other names, or NULL */
   unsigned char magic[4];       /* first 4 bytes of the file */
   qad_verb create, info, check, map, bitmap;
+  qad_verb rebase, amend;       /* rebase.c */
 };
 
 extern const struct qad_format qed_format;
 extern const struct qad_format addcow_format;
 extern const struct qad_format qdb_format;
+
+/* rebase and amend (rebase.c), per format. */
+extern int qed_rebase_verb (int argc, char **argv);
+extern int qed_amend_verb (int argc, char **argv);
+extern int addcow_rebase_verb (int argc, char **argv);
+extern int addcow_amend_verb (int argc, char **argv);
 
 /* qad-img compare A B (compare.c): across formats. */
 extern int compare_verb (int argc, char **argv);

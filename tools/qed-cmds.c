@@ -566,4 +566,6 @@ const struct qad_format qed_format = {
   .info = qed_info,
   .check = qed_check_verb,
   .map = qed_map_verb,
+  .rebase = qed_rebase_verb,
+  .amend = qed_amend_verb,
 };

@@ -157,6 +157,22 @@ addcow_load_bitmap (int fd, const char *path, const struct addcow_header *h,
 }
 
 int
+addcow_create_temp (const char *path, char **tmp)
+{
+  int fd;
+
+  if (asprintf (tmp, "%s.tmpXXXXXX", path) == -1) {
+    *tmp = NULL;
+    qad_error ("%s: %m", path);
+    return -1;
+  }
+  fd = mkostemp (*tmp, O_CLOEXEC);
+  if (fd == -1)
+    qad_error ("%s: cannot create temporary file %s: %m", path, *tmp);
+  return fd;
+}
+
+int
 addcow_create_file (const char *path, const struct addcow_header *h,
                     bool with_bitmap, uint64_t disk_size)
 {
@@ -175,16 +191,9 @@ addcow_create_file (const char *path, const struct addcow_header *h,
   if (with_bitmap)
     len += addcow_bitmap_size (disk_size, h->cluster_bits);
 
-  if (asprintf (&tmp, "%s.tmpXXXXXX", path) == -1) {
-    tmp = NULL;
-    qad_error ("%s: %m", path);
+  fd = addcow_create_temp (path, &tmp);
+  if (fd == -1)
     return -1;
-  }
-  fd = mkostemp (tmp, O_CLOEXEC);
-  if (fd == -1) {
-    qad_error ("%s: cannot create temporary file %s: %m", path, tmp);
-    return -1;
-  }
   if (fchmod (fd, 0644) == -1 ||
       full_pwrite (fd, buf, h->header_size, 0) == -1 ||
       ftruncate (fd, len) == -1 ||

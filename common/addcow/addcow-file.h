@@ -38,6 +38,12 @@ extern int addcow_create_file (const char *path,
                                const struct addcow_header *h,
                                bool with_bitmap, uint64_t disk_size);
 
+/* Create a new empty file beside PATH, named PATH.tmpXXXXXX (*TMP,
+ * which the caller frees, also on failure), for writing aside before a
+ * link or rename.  Returns its descriptor, or -1 after an error.
+ */
+extern int addcow_create_temp (const char *path, char **tmp);
+
 /* Rewrite the whole header area (HEADER_SIZE bytes) of FD from H. */
 extern int addcow_write_header (int fd, const char *path,
                                 const struct addcow_header *h);

@@ -44,6 +44,7 @@ qed_create (const char *filename, const struct qed_create_options *opts)
   if (opts->backing) {
     struct qad_blockdev *b;
     CLEANUP_FREE char *path = NULL;
+    uint64_t backing_features;
 
     if (name_len == 0 || name_len > QED_MAX_BACKING_NAME) {
       qad_error ("%s: backing file name must be 1 to %d bytes",
@@ -51,14 +52,9 @@ qed_create (const char *filename, const struct qed_create_options *opts)
       errno = EINVAL;
       return -1;
     }
-    if (opts->backing_format &&
-        strcmp (opts->backing_format, "raw") != 0 &&
-        strcmp (opts->backing_format, "qed") != 0) {
-      qad_error ("%s: backing format must be raw or qed, not %s",
-                 filename, opts->backing_format);
-      errno = EINVAL;
+    if (qed_backing_format_features (filename, opts->backing_format,
+                                     &backing_features) == -1)
       return -1;
-    }
     /* Open the backing file as the image will: it must exist, and it
      * gives the default size.
      */
@@ -73,9 +69,7 @@ qed_create (const char *filename, const struct qed_create_options *opts)
     if (h.image_size == 0)
       h.image_size = ROUND_UP (b->size, UINT64_C (512));
     qad_blockdev_close (b);
-    h.features |= QED_F_BACKING_FILE;
-    if (opts->backing_format && strcmp (opts->backing_format, "raw") == 0)
-      h.features |= QED_F_BACKING_FORMAT_NO_PROBE;
+    h.features |= backing_features;
     h.backing_name_offset = QED_HEADER_BYTES;
     h.backing_name_size = name_len;
   }

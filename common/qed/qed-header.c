@@ -62,6 +62,28 @@ qed_header_encode (const struct qed_header *h, void *buf)
   store_le32 (p + QED_OFF_BACKING_NAME_SIZE, h->backing_name_size);
 }
 
+int
+qed_backing_format_features (const char *filename, const char *format,
+                             uint64_t *features)
+{
+  if (format && strcmp (format, "raw") != 0 && strcmp (format, "qed") != 0) {
+    qad_error ("%s: backing format must be raw or qed, not %s",
+               filename, format);
+    errno = EINVAL;
+    return -1;
+  }
+  *features = QED_F_BACKING_FILE;
+  if (format && strcmp (format, "raw") == 0)
+    *features |= QED_F_BACKING_FORMAT_NO_PROBE;
+  return 0;
+}
+
+const char *
+qed_recorded_backing_format (const struct qed_header *h)
+{
+  return h->features & QED_F_BACKING_FORMAT_NO_PROBE ? "raw" : NULL;
+}
+
 bool
 qed_probe_magic (const void *buf, size_t len)
 {

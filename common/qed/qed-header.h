@@ -104,6 +104,17 @@ extern uint64_t qed_max_image_size (uint32_t cluster_size,
  */
 extern char *qed_features_string (uint64_t features, char *buf, size_t n);
 
+/* The feature bits that record a backing file of FORMAT: "raw" (no
+ * probing), "qed" or NULL (probed when opened).  Any other FORMAT is
+ * refused with an error naming FILENAME: -1 (errno EINVAL).
+ */
+extern int qed_backing_format_features (const char *filename,
+                                        const char *format,
+                                        uint64_t *features);
+
+/* The backing format H records: "raw" (NO_PROBE) or NULL (probed). */
+extern const char *qed_recorded_backing_format (const struct qed_header *h);
+
 /* True when BUF (4 bytes or more) starts with the QED magic. */
 extern bool qed_probe_magic (const void *buf, size_t len);
 
