@@ -18,6 +18,10 @@
  *   FAULT_TIMES   fail this many counted calls from the Nth on
  *                 (default 1; 0 means every one from the Nth on)
  *   FAULT_ERRNO   EIO (default), ENOSPC, or a number
+ *   FAULT_KILL    when set (non-empty), the chosen call kills the
+ *                 process with SIGKILL before it runs instead of
+ *                 failing: a kill -9 at an exact point, for crash tests
+ *                 of offline tools (test-tool-commit.bats)
  *   FAULT_SWITCH  a file name: calls are counted only while it exists
  *   FAULT_LOG     append one line per counted call to this file:
  *                 "<kind> <n> <site>", and "INJECT <kind> <n> <site>"
@@ -46,6 +50,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -67,6 +72,7 @@ static bool kind_on[NR_KINDS];
 static unsigned long nth, times = 1;
 static int fail_errno = EIO;
 static const char *switch_file;
+static bool kill_mode;
 static const char *log_file;
 static unsigned long counter;   /* atomic */
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -111,6 +117,7 @@ init (void)
       fail_errno = atoi (s);
   }
   switch_file = getenv ("FAULT_SWITCH");
+  kill_mode = (s = getenv ("FAULT_KILL")) != NULL && *s != '\0';
   log_file = getenv ("FAULT_LOG");
 }
 
@@ -201,6 +208,8 @@ fail_this (enum kind k, int fd)
     log_call (inject, k, n);
     busy = false;
   }
+  if (inject && kill_mode)
+    raise (SIGKILL);
   errno = saved;
   return inject;
 }
