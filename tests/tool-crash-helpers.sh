@@ -1,0 +1,60 @@
+# nbdkit QED / add-cow / dirty-bitmap bundle
+# Copyright (C) 2026 the project authors
+# SPDX-License-Identifier: BSD-3-Clause
+
+# Crash tests of the offline qad-img verbs (test-tool-resize.bats,
+# test-tool-commit.bats).  Load after functions.sh.
+#
+# kill_at_every_call DIR VERIFY CMD...: run CMD (a qad-img command)
+# once in a copy of DIR with tests/fault-inject.so counting its writes,
+# syncs, truncations and fallocates on the files in the copy; then,
+# for every N of those calls, run CMD in a fresh copy killed with
+# SIGKILL just before call N (FAULT_KILL), and run the shell function
+# VERIFY in that copy, which must return 0.  Prints the number of
+# crash points.  Every byte a killed process wrote before call N is in
+# the page cache, so this is exactly kill -9 between two calls.
+
+FAULT_SO="${NBDKIT_PRELOAD:+$NBDKIT_PRELOAD:}$TESTS_BIN/.libs/fault-inject.so"
+
+kill_at_every_call ()
+{
+  local dir="$1" verify="$2"; shift 2
+  local calls n
+
+  rm -rf "$dir.count"
+  cp -a "$dir" "$dir.count"
+  (cd "$dir.count" && FAULT_PATH="$PWD" FAULT_LOG="$PWD/.calls" \
+     LD_PRELOAD="$FAULT_SO" "$@" >/dev/null)
+  calls=$(wc -l < "$dir.count/.calls")
+  test "$calls" -gt 0
+  for n in $(seq 1 "$calls"); do
+    rm -rf "$dir.kill"
+    cp -a "$dir" "$dir.kill"
+    (cd "$dir.kill" && FAULT_PATH="$PWD" FAULT_NTH="$n" FAULT_KILL=1 \
+       LD_PRELOAD="$FAULT_SO" "$@" >/dev/null 2>&1) && {
+      echo "crash point $n of $calls: the command was not killed" >&2
+      return 1
+    }
+    (cd "$dir.kill" && "$verify") || {
+      echo "crash point $n of $calls: $verify failed" >&2
+      return 1
+    }
+  done
+  echo "$calls"
+}
+
+# check_ok FILE [qemu]: qad-img check (and qemu-img check with "qemu")
+# finds no corruption: exit 0, or 3 (leaked clusters only).
+check_ok ()
+{
+  local st=0
+  "$QAD_IMG" check "$1" >/dev/null || st=$?
+  test "$st" -eq 0 || test "$st" -eq 3 || {
+    echo "qad-img check $1: exit $st" >&2; return 1; }
+  if test "${2:-}" = qemu; then
+    st=0
+    qemu-img check "$1" >/dev/null 2>&1 || st=$?
+    test "$st" -eq 0 || test "$st" -eq 3 || {
+      echo "qemu-img check $1: exit $st" >&2; return 1; }
+  fi
+}
