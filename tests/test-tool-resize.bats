@@ -226,6 +226,20 @@ verify_qdb_resize ()
   n=$(kill_at_every_call c verify_addcow_resize "$QAD_IMG" resize --shrink a.add-cow 256K)
   echo "# add-cow shrink: $n crash points" >&3
 
+  # With 4 KiB clusters a bitmap cluster covers 128 MiB: growing past
+  # it makes the bitmap longer, so its order against the image counts.
+  mkdir c4
+  (cd c4 && cp ../c/base.raw . && truncate -s 100M a.raw &&
+     "$QAD_IMG" create -f add-cow a.add-cow --image=a.raw -b base.raw \
+       -F raw --cluster-size=4K >/dev/null &&
+     qemu-io -f raw -c "write -P 0x33 192K 4K" a.raw >/dev/null &&
+     printf '\x01' | dd of=a.add-cow bs=1 seek=$((4096 + 6)) conv=notrunc \
+       status=none)
+  cp c/base.raw want.raw
+  qemu-io -f raw -c "write -P 0x33 192K 4K" want.raw >/dev/null
+  n=$(kill_at_every_call c4 verify_addcow_resize "$QAD_IMG" resize a.add-cow 200M)
+  echo "# add-cow grow past a bitmap cluster: $n crash points" >&3
+
   requires_file "$DIRTY_BITMAP_FILTER"
   requires_nbdsh
   mkdir d
