@@ -13,13 +13,7 @@
 load functions.sh
 load tool-crash-helpers.sh
 
-setup ()
-{
-  requires_file "$QAD_IMG"
-  requires qemu-img --version
-  requires qemu-io --version
-  cd "$BATS_TEST_TMPDIR"
-}
+setup () { tool_test_setup; }
 
 # A QED image top.qed (4 MiB) over BACKING (a raw file or a QED image,
 # per $1), with data, a zero cluster and an unallocated range; want.raw

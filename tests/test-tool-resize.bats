@@ -13,13 +13,7 @@
 load functions.sh
 load tool-crash-helpers.sh
 
-setup ()
-{
-  requires_file "$QAD_IMG"
-  requires qemu-img --version
-  requires qemu-io --version
-  cd "$BATS_TEST_TMPDIR"
-}
+setup () { tool_test_setup; }
 
 # virtual_size FILE: as qemu-img info reports it.
 virtual_size ()

@@ -2,7 +2,7 @@
 # Copyright (C) 2026 the project authors
 # SPDX-License-Identifier: BSD-3-Clause
 
-# Crash tests of the offline qad-img verbs (test-tool-resize.bats,
+# Helpers for the tests of the offline qad-img verbs (test-tool-resize.bats,
 # test-tool-commit.bats).  Load after functions.sh.
 #
 # kill_at_every_call DIR VERIFY CMD...: run CMD (a qad-img command)
@@ -13,6 +13,15 @@
 # VERIFY in that copy, which must return 0.  Prints the number of
 # crash points.  Every byte a killed process wrote before call N is in
 # the page cache, so this is exactly kill -9 between two calls.
+
+# tool_test_setup: what each test of an offline verb needs.
+tool_test_setup ()
+{
+  requires_file "$QAD_IMG"
+  requires qemu-img --version
+  requires qemu-io --version
+  cd "$BATS_TEST_TMPDIR"
+}
 
 FAULT_SO="${NBDKIT_PRELOAD:+$NBDKIT_PRELOAD:}$TESTS_BIN/.libs/fault-inject.so"
 

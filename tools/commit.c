@@ -21,7 +21,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,8 +36,6 @@
 #include "qad-img.h"
 #include "qed-image.h"
 #include "qed-resize.h"
-
-enum { OPT_FORMAT = 256, OPT_JSON };
 
 #define CHUNK (1024 * 1024)
 
@@ -66,13 +63,8 @@ commit_qed (const char *file)
   if (img == NULL)
     return -1;
   size = img->header.image_size;
-  if (img->header.features & QED_F_NEED_CHECK) {
-    fprintf (stderr, "qad-img: %s: the image has NEED_CHECK set (it was "
-             "not closed cleanly): run \"qad-img check -r all\" first\n",
-             file);
-    goto out;
-  }
-  if (qed_read_backing_name (img, &name) == -1)
+  if (qed_offline_writable (img, "commit") == -1 ||
+      qed_read_backing_name (img, &name) == -1)
     goto out;
   if (name == NULL) {
     fprintf (stderr, "qad-img: %s: the image has no backing file: nothing "
@@ -149,24 +141,15 @@ commit_addcow (const char *file)
 {
   CLEANUP_BACKING_RULES struct qad_backing_rules rules = { 0 };
   struct addcow_header h;
-  struct addcow_pair p = { .path = file, .h = &h, .image_fd = -1 };
+  struct addcow_pair p;
   struct commit_target t = { .fd = -1 };
-  CLEANUP_FREE char *image = NULL, *bk = NULL, *buf = NULL;
-  uint64_t fsz, c, n;
+  CLEANUP_FREE char *bk = NULL, *buf = NULL;
+  uint64_t c, n;
   int r = -1;
 
-  if (tool_backing_rules (file, &rules) == -1)
+  if (tool_backing_rules (file, &rules) == -1 ||
+      addcow_pair_open (&p, &h, file) == -1)
     return -1;
-  p.fd = open (file, O_RDWR | O_CLOEXEC);
-  if (p.fd == -1) {
-    fprintf (stderr, "qad-img: %s: %s\n", file, strerror (errno));
-    return -1;
-  }
-  if (addcow_lock_fd (p.fd, file) == -1 ||
-      addcow_read_header (p.fd, file, &h, &fsz) == -1) {
-    close (p.fd);
-    return -1;
-  }
   if (!h.backing_file) {
     fprintf (stderr, "qad-img: %s: the add-cow file has no backing file: "
              "nothing to commit into\n", file);
@@ -178,19 +161,9 @@ commit_addcow (const char *file)
              h.backing_file);
     goto out;
   }
-  image = addcow_resolve_name (file, h.image_file);
   bk = addcow_resolve_name (file, h.backing_file);
   buf = malloc (CHUNK);
-  if (image == NULL || bk == NULL || buf == NULL)
-    goto out;
-  p.image = image;
-  p.image_fd = open (image, O_RDWR | O_CLOEXEC);
-  if (p.image_fd == -1) {
-    fprintf (stderr, "qad-img: %s: image file %s: %s\n", file, image,
-             strerror (errno));
-    goto out;
-  }
-  if (addcow_pair_load (&p) == -1 ||
+  if (bk == NULL || buf == NULL ||
       commit_target_open (&t, file, h.backing_file, bk, h.backing_format,
                           &rules, p.image_fd) == -1 ||
       commit_target_grow (&t, p.disk_size) == -1)
@@ -217,52 +190,35 @@ commit_addcow (const char *file)
  out:
   if (commit_target_close (&t) == -1)
     r = -1;
-  free (p.bitmap);
-  if (p.image_fd >= 0)
-    close (p.image_fd);
-  close (p.fd);
-  addcow_header_free (&h);
+  addcow_pair_close (&p);
   return r;
 }
 
 int
 commit_verb (int argc, char **argv)
 {
-  static const struct option long_options[] = {
-    { "format", required_argument, NULL, OPT_FORMAT },
-    { "json", no_argument, NULL, OPT_JSON },
-    { NULL }
-  };
-  const struct qad_format *fmt = NULL;
-  unsigned char magic[4];
+  const struct qad_format *fmt;
   const char *file;
-  int c, r;
+  int i, r;
 
-  while ((c = getopt_long (argc, argv, "f:", long_options, NULL)) != -1) {
-    switch (c) {
-    case OPT_FORMAT: case 'f':
-      fmt = format_by_name (optarg);
-      if (!fmt)
-        return EXIT_FAILURE;
-      break;
-    case OPT_JSON: break;
-    default: return EXIT_FAILURE;
-    }
-  }
-  if (optind != argc - 1) {
+  i = parse_maintenance_opts (argc, argv, &fmt, NULL);
+  if (i == -1)
+    return EXIT_FAILURE;
+  if (i != argc - 1) {
     fprintf (stderr, "usage: qad-img commit [-f FMT] [-p] IMAGE\n");
     return EXIT_FAILURE;
   }
-  file = argv[optind];
+  file = argv[i];
   if (!fmt)
-    fmt = format_of_magic (magic, read_magic (file, magic, false));
+    fmt = format_of_file (file);
   if (fmt == &qed_format)
     r = commit_qed (file);
   else if (fmt == &addcow_format)
     r = commit_addcow (file);
   else {
-    fprintf (stderr, "qad-img: %s: commit needs a QED image or an add-cow "
-             "file\n", file);
+    if (fmt)
+      fprintf (stderr, "qad-img: %s: commit needs a QED image or an "
+               "add-cow file\n", file);
     return EXIT_FAILURE;
   }
   if (r == -1)

@@ -44,6 +44,17 @@ extern int compare_verb (int argc, char **argv);
 extern int resize_verb (int argc, char **argv);
 extern int commit_verb (int argc, char **argv);
 
+/* The options of resize and commit: -f FMT (*FMT, else NULL), --json
+ * (ignored: they print one line) and, when SHRINK is not NULL,
+ * --shrink.  Returns optind, or -1 after a message.
+ */
+extern int parse_maintenance_opts (int argc, char **argv,
+                                   const struct qad_format **fmt,
+                                   bool *shrink);
+
+/* The format of FILE from its magic, or NULL after a message. */
+extern const struct qad_format *format_of_file (const char *file);
+
 /* The format named NAME (or an alias), or NULL after a message. */
 extern const struct qad_format *format_by_name (const char *name);
 

@@ -15,7 +15,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,8 +29,6 @@
 #include "qdb-resize.h"
 #include "qed-image.h"
 #include "qed-resize.h"
-
-enum { OPT_FORMAT = 256, OPT_JSON, OPT_SHRINK };
 
 /* A size argument: SIZE, +SIZE or -SIZE. */
 struct size_arg {
@@ -123,43 +120,16 @@ static int
 resize_addcow (const char *file, const struct size_arg *a, bool shrink)
 {
   struct addcow_header h;
-  struct addcow_pair p = { .path = file, .h = &h, .image_fd = -1 };
-  CLEANUP_FREE char *image = NULL;
-  uint64_t fsz, size;
+  struct addcow_pair p;
+  uint64_t size;
   int r = -1;
 
-  p.fd = open (file, O_RDWR | O_CLOEXEC);
-  if (p.fd == -1) {
-    fprintf (stderr, "qad-img: %s: %s\n", file, strerror (errno));
+  if (addcow_pair_open (&p, &h, file) == -1)
     return -1;
-  }
-  if (addcow_lock_fd (p.fd, file) == -1 ||
-      addcow_read_header (p.fd, file, &h, &fsz) == -1) {
-    close (p.fd);
-    return -1;
-  }
-  image = addcow_resolve_name (file, h.image_file);
-  if (image == NULL)
-    goto out;
-  p.image = image;
-  p.image_fd = open (image, O_RDWR | O_CLOEXEC);
-  if (p.image_fd == -1) {
-    fprintf (stderr, "qad-img: %s: image file %s: %s\n", file, image,
-             strerror (errno));
-    goto out;
-  }
-  if (addcow_pair_load (&p) == -1 ||
-      new_size_of (file, a, p.disk_size, &size) == -1)
-    goto out;
-  r = addcow_resize (&p, size, shrink,
-                     size > p.disk_size ? addcow_backing_size (file, &h) : 0);
-
- out:
-  free (p.bitmap);
-  if (p.image_fd >= 0)
-    close (p.image_fd);
-  close (p.fd);
-  addcow_header_free (&h);
+  if (new_size_of (file, a, p.disk_size, &size) == 0)
+    r = addcow_resize (&p, size, shrink, size > p.disk_size
+                       ? addcow_backing_size (file, &h) : 0);
+  addcow_pair_close (&p);
   return r;
 }
 
@@ -193,52 +163,30 @@ resize_qdb (const char *file, const struct size_arg *a, bool shrink)
 int
 resize_verb (int argc, char **argv)
 {
-  static const struct option long_options[] = {
-    { "format", required_argument, NULL, OPT_FORMAT },
-    { "json", no_argument, NULL, OPT_JSON },
-    { "shrink", no_argument, NULL, OPT_SHRINK },
-    { NULL }
-  };
-  const struct qad_format *fmt = NULL;
+  const struct qad_format *fmt;
   const char *file, *size_str = NULL;
-  unsigned char magic[4];
   struct size_arg a;
   bool shrink = false;
-  int c, r;
+  int i, r;
 
   /* "-1G" is a size, not an option (qemu-img does the same). */
   if (argc > 2 && looks_like_size (argv[argc - 1]))
     size_str = argv[--argc];
-  while ((c = getopt_long (argc, argv, "f:", long_options, NULL)) != -1) {
-    switch (c) {
-    case OPT_FORMAT: case 'f':
-      fmt = format_by_name (optarg);
-      if (!fmt)
-        return EXIT_FAILURE;
-      break;
-    case OPT_JSON: break;
-    case OPT_SHRINK: shrink = true; break;
-    default: return EXIT_FAILURE;
-    }
-  }
-  if (argc - optind != (size_str ? 1 : 2)) {
+  i = parse_maintenance_opts (argc, argv, &fmt, &shrink);
+  if (i == -1)
+    return EXIT_FAILURE;
+  if (argc - i != (size_str ? 1 : 2)) {
     fprintf (stderr, "usage: qad-img resize [--shrink] [-f FMT] IMAGE "
              "[+|-]SIZE\n");
     return EXIT_FAILURE;
   }
-  file = argv[optind];
+  file = argv[i];
   if (!size_str)
-    size_str = argv[optind + 1];
+    size_str = argv[i + 1];
   if (parse_size_arg (size_str, &a) == -1)
     return EXIT_FAILURE;
-  if (!fmt) {
-    fmt = format_of_magic (magic, read_magic (file, magic, false));
-    if (!fmt) {
-      fprintf (stderr, "qad-img: %s: not a QED, add-cow or QDB file\n",
-               file);
-      return EXIT_FAILURE;
-    }
-  }
+  if (!fmt && !(fmt = format_of_file (file)))
+    return EXIT_FAILURE;
 
   if (fmt == &qed_format)
     r = resize_qed (file, &a, shrink);

@@ -43,13 +43,12 @@
 #include "full-io.h"
 #include "qad-error.h"
 
-int
-addcow_pair_load (struct addcow_pair *p)
+/* Sizes and bitmap of an open pair. */
+static int
+pair_load (struct addcow_pair *p)
 {
   struct stat st;
 
-  p->bitmap = NULL;
-  p->bmlen = 0;
   if (fstat (p->image_fd, &st) == -1) {
     qad_error ("%s: fstat: %m", p->image);
     return -1;
@@ -73,6 +72,55 @@ addcow_pair_load (struct addcow_pair *p)
                           &p->bitmap, &p->bmlen, &p->fresh) == -1)
     return -1;
   return 0;
+}
+
+int
+addcow_pair_open (struct addcow_pair *p, struct addcow_header *h,
+                  const char *path)
+{
+  uint64_t fsz;
+
+  *p = (struct addcow_pair) { .path = path, .h = h, .image_fd = -1 };
+  p->fd = open (path, O_RDWR | O_CLOEXEC);
+  if (p->fd == -1) {
+    qad_error ("%s: %m", path);
+    return -1;
+  }
+  if (addcow_lock_fd (p->fd, path) == -1 ||
+      addcow_read_header (p->fd, path, h, &fsz) == -1) {
+    close (p->fd);
+    return -1;
+  }
+  p->image = addcow_resolve_name (path, h->image_file);
+  if (p->image == NULL)
+    goto err;
+  p->image_fd = open (p->image, O_RDWR | O_CLOEXEC);
+  if (p->image_fd == -1) {
+    qad_error ("%s: image file %s: %m", path, p->image);
+    goto err;
+  }
+  if (pair_load (p) == -1)
+    goto err;
+  return 0;
+
+ err:
+  addcow_pair_close (p);
+  return -1;
+}
+
+void
+addcow_pair_close (struct addcow_pair *p)
+{
+  free (p->bitmap);
+  free (p->image);
+  if (p->image_fd >= 0)
+    close (p->image_fd);
+  if (p->fd >= 0)
+    close (p->fd);
+  addcow_header_free (p->h);
+  p->bitmap = NULL;
+  p->image = NULL;
+  p->fd = p->image_fd = -1;
 }
 
 uint64_t

@@ -19,14 +19,14 @@
 
 /* The sidecar FD (PATH) with header H, and the raw image IMAGE_FD
  * (IMAGE, a regular file): their sizes and, unless ALL_ALLOCATED or
- * fresh, the validated bitmap (caller frees; NULL otherwise).
+ * fresh, the validated bitmap (NULL otherwise).
  */
 struct addcow_pair {
   int fd;
   const char *path;
-  const struct addcow_header *h;
+  struct addcow_header *h;
   int image_fd;
-  const char *image;
+  char *image;                  /* resolved from the header */
   uint64_t file_size;           /* of the sidecar */
   uint64_t disk_size;           /* of the image */
   bool all_allocated;
@@ -35,8 +35,15 @@ struct addcow_pair {
   uint64_t bmlen;
 };
 
-/* Fill *P (sizes, bitmap).  Returns 0, or -1 after qad_error. */
-extern int addcow_pair_load (struct addcow_pair *p);
+/* Open the sidecar PATH read-write under its lock (refused while a
+ * server or another tool holds it), read its header into *H (which
+ * must outlive P), open its raw image read-write and load the sizes
+ * and bitmap.  Returns 0, or -1 after qad_error with nothing left
+ * open.  Close with addcow_pair_close.
+ */
+extern int addcow_pair_open (struct addcow_pair *p, struct addcow_header *h,
+                             const char *path);
+extern void addcow_pair_close (struct addcow_pair *p);
 
 /* The guest offset of the first byte at or past OFFSET that the image
  * holds (a cluster whose bit is 1, or any when ALL_ALLOCATED; a

@@ -45,26 +45,14 @@ static char side[256], image[256];
 static void
 open_pair (struct addcow_pair *p, struct addcow_header *hdr)
 {
-  uint64_t fsz;
-
-  memset (p, 0, sizeof *p);
-  p->path = side;
-  p->image = image;
-  p->fd = open (side, O_RDWR);
-  p->image_fd = open (image, O_RDWR);
-  assert (p->fd >= 0 && p->image_fd >= 0);
-  assert (addcow_read_header (p->fd, side, hdr, &fsz) == 0);
-  p->h = hdr;
-  assert (addcow_pair_load (p) == 0);
+  assert (addcow_pair_open (p, hdr, side) == 0);
+  assert (strcmp (p->image, image) == 0);
 }
 
 static void
 close_pair (struct addcow_pair *p, struct addcow_header *hdr)
 {
-  close (p->fd);
-  close (p->image_fd);
-  free (p->bitmap);
-  addcow_header_free (hdr);
+  addcow_pair_close (p);
 }
 
 static uint64_t

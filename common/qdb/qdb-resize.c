@@ -79,21 +79,20 @@ resize_one (struct qdb_file *qdb, size_t i, uint64_t new_size)
   copy_bits (nb->bits, bm->bits, bm->nr_granules < nb->nr_granules
              ? bm->nr_granules : nb->nr_granules);
 
-  saved = *bm;
-  bm->disk_size = nb->disk_size;
-  bm->nr_granules = nb->nr_granules;
-  bm->table_size = nb->table_size;
-  bm->table = nb->table;
-  bm->table_offset = nb->table_offset;
-  bm->bits = nb->bits;
-  bm->bits_len = nb->bits_len;
-  nb->disk_size = saved.disk_size;
-  nb->nr_granules = saved.nr_granules;
-  nb->table_size = saved.table_size;
-  nb->table = saved.table;
-  nb->table_offset = saved.table_offset;
-  nb->bits = saved.bits;
-  nb->bits_len = saved.bits_len;
+  /* Only the geometry and the arrays move; whatever else a bitmap
+   * records stays with the original.
+   */
+#define SWAP(field) \
+  do { saved.field = bm->field; bm->field = nb->field; \
+       nb->field = saved.field; } while (0)
+  SWAP (disk_size);
+  SWAP (nr_granules);
+  SWAP (table_size);
+  SWAP (table);
+  SWAP (table_offset);
+  SWAP (bits);
+  SWAP (bits_len);
+#undef SWAP
   return qdb_remove_bitmap (qdb, j);
 }
 

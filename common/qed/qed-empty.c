@@ -40,17 +40,8 @@ qed_make_empty (struct qed_image *img)
   void *zeroes;
   uint64_t i;
 
-  if (img->readonly || img->fd == -1) {
-    qad_error ("%s: emptying needs the image open read-write", name);
-    errno = EROFS;
+  if (qed_offline_writable (img, "emptying") == -1)
     return -1;
-  }
-  if (img->header.features & QED_F_NEED_CHECK) {
-    qad_error ("%s: the image has NEED_CHECK set (it was not closed "
-               "cleanly): run \"qad-img check -r all\" first", name);
-    errno = EINVAL;
-    return -1;
-  }
 
   zeroes = calloc (1, img->geom.table_bytes);
   if (zeroes == NULL) {

@@ -38,6 +38,25 @@
 #include "qed-resize.h"
 
 int
+qed_offline_writable (struct qed_image *img, const char *what)
+{
+  if (img->readonly || img->fd == -1) {
+    qad_error ("%s: %s needs the image open read-write", img->dev.name,
+               what);
+    errno = EROFS;
+    return -1;
+  }
+  if (img->header.features & QED_F_NEED_CHECK) {
+    qad_error ("%s: the image has NEED_CHECK set (it was not closed "
+               "cleanly): run \"qad-img check -r all\" first",
+               img->dev.name);
+    errno = EINVAL;
+    return -1;
+  }
+  return 0;
+}
+
+int
 qed_first_data_from (struct qed_image *img, uint64_t offset, uint64_t *found)
 {
   uint64_t size = img->header.image_size;
@@ -81,17 +100,8 @@ qed_resize (struct qed_image *img, uint64_t new_size, bool shrink)
   uint64_t old_size = img->header.image_size;
   uint64_t first;
 
-  if (img->readonly || img->fd == -1) {
-    qad_error ("%s: resize needs the image open read-write", name);
-    errno = EROFS;
+  if (qed_offline_writable (img, "resize") == -1)
     return -1;
-  }
-  if (img->header.features & QED_F_NEED_CHECK) {
-    qad_error ("%s: the image has NEED_CHECK set (it was not closed "
-               "cleanly): run \"qad-img check -r all\" first", name);
-    errno = EINVAL;
-    return -1;
-  }
   if (new_size % 512 != 0 || new_size == 0) {
     qad_error ("%s: new size %" PRIu64 " is not a positive multiple of "
                "512", name, new_size);

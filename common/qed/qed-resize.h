@@ -16,6 +16,12 @@
 
 #include "qed-image.h"
 
+/* May IMG be changed offline?  It must be open read-write and not
+ * carry NEED_CHECK (an image not closed cleanly is repaired first).
+ * WHAT names the operation in the message.  0, or -1 after qad_error.
+ */
+extern int qed_offline_writable (struct qed_image *img, const char *what);
+
 /* The guest offset of the first byte held in a data cluster at or
  * past OFFSET (the start of a data cluster that straddles OFFSET is
  * reported as OFFSET itself), or UINT64_MAX when there is none.

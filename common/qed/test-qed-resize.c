@@ -35,21 +35,12 @@
 
 static char dir[] = "/tmp/test-qed-resize.XXXXXX";
 
-static char *
-path_of (const char *name)
-{
-  static char buf[2][256];
-  static int i;
-  i = !i;
-  snprintf (buf[i], sizeof buf[i], "%s/%s", dir, name);
-  return buf[i];
-}
-
+/* The test runs in its own directory: names are relative to it. */
 static struct qed_image *
-open_rw (const char *name)
+open_locked (const char *name)
 {
   struct qed_open_options o = { .readonly = false, .lock = true };
-  struct qed_image *img = qed_open (path_of (name), &o);
+  struct qed_image *img = qed_open (name, &o);
   assert (img != NULL);
   return img;
 }
@@ -71,8 +62,8 @@ test_resize (void)
   char buf[CS];
   uint64_t found;
 
-  assert (qed_create (path_of ("a.qed"), &c) == 0);
-  img = open_rw ("a.qed");
+  assert (qed_create ("a.qed", &c) == 0);
+  img = open_locked ("a.qed");
   memset (buf, 0x5a, sizeof buf);
   assert (qed_pwrite (img, buf, sizeof buf, 3 * MiB, false) == 0);
   assert (qed_flush (img) == 0);
@@ -81,7 +72,7 @@ test_resize (void)
   assert (qed_resize (img, 6 * MiB, false) == 0);
   assert (img->header.image_size == 6 * MiB && img->dev.size == 6 * MiB);
   assert (qed_close (img) == 0);
-  img = open_rw ("a.qed");
+  img = open_locked ("a.qed");
   assert (img->header.image_size == 6 * MiB);
   assert (qed_pread (img, buf, sizeof buf, 5 * MiB) == 0);
   assert (buf[0] == 0 && buf[CS - 1] == 0);
@@ -106,7 +97,7 @@ test_resize (void)
   assert (img->header.image_size == 1024 * MiB);
   assert (qed_resize (img, 3 * MiB + CS, true) == 0);
   assert (qed_close (img) == 0);
-  img = open_rw ("a.qed");
+  img = open_locked ("a.qed");
   assert (img->header.image_size == 3 * MiB + CS);
   assert (qed_pread (img, buf, sizeof buf, 3 * MiB) == 0);
   assert ((unsigned char) buf[0] == 0x5a);
@@ -126,16 +117,16 @@ test_backing_and_empty (void)
   int fd;
   uint64_t i;
 
-  fd = open (path_of ("b.raw"), O_RDWR | O_CREAT | O_TRUNC, 0644);
+  fd = open ("b.raw", O_RDWR | O_CREAT | O_TRUNC, 0644);
   assert (fd >= 0);
   for (i = 0; i < MiB; ++i)
     want[i] = i * 7 + 1;
   assert (full_pwrite (fd, want, MiB, 0) == 0);
   assert (ftruncate (fd, 2 * MiB) == 0);
-  assert (qed_create (path_of ("o.qed"), &c) == 0);
+  assert (qed_create ("o.qed", &c) == 0);
 
   /* The backing file (2 MiB) is larger than the image: no grow. */
-  img = open_rw ("o.qed");
+  img = open_locked ("o.qed");
   assert (qed_resize (img, 2 * MiB, false) == -1 && errno == ENOTSUP);
 
   /* Write, "commit" by hand, empty: the image reads the backing. */
@@ -147,7 +138,7 @@ test_backing_and_empty (void)
   assert (qed_make_empty (img) == 0);
   assert (qed_close (img) == 0);
 
-  img = open_rw ("o.qed");
+  img = open_locked ("o.qed");
   assert (qed_pread (img, got, MiB, 0) == 0);
   assert (memcmp (got, want, MiB) == 0);
   check_clean (img);
@@ -166,8 +157,10 @@ main (void)
   char cmd[300];
 
   assert (mkdtemp (dir) != NULL);
+  assert (chdir (dir) == 0);
   test_resize ();
   test_backing_and_empty ();
+  assert (chdir ("/") == 0);
   snprintf (cmd, sizeof cmd, "rm -rf %s", dir);
   assert (system (cmd) == 0);
   printf ("test-qed-resize: ok\n");
