@@ -179,6 +179,28 @@ with open("a.add-cow", "r+b") as f:
   qemu-img compare top.qed want.raw
 }
 
+@test "commit: an add-cow file in use, or a QED backing file not closed cleanly, is refused" {
+  make_addcow raw
+  cp base.raw base.before
+  start_nbdkit sock --filter="$ADDCOW_FILTER" file a.raw addcow=a.add-cow
+  run "$QAD_IMG" commit a.add-cow
+  test "$status" -eq 1
+  [[ "$output" == *"a.add-cow"* ]]
+  stop_nbdkit sock
+  cmp base.raw base.before
+  "$QAD_IMG" compare a.add-cow want.raw
+  # A QED backing file with NEED_CHECK is repaired first, by check.
+  make_qed_overlay qed
+  python3 -c 'import struct
+with open("base.qed", "r+b") as f:
+    f.seek(16); v = struct.unpack("<Q", f.read(8))[0]
+    f.seek(16); f.write(struct.pack("<Q", v | 2))'
+  run "$QAD_IMG" commit top.qed
+  test "$status" -eq 1
+  [[ "$output" == *"base.qed: the image has NEED_CHECK set"* ]]
+  qemu-img compare top.qed want.raw
+}
+
 @test "commit: -p shows progress" {
   make_qed_overlay raw
   run "$QAD_IMG" commit -p top.qed

@@ -103,6 +103,11 @@ commit_target_open (struct commit_target *t, const char *image,
     t->qed = qed_open (path, &o);
     if (t->qed == NULL)
       return -1;
+    if (qed_offline_writable (t->qed, "commit") == -1) {
+      qed_close (t->qed);
+      t->qed = NULL;
+      return -1;
+    }
     t->size = t->qed->header.image_size;
     return 0;
   }
