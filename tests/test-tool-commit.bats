@@ -201,6 +201,19 @@ with open("base.qed", "r+b") as f:
   qemu-img compare top.qed want.raw
 }
 
+@test "commit: the backing file is synced before the image changes" {
+  mkdir r q c
+  (cd r && make_qed_overlay raw)
+  (cd q && make_qed_overlay qed)
+  (cd c && make_addcow raw)
+  log_calls r "$PWD/r.calls" "$QAD_IMG" commit top.qed
+  durable_before r.calls base.raw top.qed
+  log_calls q "$PWD/q.calls" "$QAD_IMG" commit top.qed
+  durable_before q.calls base.qed top.qed
+  log_calls c "$PWD/c.calls" "$QAD_IMG" commit a.add-cow
+  durable_before c.calls base.raw a.add-cow
+}
+
 @test "commit: -p shows progress" {
   make_qed_overlay raw
   run "$QAD_IMG" commit -p top.qed

@@ -178,6 +178,15 @@ make_addcow ()
   [[ "$output" == *"locked by another process"* ]]
 }
 
+@test "resize: add-cow bitmap and image are synced in the safe order" {
+  mkdir c
+  (cd c && make_addcow)
+  log_calls c "$PWD/grow.calls" "$QAD_IMG" resize a.add-cow 200G
+  durable_before grow.calls a.add-cow a.raw
+  log_calls c "$PWD/shrink.calls" "$QAD_IMG" resize --shrink a.add-cow 256K
+  durable_before shrink.calls a.raw a.add-cow
+}
+
 verify_qed_resize ()
 {
   check_ok a.qed qemu &&

@@ -67,3 +67,35 @@ check_ok ()
       echo "qemu-img check $1: exit $st" >&2; return 1; }
   fi
 }
+
+# log_calls DIR LOG CMD...: run CMD in a copy of DIR (DIR.log) with
+# fault-inject.so logging every write, sync, truncation and fallocate
+# on its files, with the file's path, to LOG.
+log_calls ()
+{
+  local dir="$1" log="$2"; shift 2
+  rm -rf "$dir.log" "$log"
+  cp -a "$dir" "$dir.log"
+  (cd "$dir.log" && FAULT_PATH="$PWD" FAULT_LOG="$log" FAULT_LOG_FILES=1 \
+     LD_PRELOAD="$FAULT_SO" "$@" >/dev/null)
+}
+
+# durable_before LOG A B: in the calls logged, no change (write,
+# truncate, fallocate) to the file named B happens while the file named
+# A has a change not yet followed by a sync: what A holds is durable
+# before B changes, whatever a power cut keeps.  Fails (naming the
+# call) otherwise, and when B never changes after A did.
+durable_before ()
+{
+  awk -v a="/$2" -v b="/$3" '
+    function is (path, name) { return substr (path, length (path) - length (name) + 1) == name }
+    { kind = $1; path = $NF }
+    kind == "sync" && is(path, a) { dirty = 0; next }
+    kind != "sync" && is(path, a) { dirty = 1; changed_a = 1; next }
+    kind != "sync" && is(path, b) {
+      if (dirty) { print "unsynced " a " when " b " changes: " $0 > "/dev/stderr"; bad = 1; exit 1 }
+      if (changed_a) ordered = 1
+    }
+    END { if (bad) exit 1; if (!ordered) { print "no change to " b " after " a > "/dev/stderr"; exit 1 } }
+  ' "$1"
+}
