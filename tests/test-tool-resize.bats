@@ -89,6 +89,10 @@ make_addcow ()
   # Grown again, the cut area reads zeroes.
   "$QAD_IMG" resize a.qed 8M
   qemu-io -c "read -P 0 7M 64k" a.qed >/dev/null
+  # A negative size is a size wherever it stands.
+  "$QAD_IMG" resize --shrink a.qed -1M --output=json
+  "$QAD_IMG" resize -f qed --shrink a.qed -- -1M
+  test "$(virtual_size a.qed)" -eq $((6 << 20))
 }
 
 @test "resize: add-cow grows and shrinks its raw image with the bitmap" {

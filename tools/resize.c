@@ -169,9 +169,16 @@ resize_verb (int argc, char **argv)
   bool shrink = false;
   int i, r;
 
-  /* "-1G" is a size, not an option (qemu-img does the same). */
-  if (argc > 2 && looks_like_size (argv[argc - 1]))
-    size_str = argv[--argc];
+  /* "-1G" is a size, not an option (qemu-img takes the last argument
+   * so; ours may be followed by the --json the dispatcher appends).
+   */
+  for (i = argc - 1; i > 1 && !size_str; --i)
+    if (looks_like_size (argv[i]) && strcmp (argv[i - 1], "-f") != 0 &&
+        strcmp (argv[i - 1], "--format") != 0) {
+      size_str = argv[i];
+      memmove (&argv[i], &argv[i + 1], (argc - i) * sizeof argv[0]);
+      argc--;
+    }
   i = parse_maintenance_opts (argc, argv, &fmt, &shrink);
   if (i == -1)
     return EXIT_FAILURE;
