@@ -80,22 +80,23 @@ log_calls ()
      LD_PRELOAD="$FAULT_SO" "$@" >/dev/null)
 }
 
-# durable_before LOG A B: in the calls logged, no change (write,
-# truncate, fallocate) to the file named B happens while the file named
-# A has a change not yet followed by a sync: what A holds is durable
-# before B changes, whatever a power cut keeps.  Fails (naming the
-# call) otherwise, and when B never changes after A did.
+# durable_before LOG A B [KIND]: in the calls logged, no change
+# (write, truncate, fallocate; only KIND calls when given) to the file
+# named B happens while the file named A has a change not yet followed
+# by a sync: what A holds is durable before B changes, whatever a power
+# cut keeps.  A and B may be the same file (KIND then tells the later
+# change from the earlier ones).  Fails (naming the call) otherwise,
+# and when B never changes after A did.
 durable_before ()
 {
-  awk -v a="/$2" -v b="/$3" '
+  awk -v a="/$2" -v b="/$3" -v bkind="${4:-}" '
     function is (path, name) { return substr (path, length (path) - length (name) + 1) == name }
     { kind = $1; path = $NF }
-    kind == "sync" && is(path, a) { dirty = 0; next }
-    kind != "sync" && is(path, a) { dirty = 1; changed_a = 1; next }
-    kind != "sync" && is(path, b) {
+    kind != "sync" && is(path, b) && (bkind == "" || kind == bkind) {
       if (dirty) { print "unsynced " a " when " b " changes: " $0 > "/dev/stderr"; bad = 1; exit 1 }
       if (changed_a) ordered = 1
     }
+    is(path, a) { if (kind == "sync") dirty = 0; else { dirty = 1; changed_a = 1 } }
     END { if (bad) exit 1; if (!ordered) { print "no change to " b " after " a > "/dev/stderr"; exit 1 } }
   ' "$1"
 }
