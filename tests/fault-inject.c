@@ -18,12 +18,19 @@
  *   FAULT_TIMES   fail this many counted calls from the Nth on
  *                 (default 1; 0 means every one from the Nth on)
  *   FAULT_ERRNO   EIO (default), ENOSPC, or a number
+ *   FAULT_KILL    when set (non-empty), the chosen call kills the
+ *                 process with SIGKILL before it runs instead of
+ *                 failing: a kill -9 at an exact point, for crash tests
+ *                 of offline tools (test-tool-commit.bats)
  *   FAULT_SWITCH  a file name: calls are counted only while it exists
  *   FAULT_LOG     append one line per counted call to this file:
  *                 "<kind> <n> <site>", and "INJECT <kind> <n> <site>"
  *                 for a failed one.  <site> names the caller's stack as
  *                 module+offset frames, so the test can pick the first
  *                 call of every distinct call site.
+ *   FAULT_LOG_FILES  when set (non-empty), each log line ends with
+ *                 " <file>", the path the call was made on, so a test
+ *                 can check the order of writes and syncs across files
  *
  * Notes on the design: the path is looked up in /proc/self/fd at each
  * call (no open() tracking, so files opened before the library was
@@ -46,6 +53,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -67,6 +75,8 @@ static bool kind_on[NR_KINDS];
 static unsigned long nth, times = 1;
 static int fail_errno = EIO;
 static const char *switch_file;
+static bool kill_mode;
+static bool log_files;
 static const char *log_file;
 static unsigned long counter;   /* atomic */
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -111,21 +121,35 @@ init (void)
       fail_errno = atoi (s);
   }
   switch_file = getenv ("FAULT_SWITCH");
+  kill_mode = (s = getenv ("FAULT_KILL")) != NULL && *s != '\0';
+  log_files = (s = getenv ("FAULT_LOG_FILES")) != NULL && *s != '\0';
   log_file = getenv ("FAULT_LOG");
+}
+
+/* The path FD is open on, into TARGET (PATH_MAX bytes); false if
+ * it cannot be named.
+ */
+static bool
+path_of_fd (int fd, char *target)
+{
+  char link[64];
+  ssize_t r;
+
+  snprintf (link, sizeof link, "/proc/self/fd/%d", fd);
+  r = readlink (link, target, PATH_MAX - 1);
+  if (r <= 0)
+    return false;
+  target[r] = '\0';
+  return true;
 }
 
 static bool
 fd_matches (int fd)
 {
-  char link[64], target[PATH_MAX];
-  ssize_t r;
+  char target[PATH_MAX];
 
-  snprintf (link, sizeof link, "/proc/self/fd/%d", fd);
-  r = readlink (link, target, sizeof target - 1);
-  if (r <= 0)
-    return false;
-  target[r] = '\0';
-  return strncmp (target, path_prefix, strlen (path_prefix)) == 0;
+  return path_of_fd (fd, target) &&
+    strncmp (target, path_prefix, strlen (path_prefix)) == 0;
 }
 
 /* The caller's stack as "module+0xoff<module+0xoff<...", without
@@ -160,18 +184,20 @@ site_of (char *buf, size_t len)
 }
 
 static void
-log_call (bool inject, enum kind k, unsigned long n)
+log_call (bool inject, enum kind k, unsigned long n, int fd)
 {
-  char site[512];
+  char site[512], file[PATH_MAX] = "";
   FILE *fp;
   int saved = errno;
 
   site_of (site, sizeof site);
+  if (log_files && path_of_fd (fd, file + 1))
+    file[0] = ' ';
   pthread_mutex_lock (&log_lock);
   fp = fopen (log_file, "a");
   if (fp) {
-    fprintf (fp, "%s%s %lu %s\n", inject ? "INJECT " : "", kind_name[k],
-             n, site);
+    fprintf (fp, "%s%s %lu %s%s\n", inject ? "INJECT " : "", kind_name[k],
+             n, site, file);
     fclose (fp);
   }
   pthread_mutex_unlock (&log_lock);
@@ -198,9 +224,11 @@ fail_this (enum kind k, int fd)
   inject = nth != 0 && n >= nth && (times == 0 || n - nth < times);
   if (log_file) {
     busy = true;
-    log_call (inject, k, n);
+    log_call (inject, k, n, fd);
     busy = false;
   }
+  if (inject && kill_mode)
+    raise (SIGKILL);
   errno = saved;
   return inject;
 }

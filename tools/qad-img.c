@@ -40,6 +40,8 @@ usage (FILE *fp)
 "  compare [-f FMT] [-F FMT] [-s] A B\n"
 "  rebase [-u] [-p] -b BACKING [-F raw|qed] FILE\n"
 "  amend  -o key=value,... FILE\n"
+"  resize [--shrink] FILE [+|-]SIZE\n"
+"  commit [-p] FILE\n"
 "\n"
 "Every verb also accepts, for images from untrusted sources:\n"
 "  --backing-policy=follow|inside|refuse  --backing-dir=DIR\n"
@@ -51,19 +53,21 @@ usage (FILE *fp)
 }
 
 enum verb { VERB_CREATE, VERB_INFO, VERB_CHECK, VERB_MAP, VERB_BITMAP,
-            VERB_COMPARE, VERB_REBASE, VERB_AMEND, NR_VERBS };
+            VERB_COMPARE, VERB_REBASE, VERB_AMEND, VERB_RESIZE, VERB_COMMIT,
+            NR_VERBS };
 static const char *const verb_names[NR_VERBS] = {
-  "create", "info", "check", "map", "bitmap", "compare", "rebase", "amend"
+  "create", "info", "check", "map", "bitmap", "compare", "rebase", "amend",
+  "resize", "commit"
 };
 
 /* The implementation of verb V in format F, or NULL. */
 static qad_verb
 verb_of (const struct qad_format *f, enum verb v)
 {
-  /* compare works across formats: dispatched before this. */
+  /* compare, resize and commit: dispatched before this. */
   const qad_verb fns[NR_VERBS] = {
     f->create, f->info, f->check, f->map, f->bitmap, NULL, f->rebase,
-    f->amend
+    f->amend, NULL, NULL
   };
   return fns[v];
 }
@@ -86,7 +90,7 @@ name_matches (const struct qad_format *f, const char *name)
   return false;
 }
 
-static const struct qad_format *
+const struct qad_format *
 format_by_name (const char *name)
 {
   size_t i;
@@ -180,6 +184,17 @@ static const char *const verb_help[NR_VERBS] = {
   "  qed:     backing_file=NAME, backing_fmt=raw|qed\n"
   "  add-cow: image_file=NAME, backing_file=NAME, backing_fmt=raw|qed\n"
   "backing_file= (empty) removes the backing file.\n",
+  /* resize */
+  "usage: qad-img resize [-f FMT] [--shrink] [-q] FILE [+|-]SIZE\n"
+  "\n"
+  "Grow (or with --shrink, shrink) a QED image, an add-cow file with its\n"
+  "raw image, or every bitmap of a QDB file.  A shrink is refused while\n"
+  "anything written lies past the new end.  The new area reads zeroes.\n",
+  /* commit */
+  "usage: qad-img commit [-f FMT] [-p] [-q] FILE\n"
+  "\n"
+  "Write what the QED image or add-cow file FILE holds into its backing\n"
+  "file (raw or QED, writable), then empty FILE, as qemu-img commit.\n",
 };
 
 /* Options every verb understands, taken out of argv here so that the
@@ -270,9 +285,10 @@ take_common_opts (int argc, char **argv, char **out, enum verb v,
     else if (is_opt (a, "-q", "--quiet"))
       o->quiet = true;
     else if (is_opt (a, "-p", "--progress")) {
-      if (v != VERB_CHECK && v != VERB_COMPARE && v != VERB_REBASE) {
+      if (v != VERB_CHECK && v != VERB_COMPARE && v != VERB_REBASE &&
+          v != VERB_COMMIT) {
         fprintf (stderr, "qad-img: %s: -p is for verbs that can take "
-                 "long (check, compare, rebase)\n", verb_names[v]);
+                 "long (check, compare, rebase, commit)\n", verb_names[v]);
         return -1;
       }
       qad_progress = true;
@@ -288,7 +304,7 @@ take_common_opts (int argc, char **argv, char **out, enum verb v,
     else if (is_opt (a, "-U", "--force-share")) {
       /* Read-only verbs never lock, as qemu-img with -U. */
       if (v == VERB_CREATE || v == VERB_BITMAP || v == VERB_REBASE ||
-          v == VERB_AMEND) {
+          v == VERB_AMEND || v == VERB_RESIZE || v == VERB_COMMIT) {
         fprintf (stderr, "qad-img: %s: -U (--force-share) is for "
                  "read-only verbs\n", verb_names[v]);
         return -1;
@@ -509,6 +525,15 @@ main (int argc, char **argv)
   if (v == VERB_COMPARE) {
     argv[1] = (char *) "qad-img compare";   /* for getopt's messages */
     return compare_verb (argc - 1, argv + 1);
+  }
+  if (v == VERB_RESIZE || v == VERB_COMMIT) {
+    /* Their own format detection: they open several files. */
+    if (asprintf (&argv[1], "qad-img %s", verb) == -1) {
+      perror ("qad-img: asprintf");
+      exit (EXIT_FAILURE);
+    }
+    return (v == VERB_RESIZE ? resize_verb : commit_verb) (argc - 1,
+                                                           argv + 1);
   }
 
   /* Find --format= (or -f F) and the first non-option argument (the

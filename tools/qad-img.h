@@ -45,6 +45,35 @@ extern int addcow_amend_verb (int argc, char **argv);
 /* qad-img compare A B (compare.c): across formats. */
 extern int compare_verb (int argc, char **argv);
 
+/* qad-img resize (resize.c) and commit (commit.c): they detect the
+ * format themselves and open several files.
+ */
+extern int resize_verb (int argc, char **argv);
+extern int commit_verb (int argc, char **argv);
+
+/* The options of resize and commit: -f FMT (*FMT, else NULL), --json
+ * (ignored: they print one line) and, when SHRINK is not NULL,
+ * --shrink.  Returns optind, or -1 after a message.
+ */
+extern int parse_maintenance_opts (int argc, char **argv,
+                                   const struct qad_format **fmt,
+                                   bool *shrink);
+
+/* The format of FILE from its magic, or NULL after a message. */
+extern const struct qad_format *format_of_file (const char *file);
+
+/* The format named NAME (or an alias), or NULL after a message. */
+extern const struct qad_format *format_by_name (const char *name);
+
+/* QDB files (qdb-cmds.c): open FILE (with the whole-file write lock
+ * when LOCK; *FD keeps it) and read the model with its bits; write a
+ * model to a new file renamed over FILE.
+ */
+struct qdb_file;
+extern struct qdb_file *tool_open_qdb (const char *file, bool lock, int *fd);
+extern int tool_replace_qdb (const char *file, struct qdb_file *qdb,
+                             mode_t mode);
+
 /* NULL-terminated list, in formats.c. */
 extern const struct qad_format *const qad_formats[];
 

@@ -126,8 +126,8 @@ info_live (const char *sock, bool json)
 /* Open FILE and take the write lock (when LOCK) then read it.  Returns
  * the model, *FD stays open (holding the lock) for the caller.
  */
-static struct qdb_file *
-open_qdb (const char *file, bool lock, int *fd)
+struct qdb_file *
+tool_open_qdb (const char *file, bool lock, int *fd)
 {
   struct qdb_io io;
   struct qdb_file *qdb;
@@ -157,8 +157,8 @@ open_qdb (const char *file, bool lock, int *fd)
 /* Write QDB to a new file and rename it over FILE (whose lock the
  * caller holds, when it exists).
  */
-static int
-replace_file (const char *file, struct qdb_file *qdb, mode_t mode)
+int
+tool_replace_qdb (const char *file, struct qdb_file *qdb, mode_t mode)
 {
   int fd, r;
 
@@ -260,7 +260,7 @@ qdb_create (int argc, char **argv)
       return EXIT_FAILURE;
     }
   }
-  r = replace_file (file, qdb, 0644);
+  r = tool_replace_qdb (file, qdb, 0644);
   if (oldfd >= 0)
     close (oldfd);
   qdb_free (qdb);
@@ -303,7 +303,7 @@ qdb_info (int argc, char **argv)
              "qad-img info --connect=SOCKET [--json]\n");
     return EXIT_FAILURE;
   }
-  qdb = open_qdb (argv[optind], false, &fd);
+  qdb = tool_open_qdb (argv[optind], false, &fd);
   if (!qdb)
     return EXIT_FAILURE;
 
@@ -388,7 +388,7 @@ qdb_check (int argc, char **argv)
     fprintf (stderr, "usage: qad-img check FILE.qdb [--repair] [--json]\n");
     return EXIT_FAILURE;
   }
-  qdb = open_qdb (argv[optind], repair, &fd);
+  qdb = tool_open_qdb (argv[optind], repair, &fd);
   if (!qdb) {
     if (json)
       printf ("{ \"corruptions\": 1, \"leaks\": 0 }\n");
@@ -400,7 +400,7 @@ qdb_check (int argc, char **argv)
    */
   if (repair && (leaks > 0 || (qdb->autoclear & ~QDB_AUTOCLEAR_KNOWN))) {
     if (fstat (fd, &st) == -1 ||
-        replace_file (argv[optind], qdb, st.st_mode & 07777) == -1)
+        tool_replace_qdb (argv[optind], qdb, st.st_mode & 07777) == -1)
       r = EXIT_FAILURE;
     else
       fprintf (stderr, "qad-img: %s: rewrote the file, %" PRIu64
@@ -454,7 +454,7 @@ qdb_map (int argc, char **argv)
              "[--json]\n");
     return EXIT_FAILURE;
   }
-  qdb = open_qdb (argv[optind], false, &fd);
+  qdb = tool_open_qdb (argv[optind], false, &fd);
   if (!qdb)
     return EXIT_FAILURE;
   if (name)
@@ -619,7 +619,7 @@ qdb_bitmap_verb (int argc, char **argv)
       ? EXIT_FAILURE : EXIT_SUCCESS;
   }
   file = argv[optind];
-  qdb = open_qdb (file, true, &fd);
+  qdb = tool_open_qdb (file, true, &fd);
   if (!qdb)
     return EXIT_FAILURE;
 
@@ -628,7 +628,7 @@ qdb_bitmap_verb (int argc, char **argv)
       r = EXIT_FAILURE;
   if (r == EXIT_SUCCESS &&
       (fstat (fd, &st) == -1 ||
-       replace_file (file, qdb, st.st_mode & 07777) == -1))
+       tool_replace_qdb (file, qdb, st.st_mode & 07777) == -1))
     r = EXIT_FAILURE;
   qdb_free (qdb);
   close (fd);                   /* releases the lock */
