@@ -40,17 +40,6 @@ qdb_first_dirty_from (const struct qdb_bitmap *bm, uint64_t offset)
   return n < bm->nr_granules ? n * bm->granularity : UINT64_MAX;
 }
 
-/* A name no bitmap of QDB has. */
-static void
-temporary_name (struct qdb_file *qdb, char *buf, size_t len)
-{
-  unsigned i = 0;
-
-  do
-    snprintf (buf, len, "qad-resize.%u", i++);
-  while (qdb_find_bitmap (qdb, buf));
-}
-
 /* Copy the first N bits of SRC into DST (whose other bits are 0). */
 static void
 copy_bits (uint8_t *dst, const uint8_t *src, uint64_t n)
@@ -63,19 +52,26 @@ copy_bits (uint8_t *dst, const uint8_t *src, uint64_t n)
       bit_set (dst, i);
 }
 
+/* The bitmap's arrays are rebuilt in a scratch file with the same
+ * cluster size (a file holds one disk size only, so the new geometry
+ * cannot be added beside the old one), then swapped in.
+ */
 static int
 resize_one (struct qdb_file *qdb, size_t i, uint64_t new_size)
 {
-  char tmp[64];
+  struct qdb_file *scratch;
   struct qdb_bitmap *bm, *nb, saved;
-  int j;
 
-  temporary_name (qdb, tmp, sizeof tmp);
-  j = qdb_add_bitmap (qdb, tmp, qdb->bitmaps[i].granularity, new_size, 0);
-  if (j == -1)
+  scratch = qdb_new (qdb->name, qdb->cluster_bits);
+  if (scratch == NULL)
     return -1;
-  bm = &qdb->bitmaps[i];        /* after the add: the array may move */
-  nb = &qdb->bitmaps[j];
+  if (qdb_add_bitmap (scratch, "resize", qdb->bitmaps[i].granularity,
+                      new_size, 0) == -1) {
+    qdb_free (scratch);
+    return -1;
+  }
+  bm = &qdb->bitmaps[i];
+  nb = &scratch->bitmaps[0];
   copy_bits (nb->bits, bm->bits, bm->nr_granules < nb->nr_granules
              ? bm->nr_granules : nb->nr_granules);
 
@@ -93,7 +89,8 @@ resize_one (struct qdb_file *qdb, size_t i, uint64_t new_size)
   SWAP (bits);
   SWAP (bits_len);
 #undef SWAP
-  return qdb_remove_bitmap (qdb, j);
+  qdb_free (scratch);
+  return 0;
 }
 
 int
