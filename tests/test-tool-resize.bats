@@ -179,7 +179,7 @@ make_addcow ()
     dirty-bitmap=d.qdb
   run "$QAD_IMG" resize d.qdb 2M
   test "$status" -eq 1
-  [[ "$output" == *"locked by another process"* ]]
+  [[ "$output" == *"d.qdb: QDB file is in use by another process"* ]]
 }
 
 @test "resize: add-cow bitmap and image are synced in the safe order" {
