@@ -169,9 +169,15 @@ with open("a.add-cow", "r+b") as f:
   test "$status" -eq 1
   [[ "$output" == *"top.qed"* ]]
   stop_nbdkit sock
-  qemu-nbd -r -f raw -k "$PWD/qsock" base.raw &
-  echo $! >> "$(_pids_file)"
-  for i in $(seq 50); do test -S qsock && break; sleep 0.1; done
+  # The server's lock on base.raw may outlive its exit by a moment:
+  # start qemu-nbd until it holds the file.
+  for i in $(seq 50); do
+    qemu-nbd -r -f raw -k "$PWD/qsock" base.raw &
+    echo $! >> "$(_pids_file)"
+    for j in $(seq 50); do test -S qsock && break 2; kill -0 $! 2>/dev/null || break; sleep 0.1; done
+    sleep 0.1
+  done
+  test -S qsock
   run "$QAD_IMG" commit top.qed
   test "$status" -eq 1
   [[ "$output" == *"base.raw"*"another process"* ]]
