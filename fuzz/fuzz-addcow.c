@@ -92,9 +92,9 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
                               &fresh) == -1)
         continue;
       n = addcow_nr_clusters (disk_sizes[i], h.cluster_bits);
-      for (c = 0; c < n; c += addcow_bitmap_run (bm, c, n, &v))
+      for (c = 0; c < n; c += bits_run (bm, c, n, &v))
         ;
-      (void) addcow_bitmap_count (bm, n);
+      (void) bits_count (bm, 0, n);
       free (bm);
     }
     addcow_header_free (&h);

@@ -40,7 +40,7 @@
 
 #include "fuzz-util.h"
 #include "qad-error.h"
-#include "qdb-bits.h"
+#include "lsb-bits.h"
 #include "qdb.h"
 
 #define MAX_MODEL_BITS (UINT64_C (1) << 22)
@@ -175,8 +175,8 @@ dirty_some (struct fuzz_rng *r, struct qdb_bitmap *bm, struct ebm *e,
   room = e->nr - *first;
   span = 1 + fuzz_below (r, fuzz_below (r, 4) && room > 64 ? 64 : room);
   *last = *first + span - 1;
-  qdb_bits_set_range (bm->bits, *first, *last);
-  qdb_bits_set_range (e->bits, *first, *last);
+  bits_set_range (bm->bits, *first, *last + 1);
+  bits_set_range (e->bits, *first, *last + 1);
 }
 
 /* The filter's in-place path on MB (a valid file) with model X. */

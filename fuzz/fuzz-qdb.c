@@ -20,7 +20,7 @@
 
 #include "qad-error.h"
 #include "qad-limits.h"
-#include "qdb-bits.h"
+#include "lsb-bits.h"
 #include "qdb.h"
 
 /* The limit the replay script's FUZZ_PEAK_LIMIT is derived from. */
@@ -78,7 +78,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
       const struct qdb_bitmap *bm = &qdb->bitmaps[i];
       uint64_t n = 0, total = 0;
       while (n < bm->nr_granules) {
-        uint64_t run = qdb_bits_run (bm->bits, n, bm->nr_granules);
+        uint64_t run = bits_run (bm->bits, n, bm->nr_granules, NULL);
         if (run == 0)
           abort ();
         if (bit_test (bm->bits, n))

@@ -118,7 +118,7 @@ addcow_info (int argc, char **argv)
       addcow_header_free (&h);
       return EXIT_FAILURE;
     }
-    in_image = addcow_bitmap_count (bm, nclusters);
+    in_image = bits_count (bm, 0, nclusters);
   }
   else if (all)
     in_image = nclusters;
@@ -282,7 +282,7 @@ addcow_map_verb (int argc, char **argv)
     printf (MAP_HUMAN_HEADER);
   while (c < nclusters) {
     bool v = true;
-    uint64_t run = all ? nclusters : addcow_bitmap_run (bm, c, nclusters, &v);
+    uint64_t run = all ? nclusters : bits_run (bm, c, nclusters, &v);
     uint64_t start = c * cs;
     uint64_t end = c + run == nclusters ? disk_size : (c + run) * cs;
     const char *src = v ? "image" : zero_src;

@@ -29,7 +29,7 @@
 
 #include "cleanup.h"
 #include "qad-img.h"
-#include "qdb-bits.h"
+#include "lsb-bits.h"
 #include "qdb-control.h"
 #include "image-lock.h"
 #include "qdb-ops.h"
@@ -482,7 +482,7 @@ qdb_map (int argc, char **argv)
   if (json)
     printf ("[");
   for (n = 0; n < bm->nr_granules; ) {
-    uint64_t run = qdb_bits_run (bm->bits, n, bm->nr_granules);
+    uint64_t run = bits_run (bm->bits, n, bm->nr_granules, NULL);
     bool dirty = bit_test (bm->bits, n);
     uint64_t start = n * bm->granularity;
     uint64_t end = (n + run) * bm->granularity;

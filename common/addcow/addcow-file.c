@@ -121,10 +121,12 @@ addcow_load_bitmap (int fd, const char *path, const struct addcow_header *h,
     qad_error ("%s: reading add-cow bitmap: %m", path);
     goto err;
   }
-  bad = addcow_bitmap_first_set_from (bm, need, nclusters);
+  bad = bits_find_set (bm, nclusters, need * 8);
   /* Bytes past the bitmap this disk needs (the image shrank, or a
    * bigger file): they must be zero too.
    */
+  if (bad >= need * 8)
+    bad = UINT64_MAX;
   for (off = need; bad == UINT64_MAX && off < have; ) {
     uint8_t chunk[4096];
     size_t n = MIN ((uint64_t) sizeof chunk, have - off);
@@ -132,9 +134,8 @@ addcow_load_bitmap (int fd, const char *path, const struct addcow_header *h,
       qad_error ("%s: reading add-cow bitmap: %m", path);
       goto err;
     }
-    bad = addcow_bitmap_first_set_from (chunk, n, 0);
-    if (bad != UINT64_MAX)
-      bad += off * 8;
+    bad = bits_find_set (chunk, 0, n * 8);
+    bad = bad == n * 8 ? UINT64_MAX : bad + off * 8;
     off += n;
   }
   if (bad != UINT64_MAX) {

@@ -63,7 +63,7 @@ addcow_store_init (struct addcow_store *st, const char *name,
       goto nomem;
     memcpy (st->durable, bitmap, bmlen);
   }
-  st->nr_set = addcow_bitmap_count (bitmap, nclusters);
+  st->nr_set = bits_count (bitmap, 0, nclusters);
   st->all_set = st->nr_set == nclusters && nclusters > 0;
   return 0;
 
@@ -116,7 +116,7 @@ addcow_store_run (struct addcow_store *st, uint64_t c, uint64_t end,
     *value = true;
     return end - c;
   }
-  return addcow_bitmap_run (st->bitmap, c, end, value);
+  return bits_run (st->bitmap, c, end, value);
 }
 
 bool
@@ -132,15 +132,14 @@ addcow_store_range_durable (struct addcow_store *st, uint64_t c0,
                             uint64_t c1)
 {
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&st->lock);
-  bool v;
 
   if (st->compat_features & ADDCOW_COMPAT_ALL_ALLOCATED)
     return true;
   switch (st->mode) {
   case ADDCOW_PERSIST_AT_WRITE:         /* memory bits are durable bits */
-    return addcow_bitmap_run (st->bitmap, c0, c1, &v) == c1 - c0 && v;
+    return bits_all_set (st->bitmap, c0, c1);
   case ADDCOW_PERSIST_AT_FLUSH:
-    return addcow_bitmap_run (st->durable, c0, c1, &v) == c1 - c0 && v;
+    return bits_all_set (st->durable, c0, c1);
   case ADDCOW_PERSIST_AT_CLOSE:         /* nothing is ever durable */
   default:
     return false;

@@ -418,54 +418,6 @@ addcow_build_header (const struct addcow_header *h, void *vbuf,
   return 0;
 }
 
-uint64_t
-addcow_bitmap_run (const uint8_t *bm, uint64_t start, uint64_t end,
-                   bool *value)
-{
-  bool v = bit_test (bm, start);
-  uint8_t full = v ? 0xff : 0x00;
-  uint64_t c = start + 1;
-
-  *value = v;
-  while (c < end) {
-    /* Skip whole bytes that match. */
-    if ((c & 7) == 0 && c + 8 <= end && bm[c >> 3] == full) {
-      c += 8;
-      continue;
-    }
-    if (bit_test (bm, c) != v)
-      break;
-    c++;
-  }
-  return c - start;
-}
-
-uint64_t
-addcow_bitmap_count (const uint8_t *bm, uint64_t n)
-{
-  uint64_t i, count = 0;
-
-  for (i = 0; i < n / 8; ++i)
-    count += __builtin_popcount (bm[i]);
-  for (i = n & ~UINT64_C (7); i < n; ++i)
-    count += bit_test (bm, i);
-  return count;
-}
-
-uint64_t
-addcow_bitmap_first_set_from (const uint8_t *bm, uint64_t len, uint64_t n)
-{
-  uint64_t i;
-
-  for (i = n; i < len * 8 && (i & 7) != 0; ++i)
-    if (bit_test (bm, i))
-      return i;
-  for (; i < len * 8; i += 8)
-    if (bm[i >> 3] != 0)
-      return i + __builtin_ctz (bm[i >> 3]);
-  return UINT64_MAX;
-}
-
 bool
 addcow_name_is_uri (const char *name)
 {

@@ -132,22 +132,7 @@ addcow_bitmap_size (uint64_t disk_size, uint32_t cluster_bits)
   return (bytes + cs - 1) & ~(cs - 1);
 }
 
-/* Bit k of byte j is cluster 8j+k: bit_test / bit_set (lsb-bits.h). */
-
-/* Length of the run of clusters [START, END) that share the bit of
- * cluster START; *VALUE gets that bit.  START < END.
- */
-extern uint64_t addcow_bitmap_run (const uint8_t *bm, uint64_t start,
-                                   uint64_t end, bool *value);
-
-/* Number of bits set in clusters [0, N). */
-extern uint64_t addcow_bitmap_count (const uint8_t *bm, uint64_t n);
-
-/* Index of the first bit set at or past cluster N in a bitmap of
- * LEN bytes, or UINT64_MAX when there is none (unused bits must be 0).
- */
-extern uint64_t addcow_bitmap_first_set_from (const uint8_t *bm,
-                                              uint64_t len, uint64_t n);
+/* Bit k of byte j is cluster 8j+k: scan it with lsb-bits.h. */
 
 /* A name is an NBD URI (not a file) when it starts with nbd:// ,
  * nbd+unix:// , nbds:// , nbds+unix:// , nbd+vsock:// , nbds+vsock:// .

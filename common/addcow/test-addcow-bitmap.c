@@ -3,7 +3,9 @@
  * SPDX-License-Identifier: BSD-3-Clause
  */
 
-/* Unit tests of the bitmap geometry and scanning helpers. */
+/* Unit tests of the bitmap geometry and name helpers (the scans are
+ * lsb-bits.h's, tested in common/include/test-lsb-bits.c).
+ */
 
 #include <config.h>
 
@@ -19,8 +21,6 @@ int
 main (void)
 {
   uint8_t bm[64];
-  uint64_t i, j, n;
-  bool v;
 
   /* Geometry. */
   assert (addcow_nr_clusters (0, 16) == 0);
@@ -41,44 +41,6 @@ main (void)
   bit_set (bm, 15);
   assert (bm[0] == 0x01 && bm[1] == 0x82);
   assert (bit_test (bm, 9) && !bit_test (bm, 10));
-
-  /* Runs against a naive implementation on pseudo-random bitmaps. */
-  srand (1);
-  for (i = 0; i < 2000; ++i) {
-    uint64_t start, end, len, k;
-    int density = rand () % 4;
-    for (j = 0; j < sizeof bm; ++j)
-      bm[j] = density == 0 ? 0 : density == 1 ? 0xff : (uint8_t) rand ();
-    if (density == 3)
-      for (j = 0; j < sizeof bm; j += 3)
-        bm[j] = 0xff;
-    start = rand () % (sizeof bm * 8);
-    end = start + 1 + rand () % (sizeof bm * 8 - start);
-    len = addcow_bitmap_run (bm, start, end, &v);
-    assert (len >= 1 && start + len <= end);
-    assert (v == bit_test (bm, start));
-    for (k = start; k < start + len; ++k)
-      assert (bit_test (bm, k) == v);
-    if (start + len < end)
-      assert (bit_test (bm, start + len) != v);
-
-    n = rand () % (sizeof bm * 8 + 1);
-    {
-      uint64_t c = 0;
-      for (k = 0; k < n; ++k)
-        c += bit_test (bm, k);
-      assert (addcow_bitmap_count (bm, n) == c);
-    }
-    {
-      uint64_t first = UINT64_MAX;
-      for (k = n; k < sizeof bm * 8; ++k)
-        if (bit_test (bm, k)) {
-          first = k;
-          break;
-        }
-      assert (addcow_bitmap_first_set_from (bm, sizeof bm, n) == first);
-    }
-  }
 
   /* Names. */
   assert (addcow_name_is_uri ("nbd+unix:///?socket=/tmp/s"));

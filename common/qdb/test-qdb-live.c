@@ -21,7 +21,7 @@
 
 #include "byte-swapping.h"
 #include "qad-error.h"
-#include "qdb-bits.h"
+#include "lsb-bits.h"
 #include "qdb-control.h"
 #include "qdb-ops.h"
 #include "qdb.h"
@@ -205,7 +205,7 @@ test_region_map (void)
   back = qdb_read (&io, true);
   assert (back);
   assert (back->region_recovered == 256);
-  assert (qdb_bits_all_set (back->bitmaps[0].bits, 512, 767));
+  assert (bits_all_set (back->bitmaps[0].bits, 512, 768));
   assert (!bit_test (back->bitmaps[0].bits, 511));
   assert (!bit_test (back->bitmaps[0].bits, 768));
   assert (!bit_test (back->bitmaps[1].bits, 600));     /* disabled */

@@ -19,7 +19,7 @@
 
 #include "byte-swapping.h"
 #include "qad-error.h"
-#include "qdb-bits.h"
+#include "lsb-bits.h"
 #include "qdb.h"
 
 static void
@@ -40,8 +40,8 @@ make_file (unsigned cbits, bool allocate_all)
   assert (i == 0);
   i = qdb_add_bitmap (qdb, "two", 65536, 3 << 20, 0);
   assert (i == 1);
-  qdb_bits_set_range (qdb->bitmaps[0].bits, 3, 700);
-  qdb_bits_set_range (qdb->bitmaps[1].bits, 0, 47);
+  bits_set_range (qdb->bitmaps[0].bits, 3, 701);
+  bits_set_range (qdb->bitmaps[1].bits, 0, 48);
   qdb_io_init_mem (&io, &mb, "m.qdb");
   assert (qdb_write (&io, qdb, allocate_all) == 0);
   qdb_free (qdb);

@@ -19,7 +19,7 @@
 
 #include "byte-swapping.h"
 #include "qad-error.h"
-#include "qdb-bits.h"
+#include "lsb-bits.h"
 #include "qdb-layout.h"
 #include "qdb.h"
 
@@ -53,8 +53,8 @@ make_file (bool allocate_all)
   assert (qdb->bitmaps[0].table_size == 4);
   assert (qdb->bitmaps[1].table_size == 1);
   /* b1: cluster 0 mixed, cluster 1 clean, cluster 2 all ones, 3 mixed. */
-  qdb_bits_set_range (qdb->bitmaps[0].bits, 5, 17);
-  qdb_bits_set_range (qdb->bitmaps[0].bits, 2 * 4096, 3 * 4096 - 1);
+  bits_set_range (qdb->bitmaps[0].bits, 5, 18);
+  bits_set_range (qdb->bitmaps[0].bits, 2 * 4096, 3 * 4096);
   bit_set (qdb->bitmaps[0].bits, 16383);
   bit_set (qdb->bitmaps[1].bits, 100);
   qdb_io_init_mem (&io, &mb, "t.qdb");

@@ -323,11 +323,11 @@ warn_if_not_persisted (nbdkit_next *next, uint64_t size,
   uint64_t c = 0, holes = 0, sampled = 0, nr_set;
   int err;
 
-  nr_set = addcow_bitmap_count (bitmap, nclusters);
+  nr_set = bits_count (bitmap, 0, nclusters);
   if (nr_set == 0 || next->can_extents (next) != 1)
     return;
   while (sampled < SAMPLES &&
-         (c = addcow_bitmap_first_set_from (bitmap, bmlen, c)) < nclusters) {
+         (c = bits_find_set (bitmap, c, nclusters)) < nclusters) {
     uint64_t off = c << cow.cbits;
     uint32_t len = MIN (cow.csize, size - off);
     struct nbdkit_extents *ex = nbdkit_extents_new (off, off + len);
