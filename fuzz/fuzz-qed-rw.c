@@ -52,6 +52,7 @@
 #include "qad-error.h"
 #include "qed-check.h"
 #include "qed-image.h"
+#include "vector.h"
 
 #define BASE_SIZE (768 * 1024 + 1000)   /* shorter than most images */
 #define WINDOW (UINT64_C (512) << 10)  /* bytes of each shadowed window */
@@ -72,9 +73,10 @@ struct snap {
   uint64_t hash;
 };
 
+DEFINE_VECTOR_TYPE (snap_vector, struct snap);
+
 struct snaps {
-  struct snap *v;
-  size_t n, alloc;
+  snap_vector v;
   uint64_t bytes;
 };
 
@@ -98,14 +100,10 @@ snap_add (struct snaps *s, struct qed_image *img, uint64_t guest,
   len = img->dev.size - guest;
   if (len > img->geom.cluster_size)
     len = img->geom.cluster_size;
-  if (s->n == s->alloc) {
-    s->alloc = s->alloc ? s->alloc * 2 : 64;
-    s->v = realloc (s->v, s->alloc * sizeof *s->v);
-    if (s->v == NULL)
-      abort ();
-  }
   read_or_fail (img, buf, len, guest, "before repair, a valid cluster");
-  s->v[s->n++] = (struct snap) { guest, len, fuzz_hash (buf, len) };
+  if (snap_vector_append (&s->v, (struct snap) { guest, len,
+                                                 fuzz_hash (buf, len) }) == -1)
+    abort ();
   s->bytes += len;
 }
 
@@ -176,13 +174,13 @@ verify_snaps (struct qed_image *img, const struct snaps *s)
 
   if (buf == NULL)
     abort ();
-  for (k = 0; k < s->n; ++k) {
-    read_or_fail (img, buf, s->v[k].len, s->v[k].guest,
+  for (k = 0; k < s->v.len; ++k) {
+    read_or_fail (img, buf, s->v.ptr[k].len, s->v.ptr[k].guest,
                   "after repair, a cluster that checked valid");
-    if (fuzz_hash (buf, s->v[k].len) != s->v[k].hash)
+    if (fuzz_hash (buf, s->v.ptr[k].len) != s->v.ptr[k].hash)
       fuzz_fail ("repair changed the guest cluster at %" PRIu64
                  " (length %" PRIu64 "), which checked valid",
-                 s->v[k].guest, s->v[k].len);
+                 s->v.ptr[k].guest, s->v.ptr[k].len);
   }
   free (buf);
 }
@@ -429,7 +427,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   if (qed_check (img, true, &res, NULL, NULL) == -1)
     fuzz_fail ("the repair failed: %s", strerror (errno));
   verify_snaps (img, &snaps);
-  free (snaps.v);
+  snap_vector_reset (&snaps.v);
 
   /* Invariant 2. */
   if (qed_check (img, false, &res2, NULL, NULL) == -1)

@@ -21,8 +21,8 @@ overlaps (const struct rangelock *rl, uint64_t start, uint64_t end)
 {
   size_t i;
 
-  for (i = 0; i < rl->nr; ++i)
-    if (start < rl->ranges[i].end && rl->ranges[i].start < end)
+  for (i = 0; i < rl->ranges.len; ++i)
+    if (start < rl->ranges.ptr[i].end && rl->ranges.ptr[i].start < end)
       return true;
   return false;
 }
@@ -32,8 +32,7 @@ rangelock_init (struct rangelock *rl)
 {
   pthread_mutex_init (&rl->lock, NULL);
   pthread_cond_init (&rl->cond, NULL);
-  rl->ranges = NULL;
-  rl->nr = rl->alloc = 0;
+  rl->ranges = (lock_range_vector) empty_vector;
 }
 
 int
@@ -43,20 +42,8 @@ rangelock_acquire (struct rangelock *rl, uint64_t start, uint64_t end)
 
   while (overlaps (rl, start, end))
     pthread_cond_wait (&rl->cond, &rl->lock);
-  if (rl->nr == rl->alloc) {
-    size_t n = rl->alloc ? rl->alloc * 2 : 16;
-    struct lock_range *r = realloc (rl->ranges, n * sizeof *r);
-    if (r == NULL) {
-      errno = ENOMEM;
-      return -1;
-    }
-    rl->ranges = r;
-    rl->alloc = n;
-  }
-  rl->ranges[rl->nr].start = start;
-  rl->ranges[rl->nr].end = end;
-  rl->nr++;
-  return 0;
+  return lock_range_vector_append (&rl->ranges,
+                                   (struct lock_range) { start, end });
 }
 
 void
@@ -65,10 +52,10 @@ rangelock_release (struct rangelock *rl, uint64_t start, uint64_t end)
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&rl->lock);
   size_t i;
 
-  for (i = 0; i < rl->nr; ++i) {
-    if (rl->ranges[i].start == start && rl->ranges[i].end == end) {
-      rl->ranges[i] = rl->ranges[rl->nr - 1];
-      rl->nr--;
+  for (i = 0; i < rl->ranges.len; ++i) {
+    if (rl->ranges.ptr[i].start == start && rl->ranges.ptr[i].end == end) {
+      /* Unordered: the last range fills the hole. */
+      rl->ranges.ptr[i] = rl->ranges.ptr[--rl->ranges.len];
       break;
     }
   }
@@ -78,7 +65,5 @@ rangelock_release (struct rangelock *rl, uint64_t start, uint64_t end)
 void
 rangelock_free (struct rangelock *rl)
 {
-  free (rl->ranges);
-  rl->ranges = NULL;
-  rl->nr = rl->alloc = 0;
+  lock_range_vector_reset (&rl->ranges);
 }

@@ -19,19 +19,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "vector.h"
+
 struct lock_range {
   uint64_t start, end;
 };
+DEFINE_VECTOR_TYPE (lock_range_vector, struct lock_range);
 
 struct rangelock {
-  pthread_mutex_t lock;         /* protects ranges, nr, alloc */
+  pthread_mutex_t lock;         /* protects ranges */
   pthread_cond_t cond;          /* signalled on every release */
-  struct lock_range *ranges;    /* held ranges, unordered */
-  size_t nr, alloc;
+  lock_range_vector ranges;     /* held ranges, unordered */
 };
 
 #define RANGELOCK_INIT { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, \
-                         NULL, 0, 0 }
+                         empty_vector }
 
 /* Returns 0, or -1 with errno = ENOMEM. */
 extern int rangelock_acquire (struct rangelock *rl, uint64_t start,

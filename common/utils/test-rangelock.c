@@ -77,7 +77,7 @@ test_wait_and_wake (void)
     sleep_ms (10);
   assert (get_acquired ());
   assert (pthread_join (t, NULL) == 0);
-  assert (wl.nr == 0);
+  assert (wl.ranges.len == 0);
   rangelock_free (&wl);
 }
 
@@ -96,30 +96,30 @@ test_disjoint (void)
   assert (rangelock_acquire (&rl, 0, 10) == 0);
   assert (rangelock_acquire (&rl, 10, 20) == 0);
   assert (rangelock_acquire (&rl, UINT64_MAX - 1, UINT64_MAX) == 0);
-  assert (rl.nr == 3);
+  assert (rl.ranges.len == 3);
   rangelock_release (&rl, 0, 10);
-  assert (rl.nr == 2);
+  assert (rl.ranges.len == 2);
   /* Releasing a range that is not held changes nothing. */
   rangelock_release (&rl, 0, 10);
   rangelock_release (&rl, 10, 19);
-  assert (rl.nr == 2);
+  assert (rl.ranges.len == 2);
   rangelock_release (&rl, 10, 20);
   rangelock_release (&rl, UINT64_MAX - 1, UINT64_MAX);
-  assert (rl.nr == 0);
+  assert (rl.ranges.len == 0);
 
   /* More ranges than the first allocation holds. */
   for (i = 0; i < 100; ++i)
     assert (rangelock_acquire (&rl, i * 4096, i * 4096 + 4096) == 0);
-  assert (rl.nr == 100 && rl.alloc >= 100);
+  assert (rl.ranges.len == 100 && rl.ranges.cap >= 100);
   for (i = 0; i < 100; i += 2)
     rangelock_release (&rl, i * 4096, i * 4096 + 4096);
-  assert (rl.nr == 50);
+  assert (rl.ranges.len == 50);
   /* The odd ones are still held: the even ones are free again. */
   for (i = 0; i < 100; i += 2)
     assert (rangelock_acquire (&rl, i * 4096 + 1, i * 4096 + 4095) == 0);
-  assert (rl.nr == 100);
+  assert (rl.ranges.len == 100);
   rangelock_free (&rl);
-  assert (rl.nr == 0 && rl.ranges == NULL);
+  assert (rl.ranges.len == 0 && rl.ranges.ptr == NULL);
 }
 
 /* ---- threads: mutual exclusion of overlapping ranges ---- */
@@ -191,7 +191,7 @@ test_threads (void)
              overlaps_seen);
     exit (EXIT_FAILURE);
   }
-  assert (sl.nr == 0);
+  assert (sl.ranges.len == 0);
   for (i = 0; i < SPACE; ++i)
     assert (owner[i] == 0);
   rangelock_free (&sl);

@@ -51,11 +51,12 @@
 #include "qad-error.h"
 #include "qad-limits.h"
 #include "qed-image.h"
+#include "vector.h"
 
 /* ---- parameters (set in .config, read-only afterwards) ---- */
 static uint64_t l2_cache_bytes;         /* qed-l2-cache-size=, 0 = default */
-static char **backings;                 /* qed-backing=, in chain order */
-static size_t nr_backings;
+DEFINE_VECTOR_TYPE (string_vector, char *);
+static string_vector backings;          /* qed-backing=, in chain order */
 
 /* ---- backing files ---- */
 
@@ -78,14 +79,14 @@ open_backing (void *opaque, unsigned depth, const char *image,
   struct chain_state *st = opaque;
   const char *where;
 
-  if (depth > nr_backings) {
+  if (depth > backings.len) {
     nbdkit_error ("%s: the image has a backing file \"%s\": give "
                   "qed-backing=FILE|NBD-URI|URL (parameter number %u) to "
                   "say where to read it", image, name, depth);
     errno = ENOENT;
     return NULL;
   }
-  where = backings[depth - 1];
+  where = backings.ptr[depth - 1];
   st->depth = depth;
   nbdkit_debug ("qed: backing file %u \"%s\" of %s read from %s",
                 depth, name, image, where);
@@ -140,9 +141,9 @@ export_open (const char *exportname)
   e->img = qed_open_dev (file, &opts, open_backing, &st);
   if (e->img == NULL)
     goto err;
-  if (st.depth < nr_backings) {
+  if (st.depth < backings.len) {
     nbdkit_error ("%s: qed-backing=%s was given, but the backing chain has "
-                  "only %u file%s", e->img->dev.name, backings[st.depth],
+                  "only %u file%s", e->img->dev.name, backings.ptr[st.depth],
                   st.depth, st.depth == 1 ? "" : "s");
     goto err;
   }
@@ -176,9 +177,9 @@ qed_filter_unload (void)
 {
   size_t i;
 
-  for (i = 0; i < nr_backings; ++i)
-    free (backings[i]);
-  free (backings);
+  for (i = 0; i < backings.len; ++i)
+    free (backings.ptr[i]);
+  string_vector_reset (&backings);
 }
 
 static int
@@ -186,14 +187,8 @@ qed_filter_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
                    const char *key, const char *value)
 {
   if (strcmp (key, "qed-backing") == 0) {
-    char **b = realloc (backings, (nr_backings + 1) * sizeof *b);
     char *v;
 
-    if (b == NULL) {
-      nbdkit_error ("realloc: %m");
-      return -1;
-    }
-    backings = b;
     /* Resolve local names now: nbdkit chdirs to / when it daemonizes. */
     if (is_nbd_uri (value) || strstr (value, "://"))
       v = strdup (value);
@@ -204,7 +199,11 @@ qed_filter_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
         nbdkit_error ("strdup: %m");
       return -1;
     }
-    backings[nr_backings++] = v;
+    if (string_vector_append (&backings, v) == -1) {
+      nbdkit_error ("realloc: %m");
+      free (v);
+      return -1;
+    }
     return 0;
   }
   if (strcmp (key, "qed-max-table-size") == 0)

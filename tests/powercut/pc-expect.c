@@ -36,6 +36,7 @@
 
 #include "pc-expect.h"
 #include "pc-rng.h"
+#include "vector.h"
 
 static int
 cmp_u64 (const void *a, const void *b)
@@ -81,7 +82,7 @@ pc_expect_load (const char *path)
   }
   ex->multi_conn = mc != 0;
   while (fgets (line, sizeof line, fp) != NULL) {
-    struct pc_wop op;
+    struct pc_wop op, *ops;
     int fua, ok;
     if (sscanf (line, "%c %" SCNu64 " %u %" SCNu64 " %" SCNu64 " %d %"
                 SCNu64 " %" SCNu64 " %d", &op.kind, &op.id, &op.conn,
@@ -102,11 +103,9 @@ pc_expect_load (const char *path)
     }
     if (!ok)
       op.t_ack = UINT64_MAX;
-    if (ex->nr_ops == alloc) {
-      alloc = alloc ? alloc * 2 : 1024;
-      ex->ops = realloc (ex->ops, alloc * sizeof *ex->ops);
-      if (ex->ops == NULL) { perror ("realloc"); exit (EXIT_FAILURE); }
-    }
+    ops = vector_grow (ex->ops, ex->nr_ops, &alloc, 1, sizeof *ex->ops);
+    if (ops == NULL) { perror ("realloc"); exit (EXIT_FAILURE); }
+    ex->ops = ops;
     ex->ops[ex->nr_ops++] = op;
   }
   fclose (fp);

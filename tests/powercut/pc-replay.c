@@ -54,6 +54,7 @@
 
 #include "pc-replay.h"
 #include "pc-rng.h"
+#include "vector.h"
 
 #ifndef FALLOC_FL_KEEP_SIZE
 #define FALLOC_FL_KEEP_SIZE 0x01
@@ -73,6 +74,18 @@ xcalloc (size_t n, size_t size)
   void *p = calloc (n ? n : 1, size);
   if (p == NULL) {
     perror ("calloc");
+    exit (EXIT_FAILURE);
+  }
+  return p;
+}
+
+/* vector_grow, or exit: a replay has no use for half a model. */
+static void *
+xgrow (void *ptr, size_t len, size_t *cap, size_t n, size_t itemsize)
+{
+  void *p = vector_grow (ptr, len, cap, n, itemsize);
+  if (p == NULL) {
+    perror ("realloc");
     exit (EXIT_FAILURE);
   }
   return p;
@@ -112,13 +125,12 @@ load_snapshot (struct pc_log *lg, const char *dir)
 {
   DIR *d = opendir (dir);
   struct dirent *e;
-  size_t alloc = 16;
+  size_t alloc = 0;
 
   if (d == NULL) {
     fprintf (stderr, "powercut: %s: %m\n", dir);
     return -1;
   }
-  lg->snap = xcalloc (alloc, sizeof *lg->snap);
   while ((e = readdir (d)) != NULL) {
     char path[4096];
     struct stat st;
@@ -127,11 +139,7 @@ load_snapshot (struct pc_log *lg, const char *dir)
     snprintf (path, sizeof path, "%s/%s", dir, e->d_name);
     if (stat (path, &st) == -1 || !S_ISREG (st.st_mode))
       continue;
-    if (lg->nr_snap == alloc) {
-      alloc *= 2;
-      lg->snap = realloc (lg->snap, alloc * sizeof *lg->snap);
-      if (lg->snap == NULL) { perror ("realloc"); exit (EXIT_FAILURE); }
-    }
+    lg->snap = xgrow (lg->snap, lg->nr_snap, &alloc, 1, sizeof *lg->snap);
     f = &lg->snap[lg->nr_snap];
     f->name = strdup (e->d_name);
     f->data = read_whole (path, &f->len);
@@ -170,6 +178,7 @@ struct sync_ev {
   uint64_t start, end;          /* record seqs */
   uint32_t file;                /* 0: every file */
 };
+DEFINE_VECTOR_TYPE (sync_ev_vector, struct sync_ev);
 
 /* The earliest SYNC_END among successful syncs of FILE (or of every
  * file) that started after SEQ.  FILE 0 with DIRNAME: syncs of the
@@ -197,11 +206,7 @@ durable_after (const struct pc_log *lg, const struct sync_ev *ev, size_t n,
 static void
 add_op (struct pc_log *lg, size_t *alloc, const struct pc_op *op)
 {
-  if (lg->nr_ops == *alloc) {
-    *alloc = *alloc ? *alloc * 2 : 256;
-    lg->ops = realloc (lg->ops, *alloc * sizeof *lg->ops);
-    if (lg->ops == NULL) { perror ("realloc"); exit (EXIT_FAILURE); }
-  }
+  lg->ops = xgrow (lg->ops, lg->nr_ops, alloc, 1, sizeof *lg->ops);
   lg->ops[lg->nr_ops++] = *op;
 }
 
@@ -235,9 +240,9 @@ struct pc_log *
 pc_log_load (const char *path, const char *snapdir)
 {
   struct pc_log *lg = xcalloc (1, sizeof *lg);
-  size_t pos = 0, ops_alloc = 0, ev_alloc = 64, nev = 0, i;
+  size_t pos = 0, ops_alloc = 0, i;
   uint64_t expect = 1;
-  struct sync_ev *ev = xcalloc (ev_alloc, sizeof *ev);
+  sync_ev_vector ev = empty_vector;
   char pbuf[4096], pbuf2[4096];
 
   lg->raw = read_whole (path, &lg->raw_len);
@@ -354,15 +359,14 @@ pc_log_load (const char *path, const char *snapdir)
       break;
     case PC_SYNC_END:
       if (r.ret == 0 && (r.flags & 0xff) != PC_SYNC_RANGE) {
-        if (nev == ev_alloc) {
-          ev_alloc *= 2;
-          ev = realloc (ev, ev_alloc * sizeof *ev);
-          if (ev == NULL) { perror ("realloc"); exit (EXIT_FAILURE); }
+        struct sync_ev e = {
+          .start = r.start_seq, .end = r.seq,
+          .file = (r.flags & PC_SYNC_ALL) ? 0 : r.file,
+        };
+        if (sync_ev_vector_append (&ev, e) == -1) {
+          perror ("realloc");
+          exit (EXIT_FAILURE);
         }
-        ev[nev].start = r.start_seq;
-        ev[nev].end = r.seq;
-        ev[nev].file = (r.flags & PC_SYNC_ALL) ? 0 : r.file;
-        nev++;
       }
       break;
     default:
@@ -377,15 +381,15 @@ pc_log_load (const char *path, const char *snapdir)
 
     switch (op->type) {
     case PC_WRITE: case PC_TRUNCATE: case PC_FALLOCATE:
-      d = durable_after (lg, ev, nev, op->seq, op->file, NULL);
+      d = durable_after (lg, ev.ptr, ev.len, op->seq, op->file, NULL);
       if (d < op->durable_at)
         op->durable_at = d;
       break;
     default:
-      d = durable_after (lg, ev, nev, op->seq, 0,
+      d = durable_after (lg, ev.ptr, ev.len, op->seq, 0,
                          parent_of (op->name, pbuf, sizeof pbuf));
       if (op->name2) {
-        uint64_t d2 = durable_after (lg, ev, nev, op->seq, 0,
+        uint64_t d2 = durable_after (lg, ev.ptr, ev.len, op->seq, 0,
                                      parent_of (op->name2, pbuf2,
                                                 sizeof pbuf2));
         if (d2 > d)
@@ -394,7 +398,7 @@ pc_log_load (const char *path, const char *snapdir)
       op->durable_at = d;
     }
   }
-  free (ev);
+  sync_ev_vector_reset (&ev);
   build_systematic (lg);
   lg->content = xcalloc (lg->nr_files + 1, sizeof *lg->content);
   lg->touched = xcalloc (lg->nr_files + 1, sizeof *lg->touched);
@@ -405,7 +409,7 @@ pc_log_load (const char *path, const char *snapdir)
   return lg;
 
  fail:
-  free (ev);
+  sync_ev_vector_reset (&ev);
   pc_log_free (lg);
   return NULL;
 }
@@ -542,12 +546,11 @@ content_for_write (struct pc_log *lg, uint32_t file)
 static void
 resize (struct pc_buf *b, uint64_t len)
 {
-  if (len > b->alloc) {
-    size_t na = b->alloc * 2 > len ? b->alloc * 2 : len;
-    b->data = realloc (b->data, na);
-    if (b->data == NULL) { perror ("realloc"); exit (EXIT_FAILURE); }
-    b->alloc = na;
+  if (len > SIZE_MAX) {
+    fprintf (stderr, "powercut: a file of %" PRIu64 " bytes\n", len);
+    exit (EXIT_FAILURE);
   }
+  b->data = xgrow (b->data, 0, &b->alloc, len, 1);
   if (len > b->len)
     memset (b->data + b->len, 0, len - b->len);
   b->len = len;

@@ -36,6 +36,7 @@
 #include <libnbd.h>
 
 #include "pc-rng.h"
+#include "vector.h"
 
 static const char *uri;
 static uint64_t size, seed;
@@ -67,11 +68,10 @@ log_line (struct conn *c, char kind, uint64_t id, uint64_t off,
   int n = snprintf (line, sizeof line, "%c %" PRIu64 " %u %" PRIu64
                     " %" PRIu64 " %d %" PRIu64 " %" PRIu64 " %d\n",
                     kind, id, c->index, off, len, fua, t0, t1, ok);
-  if (c->log_len + n + 1 > c->log_alloc) {
-    c->log_alloc = c->log_alloc * 2 + 4096;
-    c->log = realloc (c->log, c->log_alloc);
-    if (c->log == NULL) { perror ("realloc"); exit (EXIT_FAILURE); }
-  }
+  char *log = vector_grow (c->log, c->log_len, &c->log_alloc, n + 1, 1);
+
+  if (log == NULL) { perror ("realloc"); exit (EXIT_FAILURE); }
+  c->log = log;
   memcpy (c->log + c->log_len, line, n);
   c->log_len += n;
 }
