@@ -23,7 +23,6 @@
 #include "addcow-check.h"
 #include "addcow-file.h"
 #include "cleanup.h"
-#include "ispowerof2.h"
 #include "minmax.h"
 #include "qad-error.h"
 #include "qad-img.h"
@@ -440,7 +439,8 @@ addcow_create_verb (int argc, char **argv)
     { NULL }
   };
   const char *image_arg = NULL, *backing_arg = NULL, *bfmt = NULL;
-  unsigned long long cluster_size = 65536, size = 0;
+  unsigned long long cluster_size, size = 0;
+  uint32_t cluster_bits = ADDCOW_DEFAULT_CLUSTER_BITS;
   bool have_size = false, need_size;
   CLEANUP_FREE char *image_name = NULL, *backing_name = NULL;
   CLEANUP_BACKING_RULES struct qad_backing_rules rules = { 0 };
@@ -456,7 +456,9 @@ addcow_create_verb (int argc, char **argv)
     case OPT_BACKING: case 'b': backing_arg = optarg; break;
     case OPT_BACKING_FORMAT: case 'F': bfmt = optarg; break;
     case OPT_CLUSTER_SIZE:
-      if (parse_size ("--cluster-size", optarg, &cluster_size) == -1)
+      if (parse_size ("--cluster-size", optarg, &cluster_size) == -1 ||
+          addcow_cluster_bits_for (cluster_size, "--cluster-size", optarg,
+                                   &cluster_bits) == -1)
         return EXIT_FAILURE;
       break;
     case OPT_SIZE:
@@ -487,30 +489,17 @@ addcow_create_verb (int argc, char **argv)
              "for add-cow\n");
     return EXIT_FAILURE;
   }
-  if (!is_power_of_2 (cluster_size) ||
-      cluster_size < (1u << ADDCOW_MIN_CLUSTER_BITS) ||
-      cluster_size > (1u << ADDCOW_MAX_CLUSTER_BITS)) {
-    fprintf (stderr, "qad-img: --cluster-size=%llu: must be a power of 2 "
-             "between 4K and 2M\n", cluster_size);
+  if (backing_arg && !addcow_name_is_uri (backing_arg) &&
+      access (backing_arg, R_OK) == -1) {
+    fprintf (stderr, "qad-img: backing file %s: %s\n", backing_arg,
+             strerror (errno));
     return EXIT_FAILURE;
   }
-  if (bfmt && !backing_arg) {
-    fprintf (stderr, "qad-img: --backing-format needs --backing\n");
+  if (addcow_creation_backing (backing_arg, bfmt, "--backing",
+                               "--backing-format", &bfmt) == -1)
     return EXIT_FAILURE;
-  }
   if (backing_arg) {
     bool uri = addcow_name_is_uri (backing_arg);
-    if (!uri && access (backing_arg, R_OK) == -1) {
-      fprintf (stderr, "qad-img: backing file %s: %s\n", backing_arg,
-               strerror (errno));
-      return EXIT_FAILURE;
-    }
-    bfmt = addcow_choose_backing_format (backing_arg, bfmt,
-                                         "--backing-format");
-    if (bfmt == NULL)
-      return EXIT_FAILURE;
-    if (addcow_refuse_temporary_uri (backing_arg) == -1)
-      return EXIT_FAILURE;
     /* Without a size, a missing image takes the backing's size.  A
      * backing policy other than follow is checked on the backing (and
      * its chain) as the filter will open it, before anything is made.
@@ -582,8 +571,8 @@ addcow_create_verb (int argc, char **argv)
   image_name = addcow_relative_name (file, image_arg);
   if (image_name == NULL)
     return EXIT_FAILURE;
-  if (addcow_header_init (&h, log_2_bits (cluster_size), image_name, "raw",
-                          backing_name, backing_arg ? bfmt : NULL) == -1)
+  if (addcow_header_init (&h, cluster_bits, image_name, "raw",
+                          backing_name, bfmt) == -1)
     return EXIT_FAILURE;
   /* --force: replace an existing file, but never one being served. */
   if (qad_force && replace_unlocked (file) == -1) {
@@ -594,8 +583,8 @@ addcow_create_verb (int argc, char **argv)
   addcow_header_free (&h);
   if (r == -1)
     return EXIT_FAILURE;
-  printf ("Formatting '%s', fmt=add-cow image=%s size=%llu cluster_size=%llu",
-          file, image_name, size, cluster_size);
+  printf ("Formatting '%s', fmt=add-cow image=%s size=%llu cluster_size=%"
+          PRIu64, file, image_name, size, UINT64_C (1) << cluster_bits);
   if (backing_name)
     printf (" backing_file=%s backing_fmt=%s", backing_name, bfmt);
   printf ("\n");

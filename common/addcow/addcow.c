@@ -33,6 +33,7 @@
 #include "addcow.h"
 #include "byte-swapping.h"
 #include "checked-overflow.h"
+#include "ispowerof2.h"
 #include "qad-error.h"
 
 #define BAD(...) do { qad_error (__VA_ARGS__); errno = EINVAL; return -1; } \
@@ -484,6 +485,41 @@ addcow_refuse_temporary_uri (const char *backing)
              "(nbdkit -U /path/to/sock)", backing);
   errno = EINVAL;
   return -1;
+}
+
+int
+addcow_cluster_bits_for (uint64_t size, const char *option,
+                         const char *value, uint32_t *bits)
+{
+  if (!is_power_of_2 (size) ||
+      size < (UINT64_C (1) << ADDCOW_MIN_CLUSTER_BITS) ||
+      size > (UINT64_C (1) << ADDCOW_MAX_CLUSTER_BITS)) {
+    qad_error ("%s=%s: must be a power of 2 between 4K and 2M",
+               option, value);
+    errno = EINVAL;
+    return -1;
+  }
+  *bits = log_2_bits (size);
+  return 0;
+}
+
+int
+addcow_creation_backing (const char *backing, const char *format,
+                         const char *backing_option,
+                         const char *format_option, const char **bfmt)
+{
+  *bfmt = NULL;
+  if (backing == NULL) {
+    if (format == NULL)
+      return 0;
+    qad_error ("%s=%s needs %s", format_option, format, backing_option);
+    errno = EINVAL;
+    return -1;
+  }
+  *bfmt = addcow_choose_backing_format (backing, format, format_option);
+  if (*bfmt == NULL || addcow_refuse_temporary_uri (backing) == -1)
+    return -1;
+  return 0;
 }
 
 /* The directory part of PATH ("." when there is none), malloc'd. */

@@ -157,6 +157,27 @@ extern const char *addcow_choose_backing_format (const char *backing,
                                                  const char *format,
                                                  const char *option);
 
+/* The cluster-size policy for a new file: SIZE (the user's VALUE for
+ * OPTION, parsed) must be a power of 2 from 4K to 2M; without one a new
+ * file gets ADDCOW_DEFAULT_CLUSTER_BITS.  Sets *BITS and returns 0, or
+ * -1 after qad_error naming OPTION and VALUE.
+ */
+extern int addcow_cluster_bits_for (uint64_t size, const char *option,
+                                    const char *value, uint32_t *bits);
+
+/* The backing policy for a new file, for the filter and qad-img alike:
+ * BACKING (a path or NBD URI; NULL: none) and the user's FORMAT (NULL:
+ * not given) give *BFMT, the format to record (NULL without a backing;
+ * see addcow_choose_backing_format), and temporary sockets are refused
+ * (addcow_refuse_temporary_uri).  A format without a backing is an
+ * error.  The options name the parameters in messages.  0, or -1 after
+ * qad_error.
+ */
+extern int addcow_creation_backing (const char *backing, const char *format,
+                                    const char *backing_option,
+                                    const char *format_option,
+                                    const char **bfmt);
+
 /* True when the NBD URI names a Unix socket in a directory that lives
  * only as long as one server: "nbdkit -U -" (nbdkitXXXXXX/socket) or
  * libnbd's socket activation (libnbdXXXXXX/sock).  A sidecar that

@@ -57,7 +57,6 @@
 #include "cleanup.h"
 #include "copy-up.h"
 #include "extents.h"
-#include "ispowerof2.h"
 #include "local-image.h"
 #include "minmax.h"
 #include "qad-error.h"
@@ -152,15 +151,7 @@ addcow_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     int64_t r = nbdkit_parse_size (value);
     if (r == -1)
       return -1;
-    if (!is_power_of_2 (r) ||
-        r < (INT64_C (1) << ADDCOW_MIN_CLUSTER_BITS) ||
-        r > (INT64_C (1) << ADDCOW_MAX_CLUSTER_BITS)) {
-      nbdkit_error ("addcow-cluster-size=%s: must be a power of 2 "
-                    "between 4K and 2M", value);
-      return -1;
-    }
-    params.cluster_bits = log_2_bits (r);
-    return 0;
+    return addcow_cluster_bits_for (r, key, value, &params.cluster_bits);
   }
   if (strcmp (key, "addcow-image") == 0) {
     free (params.image);

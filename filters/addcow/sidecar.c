@@ -80,15 +80,11 @@ create_sidecar (const struct sidecar_params *p)
     backing_name = addcow_relative_name (p->sidecar, p->backing);
     if (backing_name == NULL)
       return -1;
-    bfmt = addcow_choose_backing_format (p->backing, p->backing_format,
-                                         "addcow-backing-format");
-    if (bfmt == NULL || addcow_refuse_temporary_uri (p->backing) == -1)
-      return -1;
   }
-  else if (p->backing_format) {
-    nbdkit_error ("addcow-backing-format given without addcow-backing");
+  if (addcow_creation_backing (p->backing, p->backing_format,
+                               "addcow-backing", "addcow-backing-format",
+                               &bfmt) == -1)
     return -1;
-  }
 
   if (addcow_header_init (&h, p->cluster_bits ? p->cluster_bits
                           : ADDCOW_DEFAULT_CLUSTER_BITS,
