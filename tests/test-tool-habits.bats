@@ -206,6 +206,30 @@ import json, sys
 d = json.load(sys.stdin)
 assert d["total-clusters"] == 16 and d["allocated-clusters"] == 0, d
 assert d["check-errors"] == 0, d'
+  # QDB: a leak is counted in leaks, and after -r in leaks-fixed.
+  "$QAD_IMG" create -f qdb a.qdb 1M >/dev/null
+  truncate -s +65536 a.qdb
+  run "$QAD_IMG" check --output=json a.qdb
+  test "$status" -eq 3
+  python3 -c '
+import json, sys
+d = json.loads(sys.argv[1])
+assert d["format"] == "qdb" and d["leaks"] == 1 and d["leaks-fixed"] == 0, d
+assert d["repaired"] is False, d' "$output"
+  out="$("$QAD_IMG" check -r all --output=json a.qdb 2>/dev/null)"
+  python3 -c '
+import json, sys
+d = json.loads(sys.argv[1])
+assert d["leaks"] == 0 and d["leaks-fixed"] == 1 and d["repaired"], d' "$out"
+  # One document for every format: the same leading keys, in order.
+  for f in a.qed a.add-cow a.qdb; do
+    "$QAD_IMG" check --output=json $f 2>/dev/null | python3 -c '
+import json, sys
+print(list(json.load(sys.stdin))[:7])'
+  done > keys
+  cat keys
+  test "$(sort -u keys | wc -l)" -eq 1
+  grep -q "filename.*format.*check-errors.*corruptions.*leaks-fixed" keys
 }
 
 @test "tool habits: map prints what qemu-img map prints, human and JSON, through a chain" {

@@ -372,19 +372,19 @@ addcow_check_verb (int argc, char **argv)
   if (addcow_check (file, repair, print_check_problem, &json, &r) == -1)
     return EXIT_FAILURE;
   if (json) {
-    printf ("{\n  \"filename\": ");
-    json_string (stdout, file);
-    printf (",\n  \"format\": \"add-cow\",\n"
-            "  \"check-errors\": 0,\n"
-            "  \"corruptions\": %" PRIu64 ",\n"
-            "  \"corruptions-fixed\": %" PRIu64 ",\n"
-            "  \"clusters\": %" PRIu64 ",\n"
-            "  \"clusters-in-image\": %" PRIu64 ",\n"
-            "  \"total-clusters\": %" PRIu64 ",\n"
-            "  \"allocated-clusters\": %" PRIu64 ",\n"
-            "  \"all-allocated\": %s\n}\n",
-            r.corruptions, r.repaired, r.nclusters, r.in_image,
-            r.nclusters, r.in_image, r.all_allocated ? "true" : "false");
+    /* add-cow has no leaks: every cluster of the bitmap is the disk's. */
+    const struct check_field fields[] = {
+      { "clusters", false, r.nclusters },
+      { "clusters-in-image", false, r.in_image },
+      { "total-clusters", false, r.nclusters },
+      { "allocated-clusters", false, r.in_image },
+      { "all-allocated", true, r.all_allocated },
+      { NULL }
+    };
+    const struct check_report report = {
+      file, "add-cow", r.corruptions, r.repaired, 0, 0, fields
+    };
+    print_check_json (&report);
   }
   else {
     if (r.corruptions == 0)

@@ -122,6 +122,25 @@ extern void qad_img_print_error (const char *msg);
  */
 extern void print_check_problem (void *opaque, const char *msg);
 
+/* "qad-img check --json", one document for every format: qemu-img
+ * check's keys and meanings first (after a repair, corruptions and
+ * leaks count what remains, the -fixed keys what was repaired), then
+ * the format's own FIELDS (may be NULL; ends at a NULL key).
+ */
+struct check_field {
+  const char *key;
+  bool flag;                    /* printed as true/false, not a count */
+  uint64_t value;
+};
+struct check_report {
+  const char *filename;
+  const char *format;
+  uint64_t corruptions, corruptions_fixed;
+  uint64_t leaks, leaks_fixed;
+  const struct check_field *fields;
+};
+extern void print_check_json (const struct check_report *r);
+
 /* Where a guest range reads from, through a backing chain of QED and
  * raw files, as qemu-img map reports it (map_resolve).
  */

@@ -370,7 +370,7 @@ qdb_check (int argc, char **argv)
     { "repair", no_argument, NULL, OPT_REPAIR },
     { NULL }
   };
-  bool json = false, repair = false;
+  bool json = false, repair = false, repaired;
   struct qdb_file *qdb;
   uint64_t leaks;
   struct stat st;
@@ -390,8 +390,10 @@ qdb_check (int argc, char **argv)
   }
   qdb = tool_open_qdb (argv[optind], repair, &fd);
   if (!qdb) {
+    /* The refusal, already reported, is the one corruption. */
     if (json)
-      printf ("{ \"corruptions\": 1, \"leaks\": 0 }\n");
+      print_check_json (&(struct check_report) {
+          argv[optind], "qdb", 1, 0, 0, 0, NULL });
     return EXIT_CHECK_CORRUPT;
   }
   leaks = qdb->leaked_clusters;
@@ -408,12 +410,21 @@ qdb_check (int argc, char **argv)
   }
   else if (leaks > 0)
     r = EXIT_CHECK_LEAKS;
-  if (json)
-    printf ("{ \"corruptions\": 0, \"leaks\": %" PRIu64 ", \"repaired\": %s"
-            " }\n", leaks, repair && leaks && r == 0 ? "true" : "false");
+  repaired = repair && leaks && r == 0;
+  if (json) {
+    const struct check_field fields[] = {
+      { "repaired", true, repaired },
+      { NULL }
+    };
+    const struct check_report report = {
+      argv[optind], "qdb", 0, 0,
+      repaired ? 0 : leaks, repaired ? leaks : 0, fields
+    };
+    print_check_json (&report);
+  }
   else
     printf ("%s: no errors, %" PRIu64 " leaked clusters%s\n", argv[optind],
-            leaks, repair && leaks && r == 0 ? " (repaired)" : "");
+            leaks, repaired ? " (repaired)" : "");
   qdb_free (qdb);
   close (fd);
   return r;

@@ -417,36 +417,26 @@ qed_check_verb (int argc, char **argv)
   leaks = res.leaks - res.leaks_fixed;
 
   if (json) {
-    printf ("{\n  \"filename\": ");
-    json_string (stdout, argv[optind]);
-    printf (",\n  \"format\": \"qed\",\n"
-            "  \"check-errors\": %" PRIu64 ",\n"
-            "  \"corruptions\": %" PRIu64 ",\n"
-            "  \"corruptions-fixed\": %" PRIu64 ",\n"
-            "  \"leaks\": %" PRIu64 ",\n"
-            "  \"leaks-fixed\": %" PRIu64 ",\n"
-            "  \"leaks-punched\": %" PRIu64 ",\n"
-            "  \"need-check\": %s,\n"
-            "  \"need-check-cleared\": %s,\n"
-            "  \"l2-tables\": %" PRIu64 ",\n"
-            "  \"allocated-clusters\": %" PRIu64 ",\n"
-            "  \"zero-clusters\": %" PRIu64 ",\n"
-            "  \"total-clusters\": %" PRIu64 ",\n"
-            "  \"file-clusters\": %" PRIu64 ",\n"
-            "  \"image-end-offset\": %" PRIu64 "\n}\n",
-            /* qemu-img's meanings: check-errors counts failures of the
-             * check itself (then there is no JSON: exit 1), corruptions
-             * and leaks are what remains after a repair, total-clusters
-             * counts guest clusters.
-             */
-            UINT64_C (0), corrupt, res.corruptions_fixed,
-            leaks, res.leaks_fixed, res.leaks_punched,
-            res.need_check ? "true" : "false",
-            res.need_check_cleared ? "true" : "false",
-            res.l2_tables, res.data_clusters, res.zero_clusters,
-            (img->header.image_size + img->header.cluster_size - 1)
-            / img->header.cluster_size,
-            res.file_clusters, res.image_end_offset);
+    /* total-clusters counts guest clusters, as qemu-img's does. */
+    const struct check_field fields[] = {
+      { "leaks-punched", false, res.leaks_punched },
+      { "need-check", true, res.need_check },
+      { "need-check-cleared", true, res.need_check_cleared },
+      { "l2-tables", false, res.l2_tables },
+      { "allocated-clusters", false, res.data_clusters },
+      { "zero-clusters", false, res.zero_clusters },
+      { "total-clusters", false,
+        (img->header.image_size + img->header.cluster_size - 1)
+        / img->header.cluster_size },
+      { "file-clusters", false, res.file_clusters },
+      { "image-end-offset", false, res.image_end_offset },
+      { NULL }
+    };
+    const struct check_report report = {
+      argv[optind], "qed", corrupt, res.corruptions_fixed,
+      leaks, res.leaks_fixed, fields
+    };
+    print_check_json (&report);
   }
   else {
     if (res.corruptions_fixed)

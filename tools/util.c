@@ -328,3 +328,30 @@ print_check_problem (void *opaque, const char *msg)
   /* With --json, stdout carries only the JSON document. */
   fprintf (json ? stderr : stdout, "%s\n", msg);
 }
+
+void
+print_check_json (const struct check_report *r)
+{
+  const struct check_field *f;
+
+  printf ("{\n  \"filename\": ");
+  json_string (stdout, r->filename);
+  /* check-errors counts failures of the check itself; then there is
+   * no document at all (exit 1), so here it is always 0.
+   */
+  printf (",\n  \"format\": \"%s\",\n"
+          "  \"check-errors\": 0,\n"
+          "  \"corruptions\": %" PRIu64 ",\n"
+          "  \"corruptions-fixed\": %" PRIu64 ",\n"
+          "  \"leaks\": %" PRIu64 ",\n"
+          "  \"leaks-fixed\": %" PRIu64,
+          r->format, r->corruptions, r->corruptions_fixed,
+          r->leaks, r->leaks_fixed);
+  for (f = r->fields; f && f->key; ++f) {
+    if (f->flag)
+      printf (",\n  \"%s\": %s", f->key, f->value ? "true" : "false");
+    else
+      printf (",\n  \"%s\": %" PRIu64, f->key, f->value);
+  }
+  printf ("\n}\n");
+}

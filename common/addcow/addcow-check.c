@@ -38,7 +38,7 @@
 #define CHUNK 65536
 
 static void
-report (addcow_problem_fn problem, void *opaque, const char *fs, ...)
+report (qad_check_report_fn problem, void *opaque, const char *fs, ...)
 {
   char msg[1024];
   va_list ap;
@@ -50,7 +50,7 @@ report (addcow_problem_fn problem, void *opaque, const char *fs, ...)
 }
 
 int
-addcow_check (const char *path, bool repair, addcow_problem_fn problem,
+addcow_check (const char *path, bool repair, qad_check_report_fn problem,
               void *opaque, struct addcow_check_result *r)
 {
   struct addcow_header h;

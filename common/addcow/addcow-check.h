@@ -13,6 +13,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "check-report.h"
+
 struct addcow_check_result {
   uint64_t disk_size;           /* the image's size (0 if missing) */
   uint64_t nclusters;
@@ -21,9 +23,6 @@ struct addcow_check_result {
   uint64_t repaired;            /* problems fixed by --repair */
   bool all_allocated;           /* the flag, after any repair */
 };
-
-/* Report one problem (a complete sentence naming the file). */
-typedef void (*addcow_problem_fn) (void *opaque, const char *msg);
 
 /* Check PATH: the header (refusal = -1), the image file exists and
  * its size fits the bitmap, the backing file exists (unless
@@ -34,7 +33,7 @@ typedef void (*addcow_problem_fn) (void *opaque, const char *msg);
  * Returns 0 when the check ran (look at R), -1 when it could not.
  */
 extern int addcow_check (const char *path, bool repair,
-                         addcow_problem_fn problem, void *opaque,
+                         qad_check_report_fn problem, void *opaque,
                          struct addcow_check_result *r);
 
 #endif /* QAD_ADDCOW_CHECK_H */

@@ -46,7 +46,7 @@ struct checker {
   struct qed_image *img;
   bool repair;
   struct qed_check_result *res;
-  qed_check_report_fn report;
+  qad_check_report_fn report;
   void *opaque;
   uint64_t nclusters;           /* clusters in the file, rounded up */
   uint8_t *used;                /* bitmap of used clusters */
@@ -295,7 +295,7 @@ reclaim_leaks (struct checker *c)
 
 int
 qed_check (struct qed_image *img, bool repair, struct qed_check_result *res,
-           qed_check_report_fn report, void *opaque)
+           qad_check_report_fn report, void *opaque)
 {
   return qed_check_progress (img, repair, res, report, opaque, NULL, NULL);
 }
@@ -303,7 +303,7 @@ qed_check (struct qed_image *img, bool repair, struct qed_check_result *res,
 int
 qed_check_progress (struct qed_image *img, bool repair,
                     struct qed_check_result *res,
-                    qed_check_report_fn report, void *opaque,
+                    qad_check_report_fn report, void *opaque,
                     qed_check_progress_fn progress, void *popaque)
 {
   const struct qed_geometry *g = &img->geom;

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "check-report.h"
 #include "qed-image.h"
 
 struct qed_check_result {
@@ -28,9 +29,6 @@ struct qed_check_result {
   bool need_check_cleared;
 };
 
-/* Called once for each problem found or fixed; may be NULL. */
-typedef void (*qed_check_report_fn) (void *opaque, const char *msg);
-
 /* Check IMG; with REPAIR (image open read-write, no other I/O in
  * flight) clear invalid and doubly referenced entries (their data is
  * lost and reported), reclaim leaked clusters by moving data clusters
@@ -40,7 +38,7 @@ typedef void (*qed_check_report_fn) (void *opaque, const char *msg);
  */
 extern int qed_check (struct qed_image *img, bool repair,
                       struct qed_check_result *res,
-                      qed_check_report_fn report, void *opaque);
+                      qad_check_report_fn report, void *opaque);
 
 /* Progress of a check: DONE of TOTAL steps (one per L1 entry, then one
  * for the leak pass and repair), at least every 64 steps and at the end.
@@ -51,7 +49,7 @@ typedef void (*qed_check_progress_fn) (void *opaque, uint64_t done,
 /* qed_check, calling PROGRESS (may be NULL) with POPAQUE as it goes. */
 extern int qed_check_progress (struct qed_image *img, bool repair,
                                struct qed_check_result *res,
-                               qed_check_report_fn report, void *opaque,
+                               qad_check_report_fn report, void *opaque,
                                qed_check_progress_fn progress,
                                void *popaque);
 
