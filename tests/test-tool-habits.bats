@@ -107,6 +107,21 @@ fingerprint () { echo "$(sha256sum < "$1") $(stat -c %s "$1")"; }
     "$QAD_IMG" info --force a.qed
 }
 
+@test "tool habits: the dispatcher takes --format in every spelling, for every verb" {
+  "$QAD_IMG" create -f qed a.qed 1M >/dev/null
+  for verb in info check map; do
+    for spelling in "-f qed" -fqed "--format qed" --format=qed; do
+      "$QAD_IMG" $verb $spelling a.qed >/dev/null
+      "$QAD_IMG" $verb a.qed $spelling >/dev/null
+    done
+    # The format given wins over the file's magic, in every spelling.
+    for spelling in "-f qdb" -fqdb "--format qdb" --format=qdb; do
+      expect_fail_cleanly "is not QDB" "$QAD_IMG" $verb $spelling a.qed
+    done
+    expect_fail_cleanly "-f needs a format name" "$QAD_IMG" $verb a.qed -f
+  done
+}
+
 @test "tool habits: every error starts with qad-img" {
   "$QAD_IMG" create -f qed a.qed 1M
   for cmd in "info missing.qed" "info --bogus a.qed" "create -f nope x 1M" \

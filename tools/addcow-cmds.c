@@ -28,7 +28,7 @@
 #include "qad-img.h"
 #include "qed-image.h"
 
-enum { OPT_FORMAT = 256, OPT_JSON, OPT_REPAIR, OPT_CLUSTER_SIZE,
+enum { OPT_JSON = 256, OPT_REPAIR, OPT_CLUSTER_SIZE,
        OPT_BACKING, OPT_BACKING_FORMAT, OPT_IMAGE, OPT_SIZE };
 
 /* Open FILE, read its header; *DISK_SIZE from the image (0 if it is
@@ -80,7 +80,6 @@ static int
 addcow_info (int argc, char **argv)
 {
   static const struct option long_options[] = {
-    { "format", required_argument, NULL, OPT_FORMAT },
     { "json", no_argument, NULL, OPT_JSON },
     { NULL }
   };
@@ -94,9 +93,8 @@ addcow_info (int argc, char **argv)
   char note[128] = "";
   int c, fd;
 
-  while ((c = getopt_long (argc, argv, "f:", long_options, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "", long_options, NULL)) != -1) {
     switch (c) {
-    case OPT_FORMAT: case 'f': break;
     case OPT_JSON: json = true; break;
     default: return EXIT_FAILURE;
     }
@@ -213,7 +211,6 @@ static int
 addcow_map_verb (int argc, char **argv)
 {
   static const struct option long_options[] = {
-    { "format", required_argument, NULL, OPT_FORMAT },
     { "json", no_argument, NULL, OPT_JSON },
     { NULL }
   };
@@ -230,9 +227,8 @@ addcow_map_verb (int argc, char **argv)
   int ret = EXIT_SUCCESS;
   int opt, fd;
 
-  while ((opt = getopt_long (argc, argv, "f:", long_options, NULL)) != -1) {
+  while ((opt = getopt_long (argc, argv, "", long_options, NULL)) != -1) {
     switch (opt) {
-    case OPT_FORMAT: case 'f': break;
     case OPT_JSON: json = true; break;
     default: return EXIT_FAILURE;
     }
@@ -345,7 +341,6 @@ static int
 addcow_check_verb (int argc, char **argv)
 {
   static const struct option long_options[] = {
-    { "format", required_argument, NULL, OPT_FORMAT },
     { "json", no_argument, NULL, OPT_JSON },
     { "repair", no_argument, NULL, OPT_REPAIR },
     { NULL }
@@ -355,9 +350,8 @@ addcow_check_verb (int argc, char **argv)
   const char *file;
   int c;
 
-  while ((c = getopt_long (argc, argv, "f:r", long_options, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "r", long_options, NULL)) != -1) {
     switch (c) {
-    case OPT_FORMAT: case 'f': break;
     case OPT_JSON: json = true; break;
     case OPT_REPAIR: case 'r': repair = true; break;
     default: return EXIT_FAILURE;
@@ -430,7 +424,6 @@ static int
 addcow_create_verb (int argc, char **argv)
 {
   static const struct option long_options[] = {
-    { "format", required_argument, NULL, OPT_FORMAT },
     { "image", required_argument, NULL, OPT_IMAGE },
     { "backing", required_argument, NULL, OPT_BACKING },
     { "backing-format", required_argument, NULL, OPT_BACKING_FORMAT },
@@ -449,9 +442,8 @@ addcow_create_verb (int argc, char **argv)
   const char *file;
   int c, r, ifd;
 
-  while ((c = getopt_long (argc, argv, "f:b:F:", long_options, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "b:F:", long_options, NULL)) != -1) {
     switch (c) {
-    case OPT_FORMAT: case 'f': break;
     case OPT_IMAGE: image_arg = optarg; break;
     case OPT_BACKING: case 'b': backing_arg = optarg; break;
     case OPT_BACKING_FORMAT: case 'F': bfmt = optarg; break;

@@ -445,6 +445,59 @@ strip_global_options (int argc, char **argv)
   return j;
 }
 
+/* Takes --format=F (--format F, -f F, -fF) out of ARGV (verb at
+ * argv[1]), so that no verb has to know it, and finds the first
+ * argument that is not an option: the file.  *FORMAT_NAME is the last
+ * format given, or "qdb" for --connect (a live filter's control
+ * socket, no file).  Returns the new argc, or -1 after an error.
+ */
+static int
+take_format (int argc, char **argv, const char **format_name,
+             const char **file)
+{
+  int i, j;
+
+  for (i = j = 2; i < argc; ++i) {
+    const char *a = argv[i];
+
+    if (strcmp (a, "--") == 0) {
+      if (i + 1 < argc && !*file)
+        *file = argv[i + 1];
+      while (i < argc)
+        argv[j++] = argv[i++];
+      break;
+    }
+    if (strncmp (a, "--format=", 9) == 0) {
+      *format_name = a + 9;
+      continue;
+    }
+    if (strncmp (a, "-f", 2) == 0 && a[2] != '\0' && a[2] != '-') {
+      *format_name = a + 2;
+      continue;
+    }
+    if (strcmp (a, "-f") == 0 || strcmp (a, "--format") == 0) {
+      if (i + 1 >= argc) {
+        fprintf (stderr, "qad-img: %s needs a format name\n", a);
+        return -1;
+      }
+      *format_name = argv[++i];
+      continue;
+    }
+    argv[j++] = argv[i];
+    if (strncmp (a, "--connect", 9) == 0) {
+      *format_name = "qdb";
+      if (strcmp (a, "--connect") == 0 && i + 1 < argc)
+        argv[j++] = argv[++i];
+    }
+    else if (takes_value (a) && i + 1 < argc)
+      argv[j++] = argv[++i];
+    else if (a[0] != '-' && !*file)
+      *file = a;
+  }
+  argv[j] = NULL;
+  return j;
+}
+
 int
 main (int argc, char **argv)
 {
@@ -536,31 +589,9 @@ main (int argc, char **argv)
                                                            argv + 1);
   }
 
-  /* Find --format= (or -f F) and the first non-option argument (the
-   * file) without disturbing the verb's own option parsing.
-   */
-  for (i = 2; i < argc; ++i) {
-    if (strncmp (argv[i], "--format=", 9) == 0)
-      format_name = argv[i] + 9;
-    else if ((strcmp (argv[i], "-f") == 0 ||
-              strcmp (argv[i], "--format") == 0) && i + 1 < argc)
-      format_name = argv[++i];
-    else if (strcmp (argv[i], "--") == 0) {
-      if (i + 1 < argc && !file)
-        file = argv[i + 1];
-      break;
-    }
-    else if (strncmp (argv[i], "--connect", 9) == 0) {
-      /* A live filter's control socket: always QDB, no file. */
-      format_name = "qdb";
-      if (strcmp (argv[i], "--connect") == 0)
-        i++;
-    }
-    else if (takes_value (argv[i]))
-      ++i;
-    else if (argv[i][0] != '-' && !file)
-      file = argv[i];
-  }
+  argc = take_format (argc, argv, &format_name, &file);
+  if (argc == -1)
+    exit (EXIT_FAILURE);
 
   if (format_name)
     fmt = format_by_name (format_name);
@@ -584,10 +615,9 @@ main (int argc, char **argv)
              file ? file : "", fmt->name, verb);
     exit (EXIT_FAILURE);
   }
-  /* The verb sees argv from the verb name on; --format is stripped by
-   * each verb's getopt table (every verb accepts and ignores it).
+  /* The verb sees argv from the verb name on, without --format;
+   * getopt's messages then start with "qad-img VERB:".
    */
-  /* getopt's messages then start with "qad-img VERB:". */
   if (asprintf (&argv[1], "qad-img %s", verb) == -1) {
     perror ("qad-img: asprintf");
     exit (EXIT_FAILURE);

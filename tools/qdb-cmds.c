@@ -37,7 +37,7 @@
 #include "qdb.h"
 
 enum {
-  OPT_FORMAT = 256, OPT_JSON, OPT_SIZE, OPT_BITMAP, OPT_GRAN, OPT_CLUSTER,
+  OPT_JSON = 256, OPT_SIZE, OPT_BITMAP, OPT_GRAN, OPT_CLUSTER,
   OPT_ADD, OPT_REMOVE, OPT_CLEAR, OPT_ENABLE, OPT_DISABLE, OPT_MERGE,
   OPT_INTO, OPT_REPAIR, OPT_DIRTY, OPT_CONNECT, OPT_FREEZE, OPT_RELEASE,
   OPT_DIRTY_ALL,
@@ -176,7 +176,6 @@ static int
 qdb_create (int argc, char **argv)
 {
   static const struct option long_options[] = {
-    { "format", required_argument, NULL, OPT_FORMAT },
     { "size", required_argument, NULL, OPT_SIZE },
     { "bitmap", required_argument, NULL, OPT_BITMAP },
     { "granularity", required_argument, NULL, OPT_GRAN },
@@ -193,9 +192,8 @@ qdb_create (int argc, char **argv)
   struct stat st;
   int c, r, oldfd = -1;
 
-  while ((c = getopt_long (argc, argv, "f:g:b:", long_options, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "g:b:", long_options, NULL)) != -1) {
     switch (c) {
-    case OPT_FORMAT: case 'f': break;
     case OPT_SIZE:
       if (parse_size ("--size", optarg, &size) == -1)
         return EXIT_FAILURE;
@@ -277,7 +275,6 @@ static int
 qdb_info (int argc, char **argv)
 {
   static const struct option long_options[] = {
-    { "format", required_argument, NULL, OPT_FORMAT },
     { "json", no_argument, NULL, OPT_JSON },
     { "connect", required_argument, NULL, OPT_CONNECT },
     { NULL }
@@ -288,9 +285,8 @@ qdb_info (int argc, char **argv)
   size_t i;
   int c, fd;
 
-  while ((c = getopt_long (argc, argv, "f:", long_options, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "", long_options, NULL)) != -1) {
     switch (c) {
-    case OPT_FORMAT: case 'f': break;
     case OPT_JSON: json = true; break;
     case OPT_CONNECT: sock = optarg; break;
     default: return EXIT_FAILURE;
@@ -365,7 +361,6 @@ static int
 qdb_check (int argc, char **argv)
 {
   static const struct option long_options[] = {
-    { "format", required_argument, NULL, OPT_FORMAT },
     { "json", no_argument, NULL, OPT_JSON },
     { "repair", no_argument, NULL, OPT_REPAIR },
     { NULL }
@@ -376,9 +371,8 @@ qdb_check (int argc, char **argv)
   struct stat st;
   int c, fd, r = EXIT_SUCCESS;
 
-  while ((c = getopt_long (argc, argv, "f:r", long_options, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "r", long_options, NULL)) != -1) {
     switch (c) {
-    case OPT_FORMAT: case 'f': break;
     case OPT_JSON: json = true; break;
     case OPT_REPAIR: case 'r': repair = true; break;
     default: return EXIT_FAILURE;
@@ -438,7 +432,6 @@ static int
 qdb_map (int argc, char **argv)
 {
   static const struct option long_options[] = {
-    { "format", required_argument, NULL, OPT_FORMAT },
     { "json", no_argument, NULL, OPT_JSON },
     { "bitmap", required_argument, NULL, OPT_BITMAP },
     { "dirty", no_argument, NULL, OPT_DIRTY },
@@ -451,9 +444,8 @@ qdb_map (int argc, char **argv)
   uint64_t n;
   int c, fd;
 
-  while ((c = getopt_long (argc, argv, "f:b:", long_options, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "b:", long_options, NULL)) != -1) {
     switch (c) {
-    case OPT_FORMAT: case 'f': break;
     case OPT_JSON: json = true; break;
     case OPT_BITMAP: case 'b': name = optarg; break;
     case OPT_DIRTY: dirty_only = true; break;
@@ -527,7 +519,6 @@ static int
 qdb_bitmap_verb (int argc, char **argv)
 {
   static const struct option long_options[] = {
-    { "format", required_argument, NULL, OPT_FORMAT },
     { "add", required_argument, NULL, OPT_ADD },
     { "remove", required_argument, NULL, OPT_REMOVE },
     { "clear", required_argument, NULL, OPT_CLEAR },
@@ -560,9 +551,8 @@ qdb_bitmap_verb (int argc, char **argv)
   struct stat st;
   int c, fd, r = EXIT_SUCCESS;
 
-  while ((c = getopt_long (argc, argv, "f:g:", long_options, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "g:", long_options, NULL)) != -1) {
     switch (c) {
-    case OPT_FORMAT: case 'f': break;
     case OPT_ADD: case OPT_REMOVE: case OPT_CLEAR: case OPT_ENABLE:
     case OPT_DISABLE: case OPT_MERGE: case OPT_FREEZE: case OPT_RELEASE:
     case OPT_DIRTY_ALL:

@@ -23,7 +23,7 @@
 #include "qed-create.h"
 #include "qed-image.h"
 
-enum { OPT_FORMAT = 256, OPT_JSON, OPT_REPAIR, OPT_CLUSTER_SIZE,
+enum { OPT_JSON = 256, OPT_REPAIR, OPT_CLUSTER_SIZE,
        OPT_TABLE_SIZE, OPT_BACKING, OPT_BACKING_FORMAT };
 
 /* Open FILE read-only, its backing chain under the tool's backing
@@ -173,7 +173,6 @@ static int
 qed_info (int argc, char **argv)
 {
   static const struct option long_options[] = {
-    { "format", required_argument, NULL, OPT_FORMAT },
     { "json", no_argument, NULL, OPT_JSON },
     { NULL }
   };
@@ -189,9 +188,8 @@ qed_info (int argc, char **argv)
   char features[256], compat[64], autoclear[64];
   int c;
 
-  while ((c = getopt_long (argc, argv, "f:", long_options, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "", long_options, NULL)) != -1) {
     switch (c) {
-    case OPT_FORMAT: case 'f': break;
     case OPT_JSON: json = true; break;
     default: return EXIT_FAILURE;
     }
@@ -296,7 +294,6 @@ static int
 qed_map_verb (int argc, char **argv)
 {
   static const struct option long_options[] = {
-    { "format", required_argument, NULL, OPT_FORMAT },
     { "json", no_argument, NULL, OPT_JSON },
     { "output", required_argument, NULL, 'o' },
     { NULL }
@@ -308,9 +305,8 @@ qed_map_verb (int argc, char **argv)
   uint64_t off = 0;
   int c;
 
-  while ((c = getopt_long (argc, argv, "f:o:", long_options, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "o:", long_options, NULL)) != -1) {
     switch (c) {
-    case OPT_FORMAT: case 'f': break;
     case OPT_JSON: json = true; break;
     case 'o': json = strcmp (optarg, "json") == 0; break;
     default: return EXIT_FAILURE;
@@ -374,7 +370,6 @@ static int
 qed_check_verb (int argc, char **argv)
 {
   static const struct option long_options[] = {
-    { "format", required_argument, NULL, OPT_FORMAT },
     { "json", no_argument, NULL, OPT_JSON },
     { "repair", no_argument, NULL, OPT_REPAIR },
     { NULL }
@@ -386,9 +381,8 @@ qed_check_verb (int argc, char **argv)
   uint64_t corrupt, leaks;
   int c;
 
-  while ((c = getopt_long (argc, argv, "f:r", long_options, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "r", long_options, NULL)) != -1) {
     switch (c) {
-    case OPT_FORMAT: case 'f': break;
     case OPT_JSON: json = true; break;
     case OPT_REPAIR: case 'r': repair = true; break;
     default: return EXIT_FAILURE;
@@ -480,7 +474,6 @@ static int
 qed_create_verb (int argc, char **argv)
 {
   static const struct option long_options[] = {
-    { "format", required_argument, NULL, OPT_FORMAT },
     { "cluster-size", required_argument, NULL, OPT_CLUSTER_SIZE },
     { "table-size", required_argument, NULL, OPT_TABLE_SIZE },
     { "backing", required_argument, NULL, OPT_BACKING },
@@ -493,9 +486,8 @@ qed_create_verb (int argc, char **argv)
   const char *file;
   int c;
 
-  while ((c = getopt_long (argc, argv, "f:b:F:", long_options, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "b:F:", long_options, NULL)) != -1) {
     switch (c) {
-    case OPT_FORMAT: case 'f': break;
     case OPT_CLUSTER_SIZE:
       if (parse_size ("--cluster-size", optarg, &v) == -1)
         return EXIT_FAILURE;
