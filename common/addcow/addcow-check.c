@@ -30,6 +30,7 @@
 #include "addcow.h"
 #include "addcow-check.h"
 #include "addcow-file.h"
+#include "addcow-store.h"
 #include "cleanup.h"
 #include "full-io.h"
 #include "minmax.h"
@@ -186,9 +187,12 @@ addcow_check (const char *path, bool repair, qad_check_report_fn problem,
 
   if (r->nclusters > 0 && r->in_image == r->nclusters) {
     if (repair) {
+      struct addcow_store_io io;
+
+      addcow_store_io_fd (&io, &fd);
       h.compat_features |= ADDCOW_COMPAT_ALL_ALLOCATED;
       if (fdatasync (fd) == -1 ||
-          addcow_write_compat_features (fd, path, h.compat_features) == -1) {
+          addcow_write_compat_features (&io, path, h.compat_features) == -1) {
         qad_error ("%s: setting ALL_ALLOCATED: %m", path);
         goto out;
       }

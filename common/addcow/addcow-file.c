@@ -248,19 +248,6 @@ addcow_write_header (int fd, const char *path, const struct addcow_header *h)
 }
 
 int
-addcow_write_compat_features (int fd, const char *path, uint64_t compat)
-{
-  uint8_t buf[8];
-
-  store_le64 (buf, compat);
-  if (full_pwrite (fd, buf, sizeof buf, ADDCOW_OFF_COMPAT_FEATURES) == -1) {
-    qad_error ("%s: writing compat features: %m", path);
-    return -1;
-  }
-  return 0;
-}
-
-int
 addcow_lock_fd (int fd, const char *path)
 {
   return qad_lock_whole_file (fd, path, "add-cow file");

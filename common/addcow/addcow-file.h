@@ -48,13 +48,6 @@ extern int addcow_create_temp (const char *path, char **tmp);
 extern int addcow_write_header (int fd, const char *path,
                                 const struct addcow_header *h);
 
-/* Rewrite only the compatible features field (bytes 32-39): one
- * aligned 8-byte write, so it cannot tear, and names written by
- * another implementation stay where they are.
- */
-extern int addcow_write_compat_features (int fd, const char *path,
-                                         uint64_t compat);
-
 /* Take an exclusive OFD lock on the whole file; a second server or
  * tool gets a clear "in use" error.
  */

@@ -19,6 +19,7 @@
 #include "cleanup.h"
 #include "full-io.h"
 #include "minmax.h"
+#include "poisoned.h"
 #include "qad-error.h"
 
 #define CHUNK ADDCOW_STORE_CHUNK
@@ -29,6 +30,21 @@ addcow_store_io_fd (struct addcow_store_io *io, int *fdp)
   io->pwrite = fd_io_pwrite;
   io->sync = fd_io_sync;
   io->opaque = fdp;
+}
+
+int
+addcow_write_compat_features (const struct addcow_store_io *io,
+                              const char *name, uint64_t compat)
+{
+  uint8_t buf[8];
+
+  store_le64 (buf, compat);
+  if (io->pwrite (io->opaque, buf, sizeof buf,
+                  ADDCOW_OFF_COMPAT_FEATURES) == -1) {
+    qad_error ("%s: writing compat features: %m", name);
+    return -1;
+  }
+  return 0;
 }
 
 int
@@ -94,16 +110,6 @@ addcow_store_poison (struct addcow_store *st, const char *what, int err)
                "durable; refusing every further write and flush with EIO "
                "until restart",
                st->name, what, strerror (err));
-}
-
-static int
-refuse_if_poisoned (struct addcow_store *st)
-{
-  if (addcow_store_poisoned (st)) {
-    errno = EIO;
-    return -1;
-  }
-  return 0;
 }
 
 uint64_t
@@ -194,20 +200,14 @@ all_allocated_pending (struct addcow_store *st)
 static int
 persist_all_allocated (struct addcow_store *st)
 {
-  uint8_t buf[8];
   uint64_t features;
 
   {
     ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&st->lock);
     features = st->compat_features | ADDCOW_COMPAT_ALL_ALLOCATED;
   }
-  store_le64 (buf, features);
-  if (st->io.pwrite (st->io.opaque, buf, sizeof buf,
-                     ADDCOW_OFF_COMPAT_FEATURES) == -1) {
-    qad_error ("%s: writing compat features: %m", st->name);
-    return -1;
-  }
-  if (sync_file (st) == -1)
+  if (addcow_write_compat_features (&st->io, st->name, features) == -1 ||
+      sync_file (st) == -1)
     return -1;
   {
     ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&st->lock);
@@ -232,7 +232,7 @@ persist_now (struct addcow_store *st, uint64_t c0, uint64_t c1)
     qad_error ("%s: malloc: %m", st->name);
     return -1;
   }
-  if (refuse_if_poisoned (st) == -1)
+  if (refuse_if_poisoned (addcow_store_poisoned (st), &errno) == -1)
     return -1;
   {
     ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&st->lock);
@@ -316,7 +316,7 @@ addcow_store_flush (struct addcow_store *st,
   bool set_all = false;
   int err;
 
-  if (refuse_if_poisoned (st) == -1)
+  if (refuse_if_poisoned (addcow_store_poisoned (st), &errno) == -1)
     return -1;
   if (st->bitmap) {
     /* Every bit set so far (AT_WRITE: none is dirty): the image flush

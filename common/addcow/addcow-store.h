@@ -68,6 +68,16 @@ struct addcow_store_io {
 /* The usual I/O: full_pwrite and fdatasync on *FDP. */
 extern void addcow_store_io_fd (struct addcow_store_io *io, int *fdp);
 
+/* Rewrite only the compatible features field (bytes 32-39) of the
+ * add-cow file NAME with COMPAT, through IO, without syncing: one
+ * aligned 8-byte write, so it cannot tear, and names written by
+ * another implementation stay where they are.  The store's
+ * ALL_ALLOCATED and qad-img check --repair both write it so.  0, or -1
+ * after qad_error.
+ */
+extern int addcow_write_compat_features (const struct addcow_store_io *io,
+                                         const char *name, uint64_t compat);
+
 /* Flushes the image; -1 with errno set. */
 typedef int (*addcow_image_flush_fn) (void *opaque);
 

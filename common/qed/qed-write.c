@@ -60,6 +60,7 @@
 #include "cleanup.h"
 #include "full-io.h"
 #include "minmax.h"
+#include "poisoned.h"
 #include "qad-error.h"
 #include "qed-image.h"
 
@@ -124,21 +125,10 @@ poison (struct qed_image *img, int err)
   return -1;
 }
 
-/* Refuse a write or flush on a poisoned image (already logged). */
-static int
-refuse_if_poisoned (struct qed_image *img)
-{
-  if (qed_poisoned (img)) {
-    errno = EIO;
-    return -1;
-  }
-  return 0;
-}
-
 static int
 sync_file (struct qed_image *img)
 {
-  if (refuse_if_poisoned (img) == -1)
+  if (refuse_if_poisoned (qed_poisoned (img), &errno) == -1)
     return -1;
   if (fdatasync (img->fd) == -1)
     return poison (img, errno);
@@ -159,7 +149,7 @@ group_sync (struct qed_image *img)
   uint64_t ticket = ++img->sync_requested;
 
   while (img->sync_completed < ticket) {
-    if (refuse_if_poisoned (img) == -1)
+    if (refuse_if_poisoned (qed_poisoned (img), &errno) == -1)
       return -1;
     if (!img->sync_running) {
       uint64_t target = img->sync_requested;
@@ -493,7 +483,7 @@ check_range (struct qed_image *img, const char *what, uint64_t count,
     errno = EROFS;
     return false;
   }
-  if (refuse_if_poisoned (img) == -1)
+  if (refuse_if_poisoned (qed_poisoned (img), &errno) == -1)
     return false;
   if (!range_within (offset, count, img->dev.size)) {
     qad_error ("%s: %s beyond the end of the image: offset=%" PRIu64
@@ -763,7 +753,7 @@ qed_flush (struct qed_image *img)
 {
   uint64_t gen;
 
-  if (refuse_if_poisoned (img) == -1)
+  if (refuse_if_poisoned (qed_poisoned (img), &errno) == -1)
     return -1;
 
   pthread_mutex_lock (&img->lock);

@@ -59,6 +59,7 @@
 #include "extents.h"
 #include "local-image.h"
 #include "minmax.h"
+#include "poisoned.h"
 #include "qad-error.h"
 #include "qad-limits.h"
 #include "sidecar.h"
@@ -482,16 +483,6 @@ do_flush (nbdkit_next *next, int *err)
   return 0;
 }
 
-static int
-refuse_if_poisoned (int *err)
-{
-  if (addcow_store_poisoned (&cow.store)) {
-    *err = EIO;
-    return -1;
-  }
-  return 0;
-}
-
 /* A clean disconnect persists what this server set (as a flush). */
 static int
 addcow_finalize (nbdkit_next *next, void *handle)
@@ -668,7 +659,7 @@ addcow_pwrite (nbdkit_next *next, void *handle, const void *buf,
                uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
   next = local_image_enter (next);
-  if (refuse_if_poisoned (err) == -1)
+  if (refuse_if_poisoned (addcow_store_poisoned (&cow.store), err) == -1)
     return -1;
   return write_or_zero (next, buf, count, offset, 0,
                         flags & NBDKIT_FLAG_FUA, err);
@@ -683,7 +674,7 @@ addcow_zero (nbdkit_next *next, void *handle, uint32_t count,
   uint32_t zflags = flags & NBDKIT_FLAG_MAY_TRIM;
 
   next = local_image_enter (next);
-  if (refuse_if_poisoned (err) == -1)
+  if (refuse_if_poisoned (addcow_store_poisoned (&cow.store), err) == -1)
     return -1;
   if (flags & NBDKIT_FLAG_FAST_ZERO) {
     /* Fast only if nothing needs copying up and the plugin is fast. */
@@ -712,7 +703,7 @@ addcow_trim (nbdkit_next *next, void *handle, uint32_t count,
   int r;
 
   next = local_image_enter (next);
-  if (refuse_if_poisoned (err) == -1)
+  if (refuse_if_poisoned (addcow_store_poisoned (&cow.store), err) == -1)
     return -1;
   r = next->can_trim (next);
   if (r == -1) {
