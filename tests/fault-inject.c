@@ -65,6 +65,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "fd-path.h"
+
 enum kind { K_WRITE, K_SYNC, K_TRUNCATE, K_FALLOCATE, NR_KINDS };
 static const char *const kind_name[NR_KINDS] = {
   "write", "sync", "truncate", "fallocate"
@@ -126,29 +128,12 @@ init (void)
   log_file = getenv ("FAULT_LOG");
 }
 
-/* The path FD is open on, into TARGET (PATH_MAX bytes); false if
- * it cannot be named.
- */
-static bool
-path_of_fd (int fd, char *target)
-{
-  char link[64];
-  ssize_t r;
-
-  snprintf (link, sizeof link, "/proc/self/fd/%d", fd);
-  r = readlink (link, target, PATH_MAX - 1);
-  if (r <= 0)
-    return false;
-  target[r] = '\0';
-  return true;
-}
-
 static bool
 fd_matches (int fd)
 {
   char target[PATH_MAX];
 
-  return path_of_fd (fd, target) &&
+  return fd_path (fd, target, sizeof target) &&
     strncmp (target, path_prefix, strlen (path_prefix)) == 0;
 }
 
@@ -191,7 +176,7 @@ log_call (bool inject, enum kind k, unsigned long n, int fd)
   int saved = errno;
 
   site_of (site, sizeof site);
-  if (log_files && path_of_fd (fd, file + 1))
+  if (log_files && fd_path (fd, file + 1, sizeof file - 1))
     file[0] = ' ';
   pthread_mutex_lock (&log_lock);
   fp = fopen (log_file, "a");

@@ -61,6 +61,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fd-path.h"
 #include "pc-log.h"
 
 #ifndef FALLOC_FL_KEEP_SIZE
@@ -191,13 +192,8 @@ resolve_name (int dirfd, const char *name, char *out)
     snprintf (tmp, sizeof tmp, "%s/%s", dirpath, name);
   }
   else {
-    char link[64];
-    ssize_t r;
-    snprintf (link, sizeof link, "/proc/self/fd/%d", dirfd);
-    r = readlink (link, dirpath, sizeof dirpath - 1);
-    if (r <= 0)
+    if (!fd_path (dirfd, dirpath, sizeof dirpath))
       return false;
-    dirpath[r] = '\0';
     snprintf (tmp, sizeof tmp, "%s/%s", dirpath, name);
   }
   slash = strrchr (tmp, '/');
@@ -290,20 +286,16 @@ tracked (int fd)
 static void
 opened (int fd, int flags, bool existed)
 {
-  char link[64], path[PATH_MAX];
+  char path[PATH_MAX];
   const char *rel;
-  ssize_t r;
   struct stat st;
   struct pc_rec rec = { .type = PC_OPEN };
   int saved = errno;
 
   if (!active || fd < 0 || fd >= MAX_FDS)
     return;
-  snprintf (link, sizeof link, "/proc/self/fd/%d", fd);
-  r = readlink (link, path, sizeof path - 1);
-  if (r <= 0)
+  if (!fd_path (fd, path, sizeof path))
     goto out;
-  path[r] = '\0';
   rel = relative (path);
   if (rel == NULL || fstat (fd, &st) == -1 ||
       !(S_ISREG (st.st_mode) || S_ISDIR (st.st_mode)))
