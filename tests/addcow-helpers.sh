@@ -13,21 +13,6 @@ requires_addcow ()
   requires nbdkit --version
 }
 
-# random_file FILE SIZE [SEED]: deterministic pseudo-random content.
-random_file ()
-{
-  python3 -c '
-import random, sys
-r = random.Random(int(sys.argv[3]))
-n = int(sys.argv[2])
-with open(sys.argv[1], "wb") as f:
-    while n > 0:
-        k = min(n, 1 << 20)
-        f.write(r.randbytes(k))
-        n -= k
-' "$1" "$2" "${3:-1}"
-}
-
 # reference_of BACKING SIZE OUT: what the disk reads as before any
 # write: the backing file, cut or zero-extended to SIZE.
 reference_of ()
@@ -49,40 +34,6 @@ start_addcow ()
 nbdsh_on ()
 {
   nbdsh -u "$(nbd_uri "$1")" -c "$2"
-}
-
-# field_le32 FILE OFFSET: a little-endian 32-bit field.
-field_le32 ()
-{
-  od -A n -t u4 -j "$2" -N 4 --endian=little "$1" | tr -d ' '
-}
-
-field_le64 ()
-{
-  od -A n -t u8 -j "$2" -N 8 --endian=little "$1" | tr -d ' '
-}
-
-# put_le32 FILE OFFSET VALUE / put_le64: patch a header field.
-put_le32 ()
-{
-  python3 -c 'import struct,sys
-with open(sys.argv[1], "r+b") as f:
-    f.seek(int(sys.argv[2])); f.write(struct.pack("<I", int(sys.argv[3], 0)))' "$@"
-}
-
-put_le64 ()
-{
-  python3 -c 'import struct,sys
-with open(sys.argv[1], "r+b") as f:
-    f.seek(int(sys.argv[2])); f.write(struct.pack("<Q", int(sys.argv[3], 0)))' "$@"
-}
-
-put_bytes ()
-{
-  python3 -c 'import sys
-with open(sys.argv[1], "r+b") as f:
-    f.seek(int(sys.argv[2]))
-    f.write(sys.argv[3].encode().decode("unicode_escape").encode("latin1"))' "$@"
 }
 
 # start_addcow_eval SOCK FLUSH [ARGS...]: the filter over an eval

@@ -233,3 +233,96 @@ map_of ()
   test -n "$fmt" && args+=(-f "$fmt")
   qemu-img map "${args[@]}" "$src" | normalize_map
 }
+
+# ---- bytes in files ----
+#
+# FMT below is a Python struct code (B, H, I, Q, ...), little-endian
+# (QED, add-cow) unless it starts with ">" (big-endian: QDB).  OFFSET
+# and VALUE may be written in hex (0x...).
+
+# poke FILE OFFSET FMT VALUE: overwrite one field of FILE.
+poke ()
+{
+  python3 - "$@" <<'PY'
+import struct, sys
+f, off, fmt, val = sys.argv[1], int(sys.argv[2], 0), sys.argv[3], int(sys.argv[4], 0)
+if fmt[0] not in "<>":
+    fmt = "<" + fmt
+with open(f, "r+b") as fp:
+    fp.seek(off)
+    fp.write(struct.pack(fmt, val))
+PY
+}
+
+# peek FILE OFFSET FMT: print one field of FILE, in decimal.
+peek ()
+{
+  python3 - "$@" <<'PY'
+import struct, sys
+f, off, fmt = sys.argv[1], int(sys.argv[2], 0), sys.argv[3]
+if fmt[0] not in "<>":
+    fmt = "<" + fmt
+with open(f, "rb") as fp:
+    fp.seek(off)
+    print(struct.unpack(fmt, fp.read(struct.calcsize(fmt)))[0])
+PY
+}
+
+# poke_bytes FILE OFFSET STRING: overwrite with the bytes of STRING,
+# in which \xNN escapes stand for any byte.
+poke_bytes ()
+{
+  python3 - "$@" <<'PY'
+import sys
+f, off, s = sys.argv[1], int(sys.argv[2], 0), sys.argv[3]
+with open(f, "r+b") as fp:
+    fp.seek(off)
+    fp.write(s.encode().decode("unicode_escape").encode("latin1"))
+PY
+}
+
+# random_file FILE SIZE [SEED]: deterministic pseudo-random contents
+# (the same SEED, default 1, gives the same bytes).
+random_file ()
+{
+  python3 - "$1" "$2" "${3:-1}" <<'PY'
+import random, sys
+r = random.Random(int(sys.argv[3]))
+n = int(sys.argv[2])
+with open(sys.argv[1], "wb") as fp:
+    while n > 0:
+        k = min(n, 1 << 20)
+        fp.write(r.randbytes(k))
+        n -= k
+PY
+}
+
+# requires_filter NAME: skip unless nbdkit has its own filter NAME
+# (delay, log, multi-conn, fua, ...).  Not for the filters this tree
+# builds: those are never optional (see requires_file).
+requires_filter ()
+{
+  requires nbdkit --filter="$1" null --version
+}
+
+# fingerprint FILE: FILE's bytes in one line ("absent" if none), to
+# compare before and after.
+fingerprint ()
+{
+  if test -e "$1"; then sha256sum < "$1"; else echo absent; fi
+}
+
+# refused FILE PATTERN COMMAND...: COMMAND fails cleanly (as for
+# expect_fail_cleanly) with a message matching PATTERN, and FILE is
+# left exactly as it was: a refused file is never written.
+refused ()
+{
+  local file="$1" pattern="$2" before
+  shift 2
+  before="$(fingerprint "$file")"
+  expect_fail_cleanly "$pattern" "$@" || return 1
+  if test "$(fingerprint "$file")" != "$before"; then
+    echo "$file changed although the command was refused: $*" >&2
+    return 1
+  fi
+}

@@ -4,44 +4,6 @@
 
 # Helpers shared by the test-qed-*.bats files.  Load after functions.sh.
 
-# poke FILE OFFSET FMT VALUE: overwrite a little-endian field in FILE
-# (FMT is a Python struct code: B, H, I or Q).
-poke ()
-{
-  python3 - "$@" <<'PY'
-import struct, sys
-f, off, fmt, val = sys.argv[1], int(sys.argv[2], 0), sys.argv[3], int(sys.argv[4], 0)
-with open(f, "r+b") as fp:
-    fp.seek(off)
-    fp.write(struct.pack("<" + fmt, val))
-PY
-}
-
-# peek FILE OFFSET FMT: print a little-endian field of FILE.
-peek ()
-{
-  python3 - "$@" <<'PY'
-import struct, sys
-f, off, fmt = sys.argv[1], int(sys.argv[2], 0), sys.argv[3]
-with open(f, "rb") as fp:
-    fp.seek(off)
-    n = struct.calcsize("<" + fmt)
-    print(struct.unpack("<" + fmt, fp.read(n))[0])
-PY
-}
-
-# random_file FILE SIZE [SEED]: deterministic pseudo-random contents.
-random_file ()
-{
-  python3 - "$@" <<'PY'
-import random, sys
-f, size = sys.argv[1], int(sys.argv[2])
-r = random.Random(int(sys.argv[3]) if len(sys.argv) > 3 else 1)
-with open(f, "wb") as fp:
-    fp.write(r.randbytes(size))
-PY
-}
-
 # qemu_io_script SEED SIZE CLUSTER [OPS] [TRIM_AS]: print qemu-io
 # commands for a random workload of writes (pattern and random data),
 # zero writes, partial and unaligned writes and writes across cluster

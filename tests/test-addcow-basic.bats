@@ -24,13 +24,13 @@ setup ()
   nbdinfo --size "$(nbd_uri s)"
   # Header fields (docs/specs/add-cow.txt section 4).
   [ "$(head -c 4 disk.add-cow)" = ACOW ]
-  [ "$(field_le32 disk.add-cow 4)" = 76 ]       # backing name offset
-  [ "$(field_le32 disk.add-cow 8)" = 8 ]        # "base.img"
-  [ "$(field_le32 disk.add-cow 12)" = 84 ]      # image name offset
-  [ "$(field_le32 disk.add-cow 16)" = 8 ]       # "disk.raw"
-  [ "$(field_le32 disk.add-cow 20)" = 16 ]      # cluster_bits
-  [ "$(field_le64 disk.add-cow 24)" = 0 ]
-  [ "$(field_le32 disk.add-cow 40)" = 65536 ]   # HEADER_SIZE
+  [ "$(peek disk.add-cow 4 I)" = 76 ]       # backing name offset
+  [ "$(peek disk.add-cow 8 I)" = 8 ]        # "base.img"
+  [ "$(peek disk.add-cow 12 I)" = 84 ]      # image name offset
+  [ "$(peek disk.add-cow 16 I)" = 8 ]       # "disk.raw"
+  [ "$(peek disk.add-cow 20 I)" = 16 ]      # cluster_bits
+  [ "$(peek disk.add-cow 24 Q)" = 0 ]
+  [ "$(peek disk.add-cow 40 I)" = 65536 ]   # HEADER_SIZE
   [ "$(dd if=disk.add-cow bs=1 skip=44 count=3 status=none)" = raw ]
   [ "$(dd if=disk.add-cow bs=1 skip=60 count=3 status=none)" = raw ]
   [ "$(dd if=disk.add-cow bs=1 skip=76 count=16 status=none)" = base.imgdisk.raw ]
@@ -134,8 +134,8 @@ assert c == bytes(5) + b"z" + bytes(65536 - 6)
   truncate -s $((1024 * 1024 + 1536)) disk.raw
   reference_of base.img $((1024 * 1024 + 1536)) ref.raw
   start_addcow s addcow-backing=base.img addcow-cluster-size=4K
-  [ "$(field_le32 disk.add-cow 20)" = 12 ]
-  [ "$(field_le32 disk.add-cow 40)" = 4096 ]
+  [ "$(peek disk.add-cow 20 I)" = 12 ]
+  [ "$(peek disk.add-cow 40 I)" = 4096 ]
   nbdsh_on s 'h.pwrite(b"t" * 100, 1024 * 1024 + 1000); h.flush()'
   python3 -c 'f = open("ref.raw", "r+b"); f.seek(1024 * 1024 + 1000); f.write(b"t" * 100)'
   "$ADDCOW_WORKLOAD" compare "$(nbd_uri s)" ref.raw
@@ -147,7 +147,7 @@ assert c == bytes(5) + b"z" + bytes(65536 - 6)
   nbdsh_on s 'h.pwrite(b"q" * (1 << 20), 0)
 h.zero(1 << 20, 1 << 20)
 h.flush()'
-  [ "$(field_le64 disk.add-cow 32)" = 1 ]
+  [ "$(peek disk.add-cow 32 Q)" = 1 ]
   stop_nbdkit s
   rm base.img
   start_addcow s2

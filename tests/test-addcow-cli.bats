@@ -121,7 +121,7 @@ setup ()
 
 @test "addcow cli: corrupt headers are refused by every verb with file, field and value" {
   "$QAD_IMG" create --format=add-cow d.add-cow --image=d.raw --backing=base.img
-  put_le32 d.add-cow 20 40
+  poke d.add-cow 20 I 40
   for verb in info check map; do
     expect_fail_cleanly 'd.add-cow: add-cow header: cluster_bits is 40' \
       "$QAD_IMG" "$verb" d.add-cow

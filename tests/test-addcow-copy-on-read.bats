@@ -29,7 +29,7 @@ setup ()
   nbdcopy --no-extents "$(nbd_uri s)" out.raw
   cmp out.raw ref.raw
   stop_nbdkit s
-  [ "$(field_le64 disk.add-cow 32)" = 1 ]
+  [ "$(peek disk.add-cow 32 Q)" = 1 ]
   # The raw image alone is now the disk.
   cmp disk.raw ref.raw
   mv base.img gone.img
@@ -67,7 +67,7 @@ assert b == open("base.img", "rb").read()[65536 * 2 + 65530:65536 * 2 + 65540]'
   nbdcopy --no-extents "$(nbd_uri s)" out.raw
   cmp out.raw ref.raw
   stop_nbdkit s
-  [ "$(field_le64 disk.add-cow 32)" = 1 ]
+  [ "$(peek disk.add-cow 32 Q)" = 1 ]
   cmp disk.raw ref.raw
 }
 

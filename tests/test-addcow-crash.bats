@@ -53,7 +53,7 @@ crash_rounds ()
 }
 
 @test "addcow crash: kill -9 during copy-ups from a slow NBD backing" {
-  requires_file "$(nbdkit --dump-config | sed -n 's/^filterdir=//p')/nbdkit-delay-filter.so"
+  requires_filter delay
   random_file base.img $((4 * 1024 * 1024)) 64
   random_file disk.raw $((4 * 1024 * 1024)) 65
   reference_of base.img 4M flushed.ref
@@ -63,7 +63,7 @@ crash_rounds ()
 
 @test "addcow crash: a flush during a copy-up never persists the bit before the data" {
   requires_nbdsh
-  requires_file "$(nbdkit --dump-config | sed -n 's/^filterdir=//p')/nbdkit-delay-filter.so"
+  requires_filter delay
   random_file base.img $((1024 * 1024)) 66
   truncate -s 1M disk.raw
   # Each backing read takes 4 s: the copy-up below is still waiting for
@@ -154,7 +154,7 @@ with open("disk.add-cow", "rb") as f:
 }
 
 @test "addcow crash: kill -9 with a plugin without multi-conn (per-connection persistence)" {
-  requires_file "$(nbdkit --dump-config | sed -n 's/^filterdir=//p')/nbdkit-multi-conn-filter.so"
+  requires_filter multi-conn
   random_file base.img $((4 * 1024 * 1024)) 70
   random_file disk.raw $((4 * 1024 * 1024)) 71
   reference_of base.img 4M flushed.ref

@@ -67,7 +67,7 @@ diff_round ()
 }
 
 @test "addcow differential: plugin without multi-conn (per-connection persistence), with restarts" {
-  requires_file "$(nbdkit --dump-config | sed -n 's/^filterdir=//p')/nbdkit-multi-conn-filter.so"
+  requires_filter multi-conn
   random_file base.img $((6 * 1024 * 1024)) 15
   truncate -s 8M disk.raw
   reference_of base.img 8M ref.raw
@@ -82,7 +82,7 @@ diff_round ()
   "$ADDCOW_WORKLOAD" run "$(nbd_uri s)" ref.raw 500 9
   "$ADDCOW_WORKLOAD" compare "$(nbd_uri s)" ref.raw
   stop_nbdkit s
-  [ "$(field_le64 disk.add-cow 32)" = 1 ]
+  [ "$(peek disk.add-cow 32 Q)" = 1 ]
   "$ADDCOW_WORKLOAD" check-image disk.add-cow disk.raw ref.raw
 }
 

@@ -52,7 +52,7 @@ os.kill('"$pid"', 9)
 }
 
 @test "addcow durability: without multi-conn, a write and flush on B into a cluster A copied up survive kill -9" {
-  requires_file "$(nbdkit --dump-config | sed -n 's/^filterdir=//p')/nbdkit-multi-conn-filter.so"
+  requires_filter multi-conn
   random_file base.img $((1024 * 1024)) 82
   truncate -s 1M disk.raw
   start_nbdkit s --filter="$ADDCOW_FILTER" --filter=multi-conn file disk.raw \

@@ -17,7 +17,7 @@ setup ()
 {
   requires_addcow
   requires_nbdsh
-  requires_file "$(nbdkit --dump-config | sed -n 's/^filterdir=//p')/nbdkit-delay-filter.so"
+  requires_filter delay
   cd "$BATS_TEST_TMPDIR"
   random_file base.img $((1024 * 1024)) 81
   truncate -s 1M disk.raw
@@ -72,6 +72,6 @@ open("ref.raw", "wb").write(want)
 '
   stop_nbdkit s
   # The final full read copied everything: the raw image is the disk.
-  [ "$(field_le64 disk.add-cow 32)" = 1 ]
+  [ "$(peek disk.add-cow 32 Q)" = 1 ]
   "$ADDCOW_WORKLOAD" check-image disk.add-cow disk.raw ref.raw
 }

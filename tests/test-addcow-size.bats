@@ -29,15 +29,11 @@ setup ()
 # PATTERN; the sidecar is unchanged.
 refused_at_startup ()
 {
-  local before
-  before="$(md5sum < disk.add-cow)"
-  run timeout 20 nbdkit -f -U "$BATS_TEST_TMPDIR/sock" \
+  refused disk.add-cow "$1" timeout 20 nbdkit -f -U "$BATS_TEST_TMPDIR/sock" \
     --filter="$ADDCOW_FILTER" file disk.raw addcow=disk.add-cow
   echo "$output"
-  test "$status" -ne 0 && test "$status" -lt 124
+  test "$status" -lt 124
   test "$(grep -c . <<<"$output")" -eq 1
-  grep -Eq -- "$1" <<<"$output"
-  test "$(md5sum < disk.add-cow)" = "$before"
 }
 
 @test "addcow size: an image grown past the bitmap is refused at startup" {

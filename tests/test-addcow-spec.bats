@@ -52,7 +52,7 @@ setup ()
   start_addcow s
   nbdsh_on s 'h.pwrite(b"a" * (1 << 20), 0); h.flush()'
   stop_nbdkit s
-  [ "$(field_le64 disk.add-cow 32)" = 1 ]
+  [ "$(peek disk.add-cow 32 Q)" = 1 ]
   # Only bytes 32..39 changed in the header.
   cmp -l before.hdr <(head -c 4096 disk.add-cow) | awk '{ print $1 }' | tr '\n' ' ' > changed
   [ "$(cat changed)" = "33 " ]

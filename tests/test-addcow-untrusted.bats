@@ -53,12 +53,12 @@ first_bytes ()
     "$@" --run "nbdsh -u \"\$uri\" -c 'import sys; sys.stdout.write(h.pread($n, 0).decode())'"
 }
 
-# refused_by RULE NAME PARAMS...: the server refuses the sidecar with
-# one line naming it, the backing name and the rule.
+# refused_by RULE NAME PARAMS...: the server refuses the sidecar,
+# unchanged, with one line naming it, the backing name and the rule.
 refused_by ()
 {
   local rule="$1" name="$2"; shift 2
-  expect_fail_cleanly "s\.add-cow: backing (file )?$name refused by addcow-backing-policy=$rule" \
+  refused d/s.add-cow "s\.add-cow: backing (file )?$name refused by addcow-backing-policy=$rule" \
     nbdkit -U - --filter="$ADDCOW_FILTER" file d/disk.raw \
     addcow=d/s.add-cow "$@" --run true
   test "$(grep -c "refused by" <<<"$output")" -eq 1
@@ -147,8 +147,8 @@ refused_by ()
 @test "addcow untrusted: the bitmap a disk needs is bounded" {
   requires nbdkit null --version
   sidecar in.raw
-  put_le32 d/s.add-cow 20 12       # 4 KiB clusters ...
-  put_le32 d/s.add-cow 40 4096     # ... and HEADER_SIZE to match
+  poke d/s.add-cow 20 I 12       # 4 KiB clusters ...
+  poke d/s.add-cow 40 I 4096     # ... and HEADER_SIZE to match
   truncate -s 4096 d/s.add-cow
   # A 16 TiB disk at 4 KiB clusters needs a 512 MiB bitmap.
   expect_fail_cleanly "add-cow bitmap of 536870912 bytes .* exceeds the limit of 268435456 bytes" \

@@ -131,11 +131,9 @@ except nbd.Error:
 
 @test "dirty-bitmap: disk size must match the QDB file (which is left unchanged)" {
   "$QAD_IMG" create --format=qdb disk.qdb --size=4M
-  sum="$(md5sum < disk.qdb)"
-  expect_fail_cleanly 'bitmap "bitmap0": disk_size 4194304 does not match the size of the disk being served \(8388608' \
+  refused disk.qdb 'bitmap "bitmap0": disk_size 4194304 does not match the size of the disk being served \(8388608' \
     nbdkit -U sock -f --filter="$DIRTY_BITMAP_FILTER" file disk.raw \
     dirty-bitmap=disk.qdb
-  [ "$(md5sum < disk.qdb)" = "$sum" ]
 }
 
 @test "dirty-bitmap: parameters are checked" {

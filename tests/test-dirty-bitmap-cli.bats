@@ -162,10 +162,8 @@ assert m == [{"start": 131072, "length": 131072, "dirty": True},
 
 @test "qad-img qdb: unknown autoclear bits are cleared, compat bits kept on rewrite" {
   "$QAD_IMG" create --format=qdb disk.qdb --size=1M --bitmap=bitmap0
-  python3 -c '
-import struct
-with open("disk.qdb", "r+b") as f:
-    f.seek(40); f.write(struct.pack(">QQ", 0x30, 0x8))'
+  poke disk.qdb 40 ">Q" 0x30
+  poke disk.qdb 48 ">Q" 0x8
   run "$QAD_IMG" info disk.qdb
   [[ "$output" == *"compatible 0x30, autoclear 0x8"* ]]
   requires_file "$DIRTY_BITMAP_FILTER"

@@ -56,7 +56,7 @@ setup ()
 # B's flush is then skipped and acknowledged with no fdatasync after
 # B's write.
 @test "powercut addcow: over a plugin without multi-conn" {
-  requires nbdkit --filter=multi-conn null --dump-plugin
+  requires_filter multi-conn
   PC_INNER=--filter=multi-conn \
   PC_PARAMS="multi-conn-mode=disable multi-conn-track-dirty=off" \
     pc_record_nbdkit addcow
@@ -65,7 +65,7 @@ setup ()
 }
 
 @test "powercut addcow: the checker catches discarded flushes" {
-  requires nbdkit --filter=fua null --dump-plugin
+  requires_filter fua
   PC_FILTERS=--filter=fua PC_PARAMS=fuamode=discard pc_record_nbdkit addcow
   pc_check addcow 500
   pc_expect_caught

@@ -41,7 +41,7 @@ setup ()
 }
 
 @test "powercut dirty-bitmap: the checker catches discarded flushes" {
-  requires nbdkit --filter=fua null --dump-plugin
+  requires_filter fua
   PC_FILTERS=--filter=fua PC_PARAMS=fuamode=discard \
     pc_record_nbdkit dirty-bitmap
   pc_check dirty-bitmap 500

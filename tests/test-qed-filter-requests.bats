@@ -15,8 +15,8 @@ load qed-filter-helpers.sh
 setup ()
 {
   requires_nbdsh
-  requires nbdkit --filter=log null --version
-  requires nbdkit --filter=delay null --version
+  requires_filter log
+  requires_filter delay
   requires qemu-img --version
   requires_qed_filter
   cd "$BATS_TEST_TMPDIR"

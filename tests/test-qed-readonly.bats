@@ -21,8 +21,6 @@ teardown ()
 }
 
 features () { peek "$1" 16 Q; }
-fingerprint () { echo "$(sha256sum < "$1") $(stat -c %s "$1")"; }
-
 # An image left by a crash: data, three leaked clusters, NEED_CHECK
 # and an unknown autoclear bit.
 crashed_image ()

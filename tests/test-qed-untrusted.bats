@@ -42,12 +42,12 @@ first_bytes ()
     --run "nbdsh -u \"\$uri\" -c 'import sys; sys.stdout.write(h.pread($n, 0).decode())'"
 }
 
-# refused_by RULE IMAGE NAME PARAMS...: nbdkit refuses IMAGE with one
-# line naming the image, the backing name and the rule.
+# refused_by RULE IMAGE NAME PARAMS...: nbdkit refuses IMAGE, unchanged,
+# with one line naming the image, the backing name and the rule.
 refused_by ()
 {
   local rule="$1" img="$2" name="$3"; shift 3
-  expect_fail_cleanly "backing file $name refused by backing-policy=$rule" \
+  refused "$img" "backing file $name refused by backing-policy=$rule" \
     nbdkit -U - "$QED_PLUGIN" file="$img" readonly=true "$@" --run true
   grep -q "$(basename "$img")" <<<"$output"
   test "$(grep -c "refused by" <<<"$output")" -eq 1

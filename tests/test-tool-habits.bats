@@ -17,8 +17,6 @@ setup ()
   cd "$BATS_TEST_TMPDIR"
 }
 
-fingerprint () { echo "$(sha256sum < "$1") $(stat -c %s "$1")"; }
-
 @test "tool habits: create never replaces an existing file of any format without --force" {
   "$QAD_IMG" create -f qed a.qed 1M
   "$QAD_IMG" create -f qdb a.qdb 1M
@@ -26,14 +24,12 @@ fingerprint () { echo "$(sha256sum < "$1") $(stat -c %s "$1")"; }
   "$QAD_IMG" create -f add-cow a.add-cow --image=disk.raw >/dev/null
   echo "precious" > notes.txt
   for f in a.qed a.qdb a.add-cow notes.txt; do
-    before="$(fingerprint $f)"
     for fmt in qed qdb; do
-      expect_fail_cleanly "^qad-img: $f: already exists \(.*\); not replacing it without --force$" \
+      refused $f "^qad-img: $f: already exists \(.*\); not replacing it without --force$" \
         "$QAD_IMG" create -f $fmt $f 2M
     done
-    expect_fail_cleanly "^qad-img: $f: already exists" \
+    refused $f "^qad-img: $f: already exists" \
       "$QAD_IMG" create -f add-cow $f --image=other.raw
-    test "$(fingerprint $f)" = "$before"
   done
   grep -q "already exists (a QED image" <<<"$(! "$QAD_IMG" create a.qed 1M 2>&1)"
   grep -q "already exists (a QDB file" <<<"$(! "$QAD_IMG" create a.qdb 1M 2>&1)"
@@ -52,11 +48,9 @@ fingerprint () { echo "$(sha256sum < "$1") $(stat -c %s "$1")"; }
   requires_file "$ADDCOW_FILTER"
   truncate -s 1M disk.raw
   "$QAD_IMG" create -f add-cow a.add-cow --image=disk.raw >/dev/null
-  before="$(fingerprint a.add-cow)"
   start_nbdkit "$BATS_TEST_TMPDIR/s" --filter="$ADDCOW_FILTER" file disk.raw addcow=a.add-cow
-  expect_fail_cleanly "^qad-img: .*a.add-cow" \
+  refused a.add-cow "^qad-img: .*a.add-cow" \
     "$QAD_IMG" create --force -f add-cow a.add-cow --image=disk.raw
-  test "$(fingerprint a.add-cow)" = "$before"
 }
 
 @test "tool habits: sizes as qemu-img parses them, with fractions and rounding" {
