@@ -28,7 +28,7 @@
 #include "qad-img.h"
 #include "qed-image.h"
 
-enum { OPT_JSON = 256, OPT_REPAIR, OPT_CLUSTER_SIZE,
+enum { OPT_JSON = 256, OPT_CLUSTER_SIZE,
        OPT_BACKING, OPT_BACKING_FORMAT, OPT_IMAGE, OPT_SIZE };
 
 /* Open FILE, read its header; *DISK_SIZE from the image (0 if it is
@@ -340,29 +340,13 @@ addcow_map_verb (int argc, char **argv)
 static int
 addcow_check_verb (int argc, char **argv)
 {
-  static const struct option long_options[] = {
-    { "json", no_argument, NULL, OPT_JSON },
-    { "repair", no_argument, NULL, OPT_REPAIR },
-    { NULL }
-  };
-  bool json = false, repair = false;
+  bool json, repair;
   struct addcow_check_result r;
   const char *file;
-  int c;
 
-  while ((c = getopt_long (argc, argv, "r", long_options, NULL)) != -1) {
-    switch (c) {
-    case OPT_JSON: json = true; break;
-    case OPT_REPAIR: case 'r': repair = true; break;
-    default: return EXIT_FAILURE;
-    }
-  }
-  if (optind != argc - 1) {
-    fprintf (stderr,
-             "usage: qad-img check FILE.add-cow [--repair] [--json]\n");
+  file = parse_check_args (argc, argv, "add-cow", &repair, &json);
+  if (file == NULL)
     return EXIT_FAILURE;
-  }
-  file = argv[optind];
   if (addcow_check (file, repair, print_check_problem, &json, &r) == -1)
     return EXIT_FAILURE;
   if (json) {

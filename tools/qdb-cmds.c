@@ -39,7 +39,7 @@
 enum {
   OPT_JSON = 256, OPT_SIZE, OPT_BITMAP, OPT_GRAN, OPT_CLUSTER,
   OPT_ADD, OPT_REMOVE, OPT_CLEAR, OPT_ENABLE, OPT_DISABLE, OPT_MERGE,
-  OPT_INTO, OPT_REPAIR, OPT_DIRTY, OPT_CONNECT, OPT_FREEZE, OPT_RELEASE,
+  OPT_INTO, OPT_DIRTY, OPT_CONNECT, OPT_FREEZE, OPT_RELEASE,
   OPT_DIRTY_ALL,
 };
 
@@ -360,34 +360,22 @@ qdb_info (int argc, char **argv)
 static int
 qdb_check (int argc, char **argv)
 {
-  static const struct option long_options[] = {
-    { "json", no_argument, NULL, OPT_JSON },
-    { "repair", no_argument, NULL, OPT_REPAIR },
-    { NULL }
-  };
-  bool json = false, repair = false, repaired;
+  const char *file;
+  bool json, repair, repaired;
   struct qdb_file *qdb;
   uint64_t leaks;
   struct stat st;
-  int c, fd, r = EXIT_SUCCESS;
+  int fd, r = EXIT_SUCCESS;
 
-  while ((c = getopt_long (argc, argv, "r", long_options, NULL)) != -1) {
-    switch (c) {
-    case OPT_JSON: json = true; break;
-    case OPT_REPAIR: case 'r': repair = true; break;
-    default: return EXIT_FAILURE;
-    }
-  }
-  if (optind != argc - 1) {
-    fprintf (stderr, "usage: qad-img check FILE.qdb [--repair] [--json]\n");
+  file = parse_check_args (argc, argv, "qdb", &repair, &json);
+  if (file == NULL)
     return EXIT_FAILURE;
-  }
-  qdb = tool_open_qdb (argv[optind], repair, &fd);
+  qdb = tool_open_qdb (file, repair, &fd);
   if (!qdb) {
     /* The refusal, already reported, is the one corruption. */
     if (json)
       print_check_json (&(struct check_report) {
-          argv[optind], "qdb", 1, 0, 0, 0, NULL });
+          file, "qdb", 1, 0, 0, 0, NULL });
     return EXIT_CHECK_CORRUPT;
   }
   leaks = qdb->leaked_clusters;
@@ -396,11 +384,11 @@ qdb_check (int argc, char **argv)
    */
   if (repair && (leaks > 0 || (qdb->autoclear & ~QDB_AUTOCLEAR_KNOWN))) {
     if (fstat (fd, &st) == -1 ||
-        tool_replace_qdb (argv[optind], qdb, st.st_mode & 07777) == -1)
+        tool_replace_qdb (file, qdb, st.st_mode & 07777) == -1)
       r = EXIT_FAILURE;
     else
       fprintf (stderr, "qad-img: %s: rewrote the file, %" PRIu64
-               " leaked clusters reclaimed\n", argv[optind], leaks);
+               " leaked clusters reclaimed\n", file, leaks);
   }
   else if (leaks > 0)
     r = EXIT_CHECK_LEAKS;
@@ -411,13 +399,13 @@ qdb_check (int argc, char **argv)
       { NULL }
     };
     const struct check_report report = {
-      argv[optind], "qdb", 0, 0,
+      file, "qdb", 0, 0,
       repaired ? 0 : leaks, repaired ? leaks : 0, fields
     };
     print_check_json (&report);
   }
   else
-    printf ("%s: no errors, %" PRIu64 " leaked clusters%s\n", argv[optind],
+    printf ("%s: no errors, %" PRIu64 " leaked clusters%s\n", file,
             leaks, repaired ? " (repaired)" : "");
   qdb_free (qdb);
   close (fd);

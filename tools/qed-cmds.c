@@ -23,7 +23,7 @@
 #include "qed-create.h"
 #include "qed-image.h"
 
-enum { OPT_JSON = 256, OPT_REPAIR, OPT_CLUSTER_SIZE,
+enum { OPT_JSON = 256, OPT_CLUSTER_SIZE,
        OPT_TABLE_SIZE, OPT_BACKING, OPT_BACKING_FORMAT };
 
 /* Open FILE read-only, its backing chain under the tool's backing
@@ -369,36 +369,23 @@ qed_map_verb (int argc, char **argv)
 static int
 qed_check_verb (int argc, char **argv)
 {
-  static const struct option long_options[] = {
-    { "json", no_argument, NULL, OPT_JSON },
-    { "repair", no_argument, NULL, OPT_REPAIR },
-    { NULL }
-  };
-  bool json = false, repair = false;
+  const char *file;
+  bool json, repair;
   struct qed_open_options opts = { .lock = true };
   struct qed_check_result res;
   struct qed_image *img;
   uint64_t corrupt, leaks;
-  int c;
 
-  while ((c = getopt_long (argc, argv, "r", long_options, NULL)) != -1) {
-    switch (c) {
-    case OPT_JSON: json = true; break;
-    case OPT_REPAIR: case 'r': repair = true; break;
-    default: return EXIT_FAILURE;
-    }
-  }
-  if (optind != argc - 1) {
-    fprintf (stderr, "usage: qad-img check FILE.qed [--repair] [--json]\n");
+  file = parse_check_args (argc, argv, "qed", &repair, &json);
+  if (file == NULL)
     return EXIT_FAILURE;
-  }
   /* Check without repair may run while a server uses the image (like
    * qemu-img check -U); repair needs the write lock.
    */
   opts.readonly = !repair;
   opts.lock = repair;
   opts.no_backing = true;
-  img = qed_open (argv[optind], &opts);
+  img = qed_open (file, &opts);
   if (img == NULL)
     return EXIT_FAILURE;
   if (qed_check_progress (img, repair, &res, print_check_problem, &json,
@@ -427,7 +414,7 @@ qed_check_verb (int argc, char **argv)
       { NULL }
     };
     const struct check_report report = {
-      argv[optind], "qed", corrupt, res.corruptions_fixed,
+      file, "qed", corrupt, res.corruptions_fixed,
       leaks, res.leaks_fixed, fields
     };
     print_check_json (&report);

@@ -8,6 +8,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -327,6 +328,34 @@ print_check_problem (void *opaque, const char *msg)
 
   /* With --json, stdout carries only the JSON document. */
   fprintf (json ? stderr : stdout, "%s\n", msg);
+}
+
+const char *
+parse_check_args (int argc, char **argv, const char *ext, bool *repair,
+                  bool *json)
+{
+  enum { OPT_JSON = 256, OPT_REPAIR };
+  static const struct option long_options[] = {
+    { "json", no_argument, NULL, OPT_JSON },
+    { "repair", no_argument, NULL, OPT_REPAIR },
+    { NULL }
+  };
+  int c;
+
+  *repair = *json = false;
+  while ((c = getopt_long (argc, argv, "r", long_options, NULL)) != -1) {
+    switch (c) {
+    case OPT_JSON: *json = true; break;
+    case OPT_REPAIR: case 'r': *repair = true; break;
+    default: return NULL;
+    }
+  }
+  if (optind != argc - 1) {
+    fprintf (stderr, "usage: qad-img check FILE.%s [--repair] [--json]\n",
+             ext);
+    return NULL;
+  }
+  return argv[optind];
 }
 
 void
