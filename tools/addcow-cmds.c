@@ -28,7 +28,7 @@
 #include "qad-img.h"
 #include "qed-image.h"
 
-enum { OPT_JSON = 256, OPT_CLUSTER_SIZE,
+enum { OPT_CLUSTER_SIZE = 256,
        OPT_BACKING, OPT_BACKING_FORMAT, OPT_IMAGE, OPT_SIZE };
 
 /* Open FILE, read its header; *DISK_SIZE from the image (0 if it is
@@ -79,11 +79,7 @@ backing_refused_by (const char *file, const char *bk, bool *outside)
 static int
 addcow_info (int argc, char **argv)
 {
-  static const struct option long_options[] = {
-    { "json", no_argument, NULL, OPT_JSON },
-    { NULL }
-  };
-  bool json = false, image_ok, all, fresh = false, backing_ok;
+  bool json, image_ok, all, fresh = false, backing_ok;
   struct addcow_header h;
   uint64_t fsz, disk_size, in_image = 0, nclusters, bmlen = 0;
   CLEANUP_FREE uint8_t *bm = NULL;
@@ -91,19 +87,11 @@ addcow_info (int argc, char **argv)
   const char *file, *refused = NULL;
   bool outside = false;
   char note[128] = "";
-  int c, fd;
+  int fd;
 
-  while ((c = getopt_long (argc, argv, "", long_options, NULL)) != -1) {
-    switch (c) {
-    case OPT_JSON: json = true; break;
-    default: return EXIT_FAILURE;
-    }
-  }
-  if (optind != argc - 1) {
-    fprintf (stderr, "usage: qad-img info FILE.add-cow [--json]\n");
+  file = parse_file_args (argc, argv, "add-cow", NULL, &json);
+  if (file == NULL)
     return EXIT_FAILURE;
-  }
-  file = argv[optind];
   if (open_sidecar (file, &fd, &h, &fsz, &disk_size, &image_ok) == -1)
     return EXIT_FAILURE;
   all = h.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED;
@@ -210,11 +198,7 @@ ignore_error (const char *msg)
 static int
 addcow_map_verb (int argc, char **argv)
 {
-  static const struct option long_options[] = {
-    { "json", no_argument, NULL, OPT_JSON },
-    { NULL }
-  };
-  bool json = false, image_ok, all, fresh, first = true;
+  bool json, image_ok, all, fresh, first = true;
   struct addcow_header h;
   uint64_t fsz, disk_size, nclusters, bmlen, c = 0, cs;
   CLEANUP_FREE uint8_t *bm = NULL;
@@ -225,19 +209,11 @@ addcow_map_verb (int argc, char **argv)
   char *image = NULL, *bk = NULL;
   uint64_t off;
   int ret = EXIT_SUCCESS;
-  int opt, fd;
+  int fd;
 
-  while ((opt = getopt_long (argc, argv, "", long_options, NULL)) != -1) {
-    switch (opt) {
-    case OPT_JSON: json = true; break;
-    default: return EXIT_FAILURE;
-    }
-  }
-  if (optind != argc - 1) {
-    fprintf (stderr, "usage: qad-img map FILE.add-cow [--json]\n");
+  file = parse_file_args (argc, argv, "add-cow", NULL, &json);
+  if (file == NULL)
     return EXIT_FAILURE;
-  }
-  file = argv[optind];
   if (open_sidecar (file, &fd, &h, &fsz, &disk_size, &image_ok) == -1)
     return EXIT_FAILURE;
   if (!image_ok) {
@@ -344,7 +320,7 @@ addcow_check_verb (int argc, char **argv)
   struct addcow_check_result r;
   const char *file;
 
-  file = parse_check_args (argc, argv, "add-cow", &repair, &json);
+  file = parse_file_args (argc, argv, "add-cow", &repair, &json);
   if (file == NULL)
     return EXIT_FAILURE;
   if (addcow_check (file, repair, print_check_problem, &json, &r) == -1)

@@ -122,13 +122,14 @@ extern void qad_img_print_error (const char *msg);
  */
 extern void print_check_problem (void *opaque, const char *msg);
 
-/* The arguments of every format's check verb, [--repair] [--json]
- * FILE (the dispatcher has turned -r leaks|all into --repair and
- * --output=json into --json).  Returns FILE, or NULL after a message
- * (a usage line naming FILE.EXT).
+/* The arguments of the verbs that take [--json] FILE (info, map) and,
+ * when REPAIR is not NULL, [--repair] too (check).  The dispatcher has
+ * already turned --output=json into --json and -r leaks|all into
+ * --repair.  Returns FILE, or NULL after a message (a usage line
+ * naming FILE.EXT).
  */
-extern const char *parse_check_args (int argc, char **argv, const char *ext,
-                                     bool *repair, bool *json);
+extern const char *parse_file_args (int argc, char **argv, const char *ext,
+                                    bool *repair, bool *json);
 
 /* "qad-img check --json", one document for every format: qemu-img
  * check's keys and meanings first (after a repair, corruptions and

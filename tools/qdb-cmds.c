@@ -367,7 +367,7 @@ qdb_check (int argc, char **argv)
   struct stat st;
   int fd, r = EXIT_SUCCESS;
 
-  file = parse_check_args (argc, argv, "qdb", &repair, &json);
+  file = parse_file_args (argc, argv, "qdb", &repair, &json);
   if (file == NULL)
     return EXIT_FAILURE;
   qdb = tool_open_qdb (file, repair, &fd);

@@ -172,11 +172,8 @@ open_image_for_info (const char *file, struct qad_backing_rules *rules,
 static int
 qed_info (int argc, char **argv)
 {
-  static const struct option long_options[] = {
-    { "json", no_argument, NULL, OPT_JSON },
-    { NULL }
-  };
-  bool json = false;
+  const char *file;
+  bool json;
   struct qed_image *img;
   CLEANUP_BACKING_RULES struct qad_backing_rules rules = { 0 };
   const struct qed_header *h;
@@ -186,22 +183,14 @@ qed_info (int argc, char **argv)
   uint64_t actual_size = 0;
   struct stat st;
   char features[256], compat[64], autoclear[64];
-  int c;
 
-  while ((c = getopt_long (argc, argv, "", long_options, NULL)) != -1) {
-    switch (c) {
-    case OPT_JSON: json = true; break;
-    default: return EXIT_FAILURE;
-    }
-  }
-  if (optind != argc - 1) {
-    fprintf (stderr, "usage: qad-img info FILE.qed [--json]\n");
+  file = parse_file_args (argc, argv, "qed", NULL, &json);
+  if (file == NULL)
     return EXIT_FAILURE;
-  }
   /* As qemu-img info: the image's own header and tables are shown even
    * when its backing file cannot be opened; the reason is reported.
    */
-  img = open_image_for_info (argv[optind], &rules, &backing_error);
+  img = open_image_for_info (file, &rules, &backing_error);
   if (img == NULL)
     return EXIT_FAILURE;
   h = &img->header;
@@ -218,7 +207,7 @@ qed_info (int argc, char **argv)
 
   if (json) {
     printf ("{\n  \"filename\": ");
-    json_string (stdout, argv[optind]);
+    json_string (stdout, file);
     printf (",\n  \"format\": \"qed\",\n"
             "  \"virtual-size\": %" PRIu64 ",\n"
             "  \"cluster-size\": %" PRIu32 ",\n"
@@ -260,7 +249,7 @@ qed_info (int argc, char **argv)
     printf (",\n  \"dirty-flag\": %s",
             h->features & QED_F_NEED_CHECK ? "true" : "false");
     printf (",\n  \"actual-size\": %" PRIu64 ",\n", actual_size);
-    print_chain_json (img, &rules, argv[optind]);
+    print_chain_json (img, &rules, file);
     printf ("\n}\n");
   }
   else {
@@ -277,14 +266,14 @@ qed_info (int argc, char **argv)
             "autoclear features: %s\n"
             "allocated bytes:    %" PRIu64 "\n"
             "zero-cluster bytes: %" PRIu64 "\n",
-            argv[optind], h->image_size, img->file_end, h->cluster_size,
+            file, h->image_size, img->file_end, h->cluster_size,
             h->table_size, h->header_size, h->l1_table_offset,
             features, compat, autoclear, data, zero);
     if (bname)
       printf ("backing file name:  %s\n", bname);
     if (backing_error)
       printf ("backing file:       missing: %s\n", backing_error);
-    print_chain_text (img, &rules, argv[optind]);
+    print_chain_text (img, &rules, file);
   }
   qed_close (img);
   return EXIT_SUCCESS;
@@ -376,7 +365,7 @@ qed_check_verb (int argc, char **argv)
   struct qed_image *img;
   uint64_t corrupt, leaks;
 
-  file = parse_check_args (argc, argv, "qed", &repair, &json);
+  file = parse_file_args (argc, argv, "qed", &repair, &json);
   if (file == NULL)
     return EXIT_FAILURE;
   /* Check without repair may run while a server uses the image (like

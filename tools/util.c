@@ -331,19 +331,27 @@ print_check_problem (void *opaque, const char *msg)
 }
 
 const char *
-parse_check_args (int argc, char **argv, const char *ext, bool *repair,
-                  bool *json)
+parse_file_args (int argc, char **argv, const char *ext, bool *repair,
+                 bool *json)
 {
   enum { OPT_JSON = 256, OPT_REPAIR };
-  static const struct option long_options[] = {
+  static const struct option json_only[] = {
+    { "json", no_argument, NULL, OPT_JSON },
+    { NULL }
+  };
+  static const struct option json_and_repair[] = {
     { "json", no_argument, NULL, OPT_JSON },
     { "repair", no_argument, NULL, OPT_REPAIR },
     { NULL }
   };
   int c;
 
-  *repair = *json = false;
-  while ((c = getopt_long (argc, argv, "r", long_options, NULL)) != -1) {
+  *json = false;
+  if (repair)
+    *repair = false;
+  while ((c = getopt_long (argc, argv, repair ? "r" : "",
+                           repair ? json_and_repair : json_only,
+                           NULL)) != -1) {
     switch (c) {
     case OPT_JSON: *json = true; break;
     case OPT_REPAIR: case 'r': *repair = true; break;
@@ -351,8 +359,9 @@ parse_check_args (int argc, char **argv, const char *ext, bool *repair,
     }
   }
   if (optind != argc - 1) {
-    fprintf (stderr, "usage: qad-img check FILE.%s [--repair] [--json]\n",
-             ext);
+    /* argv[0] is "qad-img VERB" (set by the dispatcher). */
+    fprintf (stderr, "usage: %s FILE.%s%s [--json]\n", argv[0], ext,
+             repair ? " [--repair]" : "");
     return NULL;
   }
   return argv[optind];
