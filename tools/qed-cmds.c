@@ -383,8 +383,8 @@ qed_check_verb (int argc, char **argv)
     qed_close (img);
     return EXIT_FAILURE;
   }
-  corrupt = res.corruptions - res.corruptions_fixed;
-  leaks = res.leaks - res.leaks_fixed;
+  corrupt = qed_check_corruptions_left (&res);
+  leaks = qed_check_leaks_left (&res);
 
   if (json) {
     /* total-clusters counts guest clusters, as qemu-img's does. */

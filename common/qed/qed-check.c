@@ -394,7 +394,7 @@ qed_check_progress (struct qed_image *img, bool repair,
       qad_error ("%s: repair: fdatasync: %m", img->dev.name);
       goto out;
     }
-    if (res->need_check && res->corruptions == res->corruptions_fixed) {
+    if (res->need_check && qed_check_corruptions_left (res) == 0) {
       pthread_mutex_lock (&img->lock);
       img->header.features &= ~QED_F_NEED_CHECK;
       r = qed_write_header (img);

@@ -29,6 +29,27 @@ struct qed_check_result {
   bool need_check_cleared;
 };
 
+/* What a check leaves: the corruptions it found and did not fix (a
+ * check without repair fixes none).  The one rule for "is the image
+ * fit for writing now", used by the repair itself (NEED_CHECK is
+ * cleared only at 0), the plugin's lazy repair at the first writable
+ * connection, and qad-img check.
+ */
+static inline uint64_t
+qed_check_corruptions_left (const struct qed_check_result *res)
+{
+  return res->corruptions - res->corruptions_fixed;
+}
+
+/* The leaked clusters a check leaves (counted by qemu-img check as
+ * leaks): those it could neither move nor truncate away.
+ */
+static inline uint64_t
+qed_check_leaks_left (const struct qed_check_result *res)
+{
+  return res->leaks - res->leaks_fixed;
+}
+
 /* Check IMG; with REPAIR (image open read-write, no other I/O in
  * flight) clear invalid and doubly referenced entries (their data is
  * lost and reported), reclaim leaked clusters by moving data clusters

@@ -287,7 +287,7 @@ run_check (void)
             " leaked clusters reclaimed, %" PRIu64 " punched",
             filename, res.corruptions_fixed, res.leaks_fixed,
             res.leaks_punched);
-  if (res.corruptions > res.corruptions_fixed) {
+  if (qed_check_corruptions_left (&res) > 0) {
     if (!repair && can_upgrade) {
       notice ("%s: the image is corrupt (%" PRIu64 " errors): served "
               "read-only until a writable connection repairs it",
@@ -297,7 +297,8 @@ run_check (void)
     }
     nbdkit_error ("%s: the image is corrupt (%" PRIu64 " errors); run "
                   "\"qad-img check -r all\" or serve it read-write with "
-                  "check=on", filename, res.corruptions);
+                  "check=on", filename,
+                  qed_check_corruptions_left (&res));
     return -1;
   }
   return 0;
