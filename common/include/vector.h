@@ -8,10 +8,9 @@
  *
  *   typedef struct { char **ptr; size_t len; size_t cap; } names;
  *
- * with names_reserve (&v, n) (room for N more), names_append (&v, e),
- * names_remove (&v, i) (order kept), names_reset (&v) (free all) and
- * names_iter (&v, fn) (call FN on every element).  An empty vector is
- * the zero value, so "names v = empty_vector;" needs no init call.
+ * with names_reserve (&v, n) (room for N more), names_append (&v, e)
+ * and names_reset (&v) (free the array).  An empty vector is the zero
+ * value, so "names v = empty_vector;" needs no init call.
  *
  * Design notes: growth goes through one untyped function,
  * vector_grow, which returns the new array instead of writing through
@@ -28,7 +27,6 @@
 #include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "checked-overflow.h"
 
@@ -95,25 +93,6 @@ vector_grow (void *ptr, size_t len, size_t *cap, size_t n, size_t itemsize)
       return -1;                                                        \
     v->ptr[v->len++] = elem;                                            \
     return 0;                                                           \
-  }                                                                     \
-                                                                        \
-  /* Remove item I, moving the later items down (order is kept). */     \
-  static inline void __attribute__ ((__unused__))                       \
-  name##_remove (name *v, size_t i)                                     \
-  {                                                                     \
-    memmove (&v->ptr[i], &v->ptr[i + 1],                                \
-             (v->len - i - 1) * sizeof (type));                         \
-    v->len--;                                                           \
-  }                                                                     \
-                                                                        \
-  /* Call FN on every item, in order. */                                \
-  static inline void __attribute__ ((__unused__))                       \
-  name##_iter (name *v, void (*fn) (type))                              \
-  {                                                                     \
-    size_t i;                                                           \
-                                                                        \
-    for (i = 0; i < v->len; ++i)                                        \
-      fn (v->ptr[i]);                                                   \
   }                                                                     \
                                                                         \
   /* Free the array (not the items) and make V empty again. */          \
