@@ -245,3 +245,57 @@ qdb_freeze_read (struct qdb_freeze *fz, void *buf, uint32_t count,
   pthread_rwlock_unlock (&fz->view_lock);
   return r;
 }
+
+void
+qdb_freeze_hold (struct qdb_freeze *fz)
+{
+  pthread_rwlock_rdlock (&fz->view_lock);
+}
+
+void
+qdb_freeze_unhold (struct qdb_freeze *fz)
+{
+  pthread_rwlock_unlock (&fz->view_lock);
+}
+
+bool
+qdb_freeze_is_copied (struct qdb_freeze *fz, uint64_t offset)
+{
+  uint64_t g = offset / fz->granularity;
+
+  if (g >= fz->nr_granules)
+    return false;
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&fz->lock);
+  return bit_test (fz->copied, g);
+}
+
+int
+qdb_freeze_copy_is_zero (struct qdb_freeze *fz, uint64_t offset,
+                         uint64_t count, int *err)
+{
+  CLEANUP_FREE uint8_t *buf = NULL;
+  const uint64_t end = offset + count;
+
+  if (count == 0)
+    return 1;
+  buf = malloc (MIN (count, COPY_CHUNK));
+  if (!buf) {
+    *err = errno;
+    qad_error ("malloc: %m");
+    return -1;
+  }
+  while (offset < end) {
+    size_t n = MIN (end - offset, COPY_CHUNK);
+
+    if (full_pread (fz->fd, buf, n, offset) == -1) {
+      *err = errno;
+      qad_error ("frozen bitmap \"%s\": reading the scratch file at offset "
+                 "%" PRIu64 ": %m", fz->name, offset);
+      return -1;
+    }
+    if (buf[0] != 0 || memcmp (buf, buf + 1, n - 1) != 0)
+      return 0;
+    offset += n;
+  }
+  return 1;
+}

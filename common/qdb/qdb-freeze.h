@@ -18,6 +18,7 @@
 #ifndef QAD_QDB_FREEZE_H
 #define QAD_QDB_FREEZE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Reads the current disk: like nbdkit's pread, returns -1 and sets
@@ -48,6 +49,24 @@ extern int qdb_freeze_before_write (struct qdb_freeze *fz, uint64_t offset,
 extern int qdb_freeze_read (struct qdb_freeze *fz, void *buf, uint32_t count,
                             uint64_t offset, qdb_disk_read read,
                             void *opaque, int *err);
+
+/* For the view's extents.  Between qdb_freeze_hold and
+ * qdb_freeze_unhold no granule becomes copied (writers that must copy
+ * one wait), so what the disk says about a granule that is not copied
+ * is true of the disk as it was at the freeze.
+ */
+extern void qdb_freeze_hold (struct qdb_freeze *fz);
+extern void qdb_freeze_unhold (struct qdb_freeze *fz);
+
+/* Whether the granule holding OFFSET reads from the scratch file. */
+extern bool qdb_freeze_is_copied (struct qdb_freeze *fz, uint64_t offset);
+
+/* Whether the copy of [offset, offset+count), inside granules that are
+ * copied, is all zero bytes: 1 if so, 0 if not, -1 (and *ERR) if the
+ * scratch file cannot be read.
+ */
+extern int qdb_freeze_copy_is_zero (struct qdb_freeze *fz, uint64_t offset,
+                                    uint64_t count, int *err);
 
 /* Bytes copied so far (for info and tests). */
 extern uint64_t qdb_freeze_copied_bytes (struct qdb_freeze *fz);

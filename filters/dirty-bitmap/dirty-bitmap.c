@@ -676,36 +676,10 @@ dirtybitmap_extents (nbdkit_next *next, void *handle,
                      struct nbdkit_extents *extents, int *err)
 {
   struct handle *h = handle;
-  const struct qdb_bitmap *bm;
-  uint64_t end, off;
 
   if (!h->view)
     return next->extents (next, count, offset, flags, extents, err);
-
-  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&tracker.lock);
-  bm = qdb_find_bitmap (tracker.qdb, h->view);
-  if (!bm) {
-    nbdkit_error ("%s: bitmap \"%s\" was removed while its view is open",
-                  qdb_path, h->view);
-    *err = ENOENT;
-    return -1;
-  }
-  end = MIN (offset + count, bm->disk_size);
-  for (off = offset; off < end; ) {
-    uint64_t n = off / bm->granularity;
-    uint64_t run = qdb_bits_run (bm->bits, n, bm->nr_granules);
-    uint64_t run_end = MIN ((n + run) * bm->granularity, bm->disk_size);
-    uint32_t type = bit_test (bm->bits, n) ? 0 : NBDKIT_EXTENT_HOLE;
-
-    if (nbdkit_add_extent (extents, off, run_end - off, type) == -1) {
-      *err = errno;
-      return -1;
-    }
-    off = run_end;
-    if (flags & NBDKIT_FLAG_REQ_ONE)
-      break;
-  }
-  return 0;
+  return view_extents (next, h->view, count, offset, flags, extents, err);
 }
 
 static struct nbdkit_filter filter = {

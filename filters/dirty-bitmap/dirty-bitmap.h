@@ -62,5 +62,8 @@ extern int view_check_name (const char *name, const char *exportname);
 extern int view_pread (nbdkit_next *next, const char *view, void *buf,
                        uint32_t count, uint64_t offset, uint32_t flags,
                        int *err);
+extern int view_extents (nbdkit_next *next, const char *view,
+                         uint32_t count, uint64_t offset, uint32_t flags,
+                         struct nbdkit_extents *extents, int *err);
 
 #endif /* QAD_DIRTY_BITMAP_H */
