@@ -72,6 +72,28 @@ control_error_handler (const char *msg)
   nbdkit_error ("%s", msg);
 }
 
+/* Keep the first error this thread reports from now on. */
+void
+error_capture_begin (void)
+{
+  capturing = true;
+  free (captured_error);
+  captured_error = NULL;
+}
+
+/* Stop keeping errors; the first one kept (the caller frees it), or
+ * NULL.
+ */
+char *
+error_capture_end (void)
+{
+  char *msg = captured_error;
+
+  capturing = false;
+  captured_error = NULL;
+  return msg;
+}
+
 /* The freeze of bitmap NAME, or NULL.  Between begin_io and end_io. */
 struct qdb_freeze *
 find_freeze (const char *name)
@@ -294,6 +316,7 @@ static char *
 handle_control (void *opaque, char *body, size_t len, size_t *reply_len)
 {
   struct qdb_op ops[QDB_CTL_MAX_OPS];
+  CLEANUP_FREE char *why = NULL;
   char err[256];
   char *reply = NULL;
   size_t n;
@@ -303,9 +326,7 @@ handle_control (void *opaque, char *body, size_t len, size_t *reply_len)
   if (qdb_ctl_decode_request (body, len, ops, &n, err, sizeof err) == -1)
     goto error;
 
-  capturing = true;
-  free (captured_error);
-  captured_error = NULL;
+  error_capture_begin ();
   {
     size_t i;
     bool only_info = true;
@@ -319,13 +340,11 @@ handle_control (void *opaque, char *body, size_t len, size_t *reply_len)
       reply = ok_reply (info, reply_len);
     qdb_tracker_end_command (&tracker);
   }
-  capturing = false;
+  why = error_capture_end ();
   if (r == 0)
     return reply;
-  snprintf (err, sizeof err, "%s", captured_error ? captured_error
+  snprintf (err, sizeof err, "%s", why ? why
             : "the command failed (see the server's log)");
-  free (captured_error);
-  captured_error = NULL;
 
  error:
   *reply_len = asprintf (&reply, "error %s\n", err);
@@ -374,6 +393,18 @@ control_stop (void)
     qdb_ctl_server_stop (ctl_server);
     pthread_join (ctl_thread, NULL);
     ctl_thread_started = false;
+  }
+}
+
+/* After a refusal in .after_fork, when nbdkit exits without .cleanup:
+ * remove the socket (the thread was never started).
+ */
+void
+control_abandon (void)
+{
+  if (!ctl_thread_started) {
+    qdb_ctl_server_free (ctl_server);
+    ctl_server = NULL;
   }
 }
 

@@ -57,6 +57,7 @@
 #include "cleanup.h"
 #include "dirty-bitmap.h"
 #include "ispowerof2.h"
+#include "late-refusal.h"
 #include "minmax.h"
 #include "qad-error.h"
 #include "qad-limits.h"
@@ -85,6 +86,7 @@ static struct qdb_file *qdb;    /* the model, until the tracker has it */
 static bool new_file;           /* file was empty at .get_ready */
 uint64_t disk_size;
 struct qdb_tracker tracker;
+static bool serving;            /* .after_fork succeeded */
 
 static void
 dirtybitmap_load (void)
@@ -248,6 +250,7 @@ dirtybitmap_get_ready (int thread_model)
 {
   size_t i;
 
+  late_refusal_prepare ();
   qdb_fd = qdb_open_locked (qdb_path, O_RDWR | O_CREAT);
   if (qdb_fd == -1)
     return -1;
@@ -310,7 +313,7 @@ start_tracking (void)
 }
 
 static int
-dirtybitmap_after_fork (nbdkit_backend *backend)
+start_serving (nbdkit_backend *backend)
 {
   nbdkit_next *next;
   int64_t size;
@@ -359,10 +362,10 @@ dirtybitmap_after_fork (nbdkit_backend *backend)
 
   for (i = 0; i < qdb->nr_bitmaps; ++i)
     if (qdb->bitmaps[i].disk_size != disk_size) {
-      nbdkit_error ("%s: bitmap \"%s\": disk_size %" PRIu64 " does not "
-                    "match the size of the disk being served (%" PRIu64
-                    " bytes)", qdb_path, qdb->bitmaps[i].name,
-                    qdb->bitmaps[i].disk_size, disk_size);
+      qad_error ("%s: bitmap \"%s\": disk_size %" PRIu64 " does not "
+                 "match the size of the disk being served (%" PRIu64
+                 " bytes)", qdb_path, qdb->bitmaps[i].name,
+                 qdb->bitmaps[i].disk_size, disk_size);
       return -1;
     }
 
@@ -392,6 +395,37 @@ dirtybitmap_after_fork (nbdkit_backend *backend)
   return start_tracking ();
 }
 
+/* A refusal here comes after nbdkit has forked: besides nbdkit's log
+ * (which is the system log in the background), the first message goes
+ * to the original stderr, and no client is left waiting on a socket
+ * that nobody will serve (late-refusal.h).
+ */
+static int
+dirtybitmap_after_fork (nbdkit_backend *backend)
+{
+  CLEANUP_FREE char *why = NULL;
+  int r;
+
+  error_capture_begin ();
+  r = start_serving (backend);
+  why = error_capture_end ();
+  if (r == -1) {
+    CLEANUP_FREE char *line = NULL;
+
+    if (asprintf (&line, "nbdkit: error: %s", why ? why
+                  : "dirty-bitmap: could not start serving (the reason is "
+                  "in the system log)") == -1)
+      line = NULL;
+    late_refusal_report (line ? line : "nbdkit: error: dirty-bitmap: "
+                         "could not start serving");
+    /* nbdkit exits without .cleanup or .unload: remove the socket. */
+    control_abandon ();
+  }
+  else
+    serving = true;
+  return r;
+}
+
 static void
 dirtybitmap_cleanup (nbdkit_backend *backend)
 {
@@ -400,7 +434,7 @@ dirtybitmap_cleanup (nbdkit_backend *backend)
   control_stop ();
   qdb_tracker_stop (&tracker);
   qdb_tracker_begin_command (&tracker, true);
-  if (lazy && tracker.qdb && !qdb_tracker_poisoned (&tracker)) {
+  if (lazy && serving && tracker.qdb && !qdb_tracker_poisoned (&tracker)) {
     /* Clean shutdown: every bit into the file, no region map. */
     tracker.qdb->region_size = 0;
     if (persist (tracker.qdb) == -1)

@@ -46,6 +46,9 @@ extern int persist (struct qdb_file *model);
 
 /* control.c */
 extern void control_error_handler (const char *msg);
+extern void error_capture_begin (void);
+extern char *error_capture_end (void);
+extern void control_abandon (void);
 extern int control_new (const char *path);
 extern int control_start (void);
 extern void control_stop (void);
