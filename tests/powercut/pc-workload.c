@@ -3,7 +3,7 @@
  * SPDX-License-Identifier: BSD-3-Clause
  */
 
-/* pc-workload URI SIZE CONNS OPS SEED LOG
+/* pc-workload URI SIZE CONNS OPS SEED LOG [COMMAND]
  *
  * The power-cut workload: CONNS connections (one thread each) send
  * OPS requests each, one at a time: unaligned writes (a quarter with
@@ -11,6 +11,12 @@
  * the first quarter of the disk so that connections often hit the
  * same clusters.  Requests are unaligned unless the server asks for a
  * minimum block size (qemu-nbd does: 512).  Write number ID carries pc_pattern (ID, offset).
+ *
+ * COMMAND (a shell command) runs once half of all the requests have
+ * been answered, while the connections go on sending theirs: a live
+ * command to the server (the dirty-bitmap filter's control socket)
+ * whose crash states are then explored too.  The workload fails if
+ * it fails.
  *
  * LOG gets one line per request, with CLOCK_MONOTONIC times taken
  * just before the request was sent and just after its reply arrived
@@ -43,6 +49,8 @@ static uint64_t size, seed;
 static unsigned nconns, nops;
 static bool can_fua, can_zero, can_trim;
 static uint64_t min_block = 1;  /* the server's minimum block size */
+static unsigned answered;       /* requests answered, all connections */
+static unsigned finished;       /* connections done (or failed) */
 
 struct conn {
   unsigned index;
@@ -168,9 +176,11 @@ run (void *vp)
       fprintf (stderr, "pc-workload: %c %" PRIu64 " failed: %s\n",
                kind, id, nbd_get_error ());
     log_line (c, kind, id, off, len, fua, t0, t1, ret == 0);
+    __atomic_add_fetch (&answered, 1, __ATOMIC_RELEASE);
   }
   nbd_shutdown (h, 0);
  out:
+  __atomic_add_fetch (&finished, 1, __ATOMIC_RELEASE);
   free (buf);
   if (h)
     nbd_close (h);
@@ -187,8 +197,9 @@ main (int argc, char *argv[])
   unsigned i;
   int status = EXIT_SUCCESS;
 
-  if (argc != 7) {
-    fprintf (stderr, "usage: pc-workload URI SIZE CONNS OPS SEED LOG\n");
+  if (argc != 7 && argc != 8) {
+    fprintf (stderr, "usage: pc-workload URI SIZE CONNS OPS SEED LOG "
+             "[COMMAND]\n");
     exit (EXIT_FAILURE);
   }
   uri = argv[1];
@@ -232,6 +243,16 @@ main (int argc, char *argv[])
     if (pthread_create (&conns[i].thread, NULL, run, &conns[i]) != 0) {
       perror ("pthread_create");
       exit (EXIT_FAILURE);
+    }
+  }
+  if (argc == 8) {
+    const struct timespec ms = { .tv_nsec = 1000000 };
+    while (__atomic_load_n (&answered, __ATOMIC_ACQUIRE) < nconns * nops / 2
+           && __atomic_load_n (&finished, __ATOMIC_ACQUIRE) < nconns)
+      nanosleep (&ms, NULL);
+    if (system (argv[7]) != 0) {
+      fprintf (stderr, "pc-workload: the command failed: %s\n", argv[7]);
+      status = EXIT_FAILURE;
     }
   }
   fp = fopen (argv[6], "w");

@@ -19,10 +19,14 @@
 #                     of the README uses 100000)
 #   POWERCUT_SAMPLES  states reopened through a real server (default 20)
 #   POWERCUT_SEED     seed of the workload and of the states (default 1)
+#
+# Set by tests: PC_SIZE (the disk, default 1 MiB), PC_FILTERS, PC_INNER
+# and PC_PARAMS (pc_server_args), PC_COMMAND (a shell command that the
+# workload runs halfway, while its connections go on).
 
 PC_BIN="$abs_top_builddir/tests/powercut"
 PC_RECORDER="$PC_BIN/.libs/powercut-recorder.so"
-PC_SIZE=$((1024 * 1024))
+PC_SIZE=${PC_SIZE:-$((1024 * 1024))}
 PC_CONNS=${PC_CONNS:-3}
 PC_OPS=${POWERCUT_OPS:-150}
 PC_STATES=${POWERCUT_STATES:-2000}
@@ -116,7 +120,8 @@ pc_record ()
     sleep 0.1
   done
   if ! "$PC_BIN/pc-workload" "nbd+unix:///?socket=$PWD/rec.sock" \
-       $PC_SIZE $PC_CONNS $PC_OPS $PC_SEED wl.log; then
+       $PC_SIZE $PC_CONNS $PC_OPS $PC_SEED wl.log \
+       ${PC_COMMAND:+"$PC_COMMAND"}; then
     echo "the workload failed; the server said:"
     cat rec.sock.log
     return 1

@@ -32,6 +32,14 @@
  * until close.  dup'ed descriptors are not followed (no server we test
  * writes through one).
  *
+ * Fault injection (to prove that the checker catches a server that
+ * passes writes down before its metadata is durable):
+ * POWERCUT_LOSE_FDATASYNC=TEXT makes fdatasync on files whose name
+ * contains TEXT (at open) succeed without being logged, so the crash
+ * states treat what it was meant to make durable as not synced (fsync
+ * is still logged); POWERCUT_LOSE_DIRSYNC=1 does the same to every
+ * fsync of a directory (so creations and renames stay optional).
+ *
  * Thread safety: one mutex protects the descriptor table, the inode
  * numbering, the sequence counter and the log file.  A data record is
  * appended after the real call returned and before this wrapper
@@ -75,6 +83,7 @@ struct fdinfo {
   uint32_t file;                /* 0: not tracked */
   bool dir;
   uint32_t wflags;              /* PC_WRITE_* for writes through it */
+  bool lose_fdatasync;          /* see POWERCUT_LOSE_FDATASYNC */
 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -82,6 +91,8 @@ static bool active;
 static char watch[PATH_MAX];    /* resolved POWERCUT_DIR */
 static size_t watch_len;
 static int log_fd = -1;
+static const char *lose_fdatasync;  /* POWERCUT_LOSE_FDATASYNC */
+static bool lose_dirsync;           /* POWERCUT_LOSE_DIRSYNC */
 static uint64_t seq;
 static struct fdinfo fds[MAX_FDS];
 static struct { dev_t dev; ino_t ino; } inodes[MAX_INODES];
@@ -143,6 +154,8 @@ recorder_init (void)
     return;
   }
   watch_len = strlen (watch);
+  lose_fdatasync = getenv ("POWERCUT_LOSE_FDATASYNC");
+  lose_dirsync = getenv ("POWERCUT_LOSE_DIRSYNC") != NULL;
   log_fd = REAL (open) (log, O_WRONLY|O_CREAT|O_APPEND|O_CLOEXEC, 0644);
   if (log_fd == -1) {
     fprintf (stderr, "powercut-recorder: %s: %m\n", log);
@@ -304,6 +317,7 @@ opened (int fd, int flags, bool existed)
   pthread_mutex_lock (&lock);
   fds[fd].dir = S_ISDIR (st.st_mode);
   fds[fd].wflags = 0;
+  fds[fd].lose_fdatasync = lose_fdatasync && strstr (rel, lose_fdatasync);
   if (flags & (O_SYNC|O_DSYNC))
     fds[fd].wflags |= PC_WRITE_DSYNC;
 #ifdef O_DIRECT
@@ -738,12 +752,16 @@ logged_sync (int fd, int (*fn) (int), uint32_t kind)
 int
 fsync (int fd)
 {
+  if (tracked (fd) && fds[fd].dir && lose_dirsync)
+    return REAL (fsync) (fd);
   return logged_sync (fd, REAL (fsync), PC_SYNC_FSYNC);
 }
 
 int
 fdatasync (int fd)
 {
+  if (tracked (fd) && fds[fd].lose_fdatasync)
+    return REAL (fdatasync) (fd);
   return logged_sync (fd, REAL (fdatasync), PC_SYNC_FDATASYNC);
 }
 
