@@ -23,7 +23,10 @@
  * describe a disk of exactly that size, and only then is it changed:
  * every enabled bitmap gets a data cluster for every table entry
  * (qdb_allocate_all), so that the hot path never allocates.  A clean
- * shutdown in lazy mode rewrites the file without a region map.
+ * shutdown in lazy mode rewrites the file without a region map.  A
+ * refusal there comes after nbdkit has forked: common/utils/late-refusal
+ * makes it one line on the original stderr in every mode and lets no
+ * client wait on the listening socket.
  *
  * Data path.  Every write, write-zeroes and trim is marked in the
  * tracker (qdb_tracker_mark) and copied into the freezes before it is
