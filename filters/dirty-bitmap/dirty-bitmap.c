@@ -421,7 +421,9 @@ dirtybitmap_after_fork (nbdkit_backend *backend)
       line = NULL;
     late_refusal_report (line ? line : "nbdkit: error: dirty-bitmap: "
                          "could not start serving");
-    /* nbdkit exits without .cleanup or .unload: remove the socket. */
+    /* nbdkit exits without .cleanup or .unload: remove the control
+     * socket now.
+     */
     control_abandon ();
   }
   else
