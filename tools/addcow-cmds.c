@@ -429,10 +429,10 @@ addcow_create_verb (int argc, char **argv)
   }
   else if (optind != argc - 1) {
     fprintf (stderr,
-             "usage: qad-img create --format=add-cow FILE.add-cow "
-             "--image=DISK.raw\n"
-             "         [--backing=FILE|URI] [--backing-format=raw|qed]\n"
-             "         [--cluster-size=4K..2M] [--size=SIZE | SIZE]\n");
+             "qad-img: usage: qad-img create --format=add-cow FILE.add-cow "
+             "--image=DISK.raw [--backing=FILE|URI] "
+             "[--backing-format=raw|qed] "
+             "[--cluster-size=4K..2M] [--size=SIZE | SIZE]\n");
     return EXIT_FAILURE;
   }
   file = argv[optind];

@@ -205,7 +205,8 @@ commit_verb (int argc, char **argv)
   if (i == -1)
     return EXIT_FAILURE;
   if (i != argc - 1) {
-    fprintf (stderr, "usage: qad-img commit [-f FMT] [-p] IMAGE\n");
+    fprintf (stderr, "qad-img: usage: "
+             "qad-img commit [-f FMT] [-p] IMAGE\n");
     return EXIT_FAILURE;
   }
   file = argv[i];

@@ -244,7 +244,8 @@ compare_verb (int argc, char **argv)
     }
   }
   if (argc - optind != 2) {
-    fprintf (stderr, "usage: qad-img compare [-f FMT] [-F FMT] [-s] [-p] "
+    fprintf (stderr, "qad-img: usage: "
+             "qad-img compare [-f FMT] [-F FMT] [-s] [-p] "
              "[-q] A B\n");
     return 2;
   }

@@ -22,10 +22,21 @@
 #include "qad-img.h"
 #include "qad-limits.h"
 
+/* After a mistake: two lines on stderr, each starting "qad-img:" as
+ * every error does.  The full text is for --help, on stdout.
+ */
 static void
-usage (FILE *fp)
+usage_error (void)
 {
-  fprintf (fp,
+  fprintf (stderr,
+           "qad-img: usage: qad-img VERB [OPTIONS] FILE ...\n"
+           "qad-img: 'qad-img --help' lists the verbs and options\n");
+}
+
+static void
+usage (void)
+{
+  printf (
 "usage: qad-img VERB [OPTIONS] FILE ...\n"
 "\n"
 "Verbs:\n"
@@ -515,13 +526,13 @@ main (int argc, char **argv)
   qad_set_error_handler (qad_img_print_error);
 
   if (argc < 2) {
-    usage (stderr);
+    usage_error ();
     exit (EXIT_FAILURE);
   }
   verb = argv[1];
   if (strcmp (verb, "--help") == 0 || strcmp (verb, "-h") == 0 ||
       strcmp (verb, "help") == 0) {
-    usage (stdout);
+    usage ();
     exit (EXIT_SUCCESS);
   }
   if (strcmp (verb, "--version") == 0 || strcmp (verb, "-V") == 0) {
@@ -533,7 +544,7 @@ main (int argc, char **argv)
     ;
   if (v == NR_VERBS) {
     fprintf (stderr, "qad-img: unknown verb: %s\n", verb);
-    usage (stderr);
+    usage_error ();
     exit (EXIT_FAILURE);
   }
 
@@ -600,8 +611,8 @@ main (int argc, char **argv)
   else if (file)
     fmt = format_by_magic (file);
   else {
-    fprintf (stderr, "qad-img %s: missing FILE\n", verb);
-    usage (stderr);
+    fprintf (stderr, "qad-img: %s: missing FILE\n", verb);
+    usage_error ();
     exit (EXIT_FAILURE);
   }
   if (!fmt)

@@ -219,7 +219,7 @@ qdb_create (int argc, char **argv)
   }
   if (optind < argc - 2 || optind >= argc) {
   usage:
-    fprintf (stderr, "usage: qad-img create --format=qdb FILE.qdb "
+    fprintf (stderr, "qad-img: usage: qad-img create --format=qdb FILE.qdb "
              "--size=SIZE [--bitmap=NAME]... [-g GRANULARITY] "
              "[--cluster-size=N]\n");
     return EXIT_FAILURE;
@@ -295,7 +295,7 @@ qdb_info (int argc, char **argv)
   if (sock && optind == argc)
     return info_live (sock, json);
   if (sock || optind != argc - 1) {
-    fprintf (stderr, "usage: qad-img info FILE.qdb [--json] | "
+    fprintf (stderr, "qad-img: usage: qad-img info FILE.qdb [--json] | "
              "qad-img info --connect=SOCKET [--json]\n");
     return EXIT_FAILURE;
   }
@@ -441,7 +441,8 @@ qdb_map (int argc, char **argv)
     }
   }
   if (optind != argc - 1) {
-    fprintf (stderr, "usage: qad-img map FILE.qdb [--bitmap=NAME] [--dirty] "
+    fprintf (stderr, "qad-img: usage: "
+             "qad-img map FILE.qdb [--bitmap=NAME] [--dirty] "
              "[--json]\n");
     return EXIT_FAILURE;
   }
@@ -587,7 +588,8 @@ qdb_bitmap_verb (int argc, char **argv)
     }
   }
   if (optind != argc - (sock ? 0 : 1) || nr_ops == 0) {
-    fprintf (stderr, "usage: qad-img bitmap FILE.qdb|--connect=SOCKET "
+    fprintf (stderr, "qad-img: usage: "
+             "qad-img bitmap FILE.qdb|--connect=SOCKET "
              "--add NAME [-g GRAN] | --remove NAME | --clear NAME | "
              "--dirty-all NAME | --enable NAME | --disable NAME | --merge SRC --into DST | "
              "--freeze NAME | --release NAME (live only)\n");

@@ -302,7 +302,7 @@ qed_map_verb (int argc, char **argv)
     }
   }
   if (optind != argc - 1) {
-    fprintf (stderr, "usage: qad-img map FILE.qed [--json]\n");
+    fprintf (stderr, "qad-img: usage: qad-img map FILE.qed [--json]\n");
     return EXIT_FAILURE;
   }
   img = open_image (argv[optind], &rules, false);
@@ -490,9 +490,10 @@ qed_create_verb (int argc, char **argv)
   }
   if (optind >= argc || argc - optind > 2 ||
       (argc - optind == 1 && !opts.backing)) {
-    fprintf (stderr, "usage: qad-img create FILE.qed SIZE [--cluster-size=N] "
+    fprintf (stderr, "qad-img: usage: "
+             "qad-img create FILE.qed SIZE [--cluster-size=N] "
              "[--table-size=N] [--backing=FILE [--backing-format=raw|qed]]\n"
-             "(SIZE may be omitted with --backing)\n");
+             "qad-img: SIZE may be omitted with --backing\n");
     return EXIT_FAILURE;
   }
   file = argv[optind];

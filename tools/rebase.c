@@ -59,7 +59,8 @@ rebase_verb (int argc, char **argv, int (*apply) (const struct backing_change *)
     }
   }
   if (optind != argc - 1 || c.backing == NULL) {
-    fprintf (stderr, "usage: qad-img rebase [-u] [-p] -b BACKING "
+    fprintf (stderr, "qad-img: usage: "
+             "qad-img rebase [-u] [-p] -b BACKING "
              "[-F raw|qed] FILE (-b \"\" removes the backing file)\n");
     return EXIT_FAILURE;
   }
@@ -150,7 +151,8 @@ amend_verb (int argc, char **argv, const char *format, const char *keys,
     }
   }
   if (optind != argc - 1 || opts == NULL) {
-    fprintf (stderr, "usage: qad-img amend -o key=value,... FILE "
+    fprintf (stderr, "qad-img: usage: "
+             "qad-img amend -o key=value,... FILE "
              "(%s keys: %s)\n", format, keys);
     return EXIT_FAILURE;
   }

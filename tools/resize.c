@@ -183,7 +183,8 @@ resize_verb (int argc, char **argv)
   if (i == -1)
     return EXIT_FAILURE;
   if (argc - i != (size_str ? 1 : 2)) {
-    fprintf (stderr, "usage: qad-img resize [--shrink] [-f FMT] IMAGE "
+    fprintf (stderr, "qad-img: usage: "
+             "qad-img resize [--shrink] [-f FMT] IMAGE "
              "[+|-]SIZE\n");
     return EXIT_FAILURE;
   }

@@ -360,7 +360,8 @@ parse_file_args (int argc, char **argv, const char *ext, bool *repair,
   }
   if (optind != argc - 1) {
     /* argv[0] is "qad-img VERB" (set by the dispatcher). */
-    fprintf (stderr, "usage: %s FILE.%s%s [--json]\n", argv[0], ext,
+    fprintf (stderr, "qad-img: usage: "
+             "%s FILE.%s%s [--json]\n", argv[0], ext,
              repair ? " [--repair]" : "");
     return NULL;
   }
