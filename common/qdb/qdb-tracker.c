@@ -356,6 +356,8 @@ commit (struct qdb_tracker *t)
     return -1;
   t->stat_commits++;
   t->stat_blocks += n;
+  if (t->on_commit)
+    t->on_commit (t->stat_commits, n);
   return write_snapshot (t, snap, data, n);
 }
 

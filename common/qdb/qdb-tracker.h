@@ -136,6 +136,12 @@ struct qdb_tracker {
   int failed;
 
   uint64_t stat_first_touch, stat_commits, stat_blocks, stat_checkpoints;
+
+  /* Optional, set before the model: called under the lock as each
+   * group commit starts, with its number and how many blocks it writes
+   * (the filter's debug flag).
+   */
+  void (*on_commit) (uint64_t nr, size_t blocks);
 };
 
 /* IO must stay valid (and keep naming the QDB file) while the tracker

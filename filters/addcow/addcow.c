@@ -287,9 +287,11 @@ setup_store (uint64_t size, bool plugin_multi_conn, bool plugin_can_flush)
     return -1;
   }
   cow.disk_size = size;
-  nbdkit_debug ("addcow: disk %" PRIu64 " bytes, %" PRIu64 " clusters of %"
-                PRIu64 ", %" PRIu64 " in the image; bits persisted %s",
+  nbdkit_debug ("addcow: %s: disk %" PRIu64 " bytes, %" PRIu64 " clusters "
+                "of %" PRIu64 ", %" PRIu64 " in the image, backing %s; bits "
+                "persisted %s", params.sidecar,
                 size, cow.store.nclusters, cow.csize, cow.store.nr_set,
+                sc.hdr.backing_file ? sc.hdr.backing_file : "none",
                 mode == ADDCOW_PERSIST_AT_FLUSH ? "at flush"
                 : mode == ADDCOW_PERSIST_AT_WRITE ? "at write"
                 : "at a clean close (the plugin cannot flush: neither "

@@ -19,6 +19,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,6 +31,11 @@
 #include "rangelock.h"
 
 struct cow cow;
+
+/* -D addcow.copyup=1: log each cluster copied up from the backing file
+ * (a partial write to a cluster the image does not hold yet).
+ */
+NBDKIT_DLL_PUBLIC int addcow_debug_copyup;
 
 /* Bit-0 cluster work; see rangelock.h. */
 static struct rangelock clusters = RANGELOCK_INIT;
@@ -148,6 +154,9 @@ copy_up (nbdkit_next *next, uint64_t c, const void *data,
     nbdkit_error ("malloc: %m");
     return -1;
   }
+  if (addcow_debug_copyup)
+    nbdkit_debug ("addcow: copy-up of cluster %" PRIu64 " (%" PRIu64
+                  " bytes at %" PRIu64 ")", c, len, start);
   if (cow_backing_read (buf, len, start, err) == -1)
     return -1;
   if (data)

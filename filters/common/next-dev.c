@@ -22,6 +22,7 @@
 #include "qad-error.h"
 
 __thread nbdkit_next *next_dev_current;
+const char *next_dev_debug_reads;
 
 struct next_dev {
   struct qad_blockdev dev;
@@ -39,6 +40,9 @@ next_dev_pread (struct qad_blockdev *dev, void *buf, uint64_t count,
   while (count > 0) {
     uint32_t n = MIN (count, (uint64_t) MAX_NEXT_REQUEST);
 
+    if (next_dev_debug_reads)
+      nbdkit_debug ("%s: read from the plugin: offset=%" PRIu64
+                    " count=%" PRIu32, next_dev_debug_reads, offset, n);
     if (next->pread (next, p, n, offset, 0, &err) == -1) {
       qad_error ("%s: read failed: offset=%" PRIu64 " count=%" PRIu32,
                  dev->name, offset, n);

@@ -34,6 +34,11 @@
 /* The plugin below, for the request this thread is serving. */
 extern __thread nbdkit_next *next_dev_current;
 
+/* When set (a filter's debug flag), every read sent to the plugin
+ * below is logged, with this prefix.
+ */
+extern const char *next_dev_debug_reads;
+
 static inline void
 next_dev_enter (nbdkit_next *next)
 {

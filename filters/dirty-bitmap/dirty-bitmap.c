@@ -91,6 +91,18 @@ uint64_t disk_size;
 struct qdb_tracker tracker;
 static bool serving;            /* .after_fork succeeded */
 
+/* -D dirty-bitmap.commit=1: log each group commit.  nbdkit looks up
+ * "dirty-bitmap_debug_commit", not a C identifier: hence the label.
+ */
+NBDKIT_DLL_PUBLIC int debug_commit __asm__ ("\"dirty-bitmap_debug_commit\"");
+
+static void
+log_commit (uint64_t nr, size_t blocks)
+{
+  nbdkit_debug ("dirty-bitmap: commit %" PRIu64 ": %zu block(s) of bits",
+                nr, blocks);
+}
+
 static void
 dirtybitmap_load (void)
 {
@@ -307,7 +319,16 @@ start_tracking (void)
 {
   struct qdb_file *model = qdb;
 
+  size_t i, enabled = 0;
+
+  for (i = 0; i < model->nr_bitmaps; ++i)
+    enabled += (model->bitmaps[i].flags & QDB_FLAG_ENABLED) != 0;
+  nbdkit_debug ("dirty-bitmap: %s: %zu bitmap(s), %zu enabled, disk of %"
+                PRIu64 " bytes, tracking %s", qdb_path, model->nr_bitmaps,
+                enabled, disk_size, lazy ? "lazy" : "strict");
   qdb = NULL;
+  if (debug_commit)
+    tracker.on_commit = log_commit;
   if (qdb_tracker_set_model (&tracker, model, disk_size) == -1)
     return -1;
   if (lazy && qdb_tracker_start_checkpoints (&tracker) == -1)

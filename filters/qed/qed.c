@@ -58,6 +58,12 @@ static uint64_t l2_cache_bytes;         /* qed-l2-cache-size=, 0 = default */
 DEFINE_VECTOR_TYPE (string_vector, char *);
 static string_vector backings;          /* qed-backing=, in chain order */
 
+/* -D qed.reads=1: log each read sent to the plugin below (headers,
+ * tables and data alike: shows what the L2 cache and the coalescing
+ * save).
+ */
+NBDKIT_DLL_PUBLIC int qed_debug_reads;
+
 /* ---- backing files ---- */
 
 static bool
@@ -147,6 +153,13 @@ export_open (const char *exportname)
                   st.depth, st.depth == 1 ? "" : "s");
     goto err;
   }
+  nbdkit_debug ("qed: export \"%s\": virtual size %" PRIu64 ", cluster %"
+                PRIu64 ", tables of %" PRIu64 " clusters, backing %s, "
+                "%" PRIu64 " bytes from the plugin", exportname, e->img->dev.size,
+                e->img->geom.cluster_size,
+                e->img->geom.table_bytes / e->img->geom.cluster_size,
+                e->img->backing_path ? e->img->backing_path : "none",
+                e->file_size);
   e->next = exports;
   exports = e;
   return e;
@@ -170,6 +183,8 @@ static void
 qed_filter_load (void)
 {
   qad_set_error_handler (error_handler);
+  if (qed_debug_reads)          /* nbdkit sets flags before .load */
+    next_dev_debug_reads = "qed";
 }
 
 static void

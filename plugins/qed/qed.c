@@ -41,6 +41,7 @@
 #include <nbdkit-plugin.h>
 
 #include "backing-policy.h"
+#include "minmax.h"
 #include "qad-error.h"
 #include "qad-limits.h"
 #include "qed-check.h"
@@ -54,6 +55,9 @@ static enum qad_backing_policy backing_policy;  /* backing-policy= */
 static char *backing_dir;               /* backing-dir=, canonical */
 static struct qad_backing_rules rules;  /* set in .get_ready */
 static struct qed_image *img;
+
+/* -D qed.map=1: log how each read maps onto the image file. */
+NBDKIT_DLL_PUBLIC int qed_debug_map;
 
 /* Taken for reading by every request and for writing by the upgrade,
  * until "settled" (read with acquire, set with release) says no
@@ -337,6 +341,14 @@ qed_plugin_get_ready (void)
   img = qed_open (filename, &opts);
   if (img == NULL)
     return -1;
+  nbdkit_debug ("qed: %s: virtual size %" PRIu64 ", cluster %" PRIu64
+                ", tables of %" PRIu32 " clusters, backing %s%s, %s",
+                filename, img->dev.size, img->geom.cluster_size,
+                img->header.table_size,
+                img->backing_path ? img->backing_path : "none",
+                img->backing_path && img->backing_raw ? " (raw)" : "",
+                can_upgrade ? "read-write on the first writable connection"
+                : "read-only");
   return check_due () ? run_check () : 0;
 }
 
@@ -454,12 +466,35 @@ qed_plugin_can_cache (void *handle)
   return NBDKIT_CACHE_EMULATE;
 }
 
+static void
+debug_map (uint64_t count, uint64_t offset)
+{
+  struct qed_mapping m;
+
+  while (count > 0 && qed_map (img, offset, count, &m) == 0) {
+    uint64_t n = MIN (m.length, count);
+
+    if (m.kind == QED_KIND_DATA)
+      nbdkit_debug ("qed: map: offset=%" PRIu64 " length=%" PRIu64
+                    ": data at file offset %" PRIu64, offset, n,
+                    m.host_offset);
+    else
+      nbdkit_debug ("qed: map: offset=%" PRIu64 " length=%" PRIu64 ": %s",
+                    offset, n, m.kind == QED_KIND_ZERO ? "zero cluster"
+                    : img->backing ? "backing file" : "unallocated (zeroes)");
+    offset += n;
+    count -= n;
+  }
+}
+
 static int
 qed_plugin_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
                   uint32_t flags)
 {
   IMAGE_STABLE_FOR_CURRENT_SCOPE;
 
+  if (qed_debug_map)
+    debug_map (count, offset);
   return qed_pread (img, buf, count, offset);
 }
 
