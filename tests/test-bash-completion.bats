@@ -1,0 +1,72 @@
+#!/usr/bin/env bats
+# nbdkit QED / add-cow / dirty-bitmap bundle
+# Copyright (C) 2026 the project authors
+# SPDX-License-Identifier: BSD-3-Clause
+
+# bash-completion/qad-img: sourced into a bash, then asked what it
+# completes for partial command lines, as readline would ask it.
+
+load functions.sh
+
+COMPLETION="$abs_top_srcdir/bash-completion/qad-img"
+
+setup ()
+{
+  requires_file "$COMPLETION"
+  cd "$BATS_TEST_TMPDIR"
+  touch disk.qed disk.raw other.qdb
+  mkdir images
+}
+
+# completions LINE: the completions (one line, sorted) for LINE with the
+# cursor at its end.
+completions ()
+{
+  bash -c '
+    source "$1"
+    COMP_LINE="$2"; COMP_POINT=${#2}
+    COMP_WORDS=($2); COMP_CWORD=${#COMP_WORDS[@]}
+    _qad_img
+    printf "%s\n" "${COMPREPLY[@]}" | sort | tr "\n" " "
+  ' bash "$COMPLETION" "$1"
+}
+
+@test "bash completion: registered for qad-img" {
+  run bash -c 'source "$1"; complete -p qad-img' bash "$COMPLETION"
+  test "$status" -eq 0
+  test "$output" = "complete -F _qad_img qad-img"
+}
+
+@test "bash completion: verbs, the ones being added included" {
+  test "$(completions 'qad-img ')" = "amend bitmap check commit compare create info map rebase resize "
+  test "$(completions 'qad-img c')" = "check commit compare create "
+  test "$(completions 'qad-img re')" = "rebase resize "
+  test "$(completions 'qad-img -')" = "--help --version -V -h "
+}
+
+@test "bash completion: options depend on the verb" {
+  [[ "$(completions 'qad-img check --r')" == "--repair " ]]
+  [[ "$(completions 'qad-img create --f')" == "--force --format= " ]]
+  [[ "$(completions 'qad-img info --f')" == "--force-share --format= " ]]
+  [[ "$(completions 'qad-img rebase -')" == *" -u "* ]]
+  [[ "$(completions 'qad-img resize --s')" == "--shrink " ]]
+  [[ "$(completions 'qad-img bitmap --')" == *"--into "*"--merge "* ]]
+  # -U is for read-only verbs only, as qad-img enforces.
+  [[ "$(completions 'qad-img bitmap -')" != *"-U "* ]]
+  [[ "$(completions 'qad-img create -')" != *"-U "* ]]
+}
+
+@test "bash completion: values of options with a fixed set" {
+  test "$(completions 'qad-img info -f q')" = "qdb qed "
+  test "$(completions 'qad-img info --output=j')" = "json "
+  test "$(completions 'qad-img check -r ')" = "all leaks "
+  test "$(completions 'qad-img create --backing-format=')" = "qed raw "
+  test "$(completions 'qad-img map --backing-policy=')" = "follow inside refuse "
+}
+
+@test "bash completion: file names for FILE arguments and file options" {
+  test "$(completions 'qad-img info d')" = "disk.qed disk.raw "
+  test "$(completions 'qad-img compare disk.qed o')" = "other.qdb "
+  test "$(completions 'qad-img create --image=disk.r')" = "disk.raw "
+  test "$(completions 'qad-img info --backing-dir=im')" = "images "
+}
