@@ -34,7 +34,7 @@ cd "$(dirname "$0")"
 srcdir="$(pwd)"
 JOBS="${JOBS:-$(nproc)}"
 
-"$srcdir/scripts/install-deps.sh"
+"$srcdir/scripts/install-deps.sh" full
 
 export PYENV_VERSION=system
 export LIBGUESTFS_BACKEND=direct LIBGUESTFS_BACKEND_SETTINGS=force_tcg

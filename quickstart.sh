@@ -3,7 +3,7 @@
 # Copyright (C) 2026 the project authors
 # SPDX-License-Identifier: BSD-3-Clause
 #
-# ./quickstart.sh: install what is missing, build, create a small demo
+# ./quickstart.sh: install what is missing for the demo, build, create a small demo
 # QED image over a raw backing file, and serve it with the plugin until
 # Ctrl-C.  Set QUICKSTART_NO_SERVE=1 to stop after printing the URI
 # check (used by the tests).
@@ -12,7 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 srcdir="$(pwd)"
 
-./scripts/install-deps.sh
+# Only what the build and this demo need; ./check.sh installs the rest.
+./scripts/install-deps.sh minimal
 
 if ! test -x qed.so || ! test -x tools/qad-img; then
   echo "=== building ==="

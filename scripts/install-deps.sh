@@ -3,20 +3,32 @@
 # Copyright (C) 2026 the project authors
 # SPDX-License-Identifier: BSD-3-Clause
 #
-# Install the Debian 12 packages the build and the tests need, if any
-# is missing.  Used by check.sh and quickstart.sh.  SKIP_INSTALL=1
-# skips it.
+# Install the Debian 12 packages that are missing:
+#   install-deps.sh minimal   what ./quickstart.sh needs: the build and
+#                             the demo (qemu-img/qemu-io, nbdinfo)
+#   install-deps.sh [full]    also everything the tests use (check.sh)
+# SKIP_INSTALL=1 skips it.
 
 set -euo pipefail
 test -z "${SKIP_INSTALL:-}" || exit 0
 
+mode="${1:-full}"
 packages=(
   build-essential autoconf automake libtool pkg-config perl
-  nbdkit nbdkit-plugin-dev libnbd-dev libnbd-bin python3-libnbd
-  qemu-utils bats bats-assert bats-support fio valgrind
-  guestfish libguestfs-tools linux-image-amd64
-  lighttpd curl openssh-server openssh-client
+  nbdkit nbdkit-plugin-dev libnbd-dev libnbd-bin qemu-utils
 )
+case "$mode" in
+  minimal) ;;
+  full)
+    packages+=(
+      python3-libnbd bats bats-assert bats-support fio valgrind
+      guestfish libguestfs-tools linux-image-amd64
+      lighttpd curl openssh-server openssh-client
+    ) ;;
+  *)
+    echo "install-deps: usage: install-deps.sh [minimal|full]" >&2
+    exit 1 ;;
+esac
 
 missing=()
 for p in "${packages[@]}"; do
