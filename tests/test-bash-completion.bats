@@ -37,19 +37,34 @@ completions ()
   test "$output" = "complete -F _qad_img qad-img"
 }
 
+# completes_to LINE EXPECTED [LINE EXPECTED]...: each LINE completes
+# to exactly EXPECTED.
+completes_to ()
+{
+  local got
+  while test $# -ge 2; do
+    got="$(completions "$1")"
+    test "$got" = "$2" || {
+      echo "\"$1\" completes to \"$got\", expected \"$2\"" >&2; return 1; }
+    shift 2
+  done
+}
+
 @test "bash completion: verbs, the ones being added included" {
-  test "$(completions 'qad-img ')" = "amend bitmap check commit compare create info map rebase resize "
-  test "$(completions 'qad-img c')" = "check commit compare create "
-  test "$(completions 'qad-img re')" = "rebase resize "
-  test "$(completions 'qad-img -')" = "--help --version -V -h "
+  completes_to \
+    'qad-img ' 'amend bitmap check commit compare create info map rebase resize ' \
+    'qad-img c' 'check commit compare create ' \
+    'qad-img re' 'rebase resize ' \
+    'qad-img -' '--help --version -V -h '
 }
 
 @test "bash completion: options depend on the verb" {
-  [[ "$(completions 'qad-img check --r')" == "--repair " ]]
-  [[ "$(completions 'qad-img create --f')" == "--force --format= " ]]
-  [[ "$(completions 'qad-img info --f')" == "--force-share --format= " ]]
+  completes_to \
+    'qad-img check --r' '--repair ' \
+    'qad-img create --f' '--force --format= ' \
+    'qad-img info --f' '--force-share --format= ' \
+    'qad-img resize --s' '--shrink '
   [[ "$(completions 'qad-img rebase -')" == *" -u "* ]]
-  [[ "$(completions 'qad-img resize --s')" == "--shrink " ]]
   [[ "$(completions 'qad-img bitmap --')" == *"--into "*"--merge "* ]]
   # -U is for read-only verbs only, as qad-img enforces.
   [[ "$(completions 'qad-img bitmap -')" != *"-U "* ]]
@@ -57,16 +72,18 @@ completions ()
 }
 
 @test "bash completion: values of options with a fixed set" {
-  test "$(completions 'qad-img info -f q')" = "qdb qed "
-  test "$(completions 'qad-img info --output=j')" = "json "
-  test "$(completions 'qad-img check -r ')" = "all leaks "
-  test "$(completions 'qad-img create --backing-format=')" = "qed raw "
-  test "$(completions 'qad-img map --backing-policy=')" = "follow inside refuse "
+  completes_to \
+    'qad-img info -f q' 'qdb qed ' \
+    'qad-img info --output=j' 'json ' \
+    'qad-img check -r ' 'all leaks ' \
+    'qad-img create --backing-format=' 'qed raw ' \
+    'qad-img map --backing-policy=' 'follow inside refuse '
 }
 
 @test "bash completion: file names for FILE arguments and file options" {
-  test "$(completions 'qad-img info d')" = "disk.qed disk.raw "
-  test "$(completions 'qad-img compare disk.qed o')" = "other.qdb "
-  test "$(completions 'qad-img create --image=disk.r')" = "disk.raw "
-  test "$(completions 'qad-img info --backing-dir=im')" = "images "
+  completes_to \
+    'qad-img info d' 'disk.qed disk.raw ' \
+    'qad-img compare disk.qed o' 'other.qdb ' \
+    'qad-img create --image=disk.r' 'disk.raw ' \
+    'qad-img info --backing-dir=im' 'images '
 }
