@@ -7,10 +7,17 @@
 #   install-deps.sh minimal   what ./quickstart.sh needs: the build and
 #                             the demo (qemu-img/qemu-io, nbdinfo)
 #   install-deps.sh [full]    also everything the tests use (check.sh)
+#   install-deps.sh --list MODE   print MODE's packages, install nothing
 # SKIP_INSTALL=1 skips it.
 
 set -euo pipefail
-test -z "${SKIP_INSTALL:-}" || exit 0
+
+list=
+if test "${1:-}" = "--list"; then
+  list=1
+  shift
+fi
+test -n "$list" || test -z "${SKIP_INSTALL:-}" || exit 0
 
 mode="${1:-full}"
 packages=(
@@ -29,6 +36,11 @@ case "$mode" in
     echo "install-deps: usage: install-deps.sh [minimal|full]" >&2
     exit 1 ;;
 esac
+
+if test -n "$list"; then
+  printf '%s\n' "${packages[@]}"
+  exit 0
+fi
 
 missing=()
 for p in "${packages[@]}"; do
