@@ -32,6 +32,7 @@
 #include "cleanup.h"
 #include "commit-target.h"
 #include "full-io.h"
+#include "lsb-bits.h"
 #include "minmax.h"
 #include "qad-img.h"
 #include "qed-image.h"
@@ -174,7 +175,7 @@ commit_addcow (const char *file)
   for (c = 0; c < n && !p.fresh; ) {
     bool held = true;
     uint64_t run = p.all_allocated ? n - c
-      : addcow_bitmap_run (p.bitmap, c, n, &held);
+      : bits_run (p.bitmap, c, n, &held);
 
     if (held && copy_clusters (&p, &t, c, c + run, buf) == -1)
       goto out;

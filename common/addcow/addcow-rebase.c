@@ -45,6 +45,7 @@
 #include "cleanup.h"
 #include "fsync-dir.h"
 #include "full-io.h"
+#include "lsb-bits.h"
 #include "minmax.h"
 #include "qad-error.h"
 
@@ -132,7 +133,7 @@ addcow_header_note_bitmap (struct addcow_header *h, const uint8_t *bm,
 {
   uint64_t n = addcow_nr_clusters (disk_size, h->cluster_bits);
 
-  if (n > 0 && addcow_bitmap_count (bm, n) == n)
+  if (n > 0 && bits_count (bm, 0, n) == n)
     h->compat_features |= ADDCOW_COMPAT_ALL_ALLOCATED;
 }
 

@@ -40,7 +40,9 @@
 
 #include "addcow-file.h"
 #include "addcow-resize.h"
+#include "addcow-store.h"
 #include "full-io.h"
+#include "lsb-bits.h"
 #include "qad-error.h"
 
 /* Sizes and bitmap of an open pair. */
@@ -136,8 +138,8 @@ addcow_first_allocated_from (const struct addcow_pair *p, uint64_t offset)
   if (p->fresh)
     return UINT64_MAX;
   c = offset >> bits;
-  first = addcow_bitmap_first_set_from (p->bitmap, p->bmlen, c);
-  if (first == UINT64_MAX)
+  first = bits_find_set (p->bitmap, c, p->bmlen * 8);
+  if (first == p->bmlen * 8)
     return UINT64_MAX;
   return first == c ? offset : first << bits;
 }
@@ -265,7 +267,10 @@ addcow_make_empty (struct addcow_pair *p)
     if (size_bitmap (p, p->disk_size, true, 0) == -1)
       return -1;
     compat &= ~ADDCOW_COMPAT_ALL_ALLOCATED;
-    if (addcow_write_compat_features (p->fd, p->path, compat) == -1)
+    struct addcow_store_io io;
+
+    addcow_store_io_fd (&io, &p->fd);
+    if (addcow_write_compat_features (&io, p->path, compat) == -1)
       return -1;
     if (fsync (p->fd) == -1) {
       qad_error ("%s: clearing ALL_ALLOCATED: %m", p->path);

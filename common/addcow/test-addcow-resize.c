@@ -21,10 +21,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "addcow.h"
 #include "addcow-file.h"
 #include "addcow-resize.h"
+#include "addcow-store.h"
+#include "addcow.h"
 #include "full-io.h"
+#include "lsb-bits.h"
 #include "qad-error.h"
 
 #define CS 4096
@@ -69,6 +71,7 @@ main (void)
   struct addcow_header h, hdr;
   struct addcow_pair p;
   uint8_t byte;
+  struct addcow_store_io io;
   int fd;
   char cmd[300];
 
@@ -100,7 +103,7 @@ main (void)
 
   /* Shrink: needs the flag, stops at cluster 100. */
   open_pair (&p, &hdr);
-  assert (addcow_bitmap_count (p.bitmap, 64 * MiB / CS) == 1);
+  assert (bits_count (p.bitmap, 0, 64 * MiB / CS) == 1);
   assert (addcow_resize (&p, 2 * CS, false, 0) == -1 && errno == EINVAL);
   assert (addcow_resize (&p, 2 * CS, true, 0) == -1 && errno == ENOTEMPTY);
   assert (strstr (last_error, "409600"));
@@ -114,14 +117,15 @@ main (void)
   assert (addcow_make_empty (&p) == 0);
   close_pair (&p, &hdr);
   open_pair (&p, &hdr);
-  assert (!p.fresh && addcow_bitmap_count (p.bitmap, 101) == 0);
+  assert (!p.fresh && bits_count (p.bitmap, 0, 101) == 0);
   close_pair (&p, &hdr);
 
   /* ALL_ALLOCATED: grows (the backing file no longer matters) with
    * ones; empty sets every bit before clearing the flag.
    */
   fd = open (side, O_RDWR);
-  assert (addcow_write_compat_features (fd, side,
+  addcow_store_io_fd (&io, &fd);
+  assert (addcow_write_compat_features (&io, side,
                                         ADDCOW_COMPAT_ALL_ALLOCATED) == 0);
   close (fd);
   open_pair (&p, &hdr);
@@ -136,7 +140,7 @@ main (void)
   close_pair (&p, &hdr);
   open_pair (&p, &hdr);
   assert (!p.all_allocated);
-  assert (addcow_bitmap_count (p.bitmap, MiB / CS) == 0);
+  assert (bits_count (p.bitmap, 0, MiB / CS) == 0);
   close_pair (&p, &hdr);
 
   addcow_header_free (&h);

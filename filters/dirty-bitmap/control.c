@@ -43,6 +43,7 @@
 
 #include <nbdkit-filter.h>
 
+#include "cleanup.h"
 #include "dirty-bitmap.h"
 #include "qad-error.h"
 #include "qdb-control.h"
