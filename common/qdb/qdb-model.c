@@ -19,8 +19,8 @@
 #include <string.h>
 
 #include "ispowerof2.h"
+#include "lsb-bits.h"
 #include "qad-error.h"
-#include "qdb-bits.h"
 #include "qdb-internal.h"
 #include "qdb-layout.h"
 #include "qdb.h"
@@ -272,7 +272,7 @@ qdb_merge_bitmap (struct qdb_file *qdb, const struct qdb_bitmap *src,
     return -1;
   }
   for (n = 0; n < src->nr_granules; ) {
-    uint64_t run = qdb_bits_run (src->bits, n, src->nr_granules);
+    uint64_t run = bits_run (src->bits, n, src->nr_granules, NULL);
     if (bit_test (src->bits, n)) {
       /* Bytes [start, end) of the disk are dirty in SRC; the last
        * granule may be short.
@@ -281,8 +281,8 @@ qdb_merge_bitmap (struct qdb_file *qdb, const struct qdb_bitmap *src,
       uint64_t end = (n + run) * src->granularity;
       if (end > src->disk_size)
         end = src->disk_size;
-      qdb_bits_set_range (dst->bits, start / dst->granularity,
-                          (end - 1) / dst->granularity);
+      bits_set_range (dst->bits, start / dst->granularity,
+                      (end - 1) / dst->granularity + 1);
     }
     n += run;
   }
@@ -302,7 +302,7 @@ qdb_set_all_dirty (struct qdb_bitmap *bm)
 {
   qdb_clear_bitmap (bm);
   if (bm->bits && bm->nr_granules > 0)
-    qdb_bits_set_range (bm->bits, 0, bm->nr_granules - 1);
+    bits_set_range (bm->bits, 0, bm->nr_granules);
 }
 
 void

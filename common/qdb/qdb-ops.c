@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lsb-bits.h"
 #include "qad-error.h"
-#include "qdb-bits.h"
 #include "qdb-ops.h"
 #include "qdb.h"
 

@@ -18,9 +18,9 @@
 #include "checked-overflow.h"
 #include "cleanup.h"
 #include "ispowerof2.h"
+#include "lsb-bits.h"
 #include "minmax.h"
 #include "qad-error.h"
-#include "qdb-bits.h"
 #include "qdb-internal.h"
 #include "qdb.h"
 #include "rounding.h"
@@ -113,8 +113,8 @@ qdb_region_map_apply (struct qdb_io *io, struct qdb_file *qdb)
       if (!bit_test (map, r))
         continue;
       end = MIN (bm->disk_size, (r + 1) * qdb->region_size);
-      qdb_bits_set_range (bm->bits, r * qdb->region_size / bm->granularity,
-                          (end - 1) / bm->granularity);
+      bits_set_range (bm->bits, r * qdb->region_size / bm->granularity,
+                      (end - 1) / bm->granularity + 1);
     }
     qdb->region_recovered += qdb_dirty_granules (bm) - before;
   }

@@ -24,8 +24,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "lsb-bits.h"
 #include "qad-error.h"
-#include "qdb-bits.h"
 #include "qdb-resize.h"
 
 uint64_t
@@ -36,7 +36,7 @@ qdb_first_dirty_from (const struct qdb_bitmap *bm, uint64_t offset)
   if (n >= bm->nr_granules)
     return UINT64_MAX;
   if (!bit_test (bm->bits, n))
-    n += qdb_bits_run (bm->bits, n, bm->nr_granules);
+    n += bits_run (bm->bits, n, bm->nr_granules, NULL);
   return n < bm->nr_granules ? n * bm->granularity : UINT64_MAX;
 }
 

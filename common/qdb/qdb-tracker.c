@@ -20,9 +20,9 @@
 #include <time.h>
 
 #include "cleanup.h"
+#include "lsb-bits.h"
 #include "minmax.h"
 #include "qad-error.h"
-#include "qdb-bits.h"
 #include "qdb-tracker.h"
 #include "rounding.h"
 
@@ -382,16 +382,16 @@ lazy_mark (struct qdb_tracker *t, uint64_t offset, uint32_t count)
     uint64_t last = MIN ((offset + count - 1) / bm->granularity,
                          bm->nr_granules - 1);
 
-    if (first > last || qdb_bits_all_set (bm->bits, first, last))
+    if (first > last || bits_all_set (bm->bits, first, last + 1))
       continue;
-    qdb_bits_set_range (bm->bits, first, last);
+    bits_set_range (bm->bits, first, last + 1);
     for (b = (first / 8) / BLOCK; b <= (last / 8) / BLOCK; ++b)
       if (enqueue (t, &t->lazy_queue, i, b) == -1)
         return -1;
   }
-  qdb_bits_set_range (t->region_epoch, offset / rbm->granularity,
-                      MIN ((offset + count - 1) / rbm->granularity,
-                           rbm->nr_granules - 1));
+  bits_set_range (t->region_epoch, offset / rbm->granularity,
+                  MIN ((offset + count - 1) / rbm->granularity + 1,
+                       rbm->nr_granules));
   return 0;
 }
 
@@ -519,7 +519,7 @@ all_durable (struct qdb_tracker *t, uint64_t offset, uint32_t count)
     const struct qdb_bitmap *bm = t->tracked[i].bm;
     uint64_t first = offset / bm->granularity;
     uint64_t last = (offset + count - 1) / bm->granularity;
-    if (!qdb_bits_all_set (t->tracked[i].durable, first, last))
+    if (!bits_all_set (t->tracked[i].durable, first, last + 1))
       return false;
   }
   return true;
@@ -545,9 +545,9 @@ set_and_queue (struct qdb_tracker *t, uint64_t offset, uint32_t count,
       *err = EIO;
       return -1;
     }
-    if (qdb_bits_all_set (bm->bits, first, last))
+    if (bits_all_set (bm->bits, first, last + 1))
       continue;                 /* set, commit pending or in flight */
-    qdb_bits_set_range (bm->bits, first, last);
+    bits_set_range (bm->bits, first, last + 1);
     for (b = (first / 8) / BLOCK; b <= (last / 8) / BLOCK; ++b)
       if (enqueue (t, &t->queue, i, b) == -1) {
         qad_error ("realloc: %m");

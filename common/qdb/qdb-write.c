@@ -28,8 +28,8 @@
 
 #include "byte-swapping.h"
 #include "cleanup.h"
+#include "lsb-bits.h"
 #include "qad-error.h"
-#include "qdb-bits.h"
 #include "qdb-internal.h"
 #include "qdb-layout.h"
 #include "qdb.h"
@@ -49,7 +49,7 @@ cluster_uniform (const struct qdb_file *qdb, const struct qdb_bitmap *bm,
   if (v) {
     if (last >= bm->nr_granules)
       last = bm->nr_granules - 1;
-    return qdb_bits_all_set (bm->bits, first, last);
+    return bits_all_set (bm->bits, first, last + 1);
   }
   for (i = 0; i < qdb->cluster_size; ++i)
     if (p[i])

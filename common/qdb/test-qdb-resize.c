@@ -18,8 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lsb-bits.h"
 #include "qad-error.h"
-#include "qdb-bits.h"
 #include "qdb-resize.h"
 #include "qdb.h"
 
@@ -59,7 +59,7 @@ main (void)
   assert (qdb);
   assert (qdb_add_bitmap (qdb, "a", 512, 3 * MiB, QDB_FLAG_ENABLED) == 0);
   assert (qdb_add_bitmap (qdb, "b", 65536, 3 * MiB, 0) == 1);
-  qdb_bits_set_range (qdb->bitmaps[0].bits, 3, 700);   /* .. 358912 */
+  bits_set_range (qdb->bitmaps[0].bits, 3, 701);   /* .. 358912 */
   bit_set (qdb->bitmaps[1].bits, 40);                  /* 2621440 */
 
   /* Grow: bits kept, new granules clean, names and flags kept. */

@@ -64,7 +64,6 @@
 #include "minmax.h"
 #include "qad-error.h"
 #include "qad-limits.h"
-#include "qdb-bits.h"
 #include "qdb-replace.h"
 
 #define DEFAULT_BITMAP_NAME "bitmap0"
