@@ -170,12 +170,12 @@ import json,sys; print(json.load(sys.stdin)["cluster-size"])')" = 4096
   test "$(md5sum < long.qed)" = "$sum"
   # A name that fits beside the current one goes after it.
   "$QAD_IMG" rebase -u -b base2.raw -F raw long.qed
-  test "$(field_le32 long.qed 56)" = $((64 + 2009))
+  test "$(peek long.qed 56 I)" = $((64 + 2009))
   test "$(backing_of long.qed)" = base2.raw
   qemu-img check -f qed long.qed
   # The next one goes back to offset 64.
   "$QAD_IMG" rebase -u -b "$long1" -F raw long.qed
-  test "$(field_le32 long.qed 56)" = 64
+  test "$(peek long.qed 56 I)" = 64
   qemu-img info long.qed | grep -q "^backing file: $long1"
 }
 
@@ -505,9 +505,9 @@ addcow_valid ()
   test -z "$("$QAD_IMG" rebase -q -p -b base1.raw -F raw top.qed)"
   test "$(backing_of top.qed)" = base1.raw
   run "$QAD_IMG" rebase top.qed
-  test "$status" -eq 1 && grep -q "^usage: qad-img rebase" <<<"$output"
+  test "$status" -eq 1 && grep -q "^qad-img: usage: qad-img rebase" <<<"$output"
   run "$QAD_IMG" amend top.qed
-  test "$status" -eq 1 && grep -q "^usage: qad-img amend" <<<"$output"
+  test "$status" -eq 1 && grep -q "^qad-img: usage: qad-img amend" <<<"$output"
   run "$QAD_IMG" rebase -U -b base1.raw top.qed
   test "$status" -eq 1 && grep -q "^qad-img: rebase: -U" <<<"$output"
   run "$QAD_IMG" amend -p -o backing_fmt=raw top.qed

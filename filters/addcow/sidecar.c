@@ -81,7 +81,8 @@ create_sidecar (const struct sidecar_params *p)
     if (backing_name == NULL)
       return -1;
   }
-  if (addcow_creation_backing (p->backing, p->backing_format,
+  if (!p->backing_supplied &&
+      addcow_creation_backing (p->backing, p->backing_format,
                                "addcow-backing", "addcow-backing-format",
                                &bfmt) == -1)
     return -1;
