@@ -25,7 +25,9 @@ cd "$(dirname "$0")/.."
 top="$(pwd)"
 . bench/bench-lib.sh
 : "${SIZE:=1G}"
-# nbdsh is "python3 -m nbd" with whatever python3 is first on PATH.
+# Not nbdsh: that is "python3 -m nbd" with whatever python3 is first
+# on PATH, which may lack the module.  Fails here, saying so, if no
+# python3 has it.
 nbd_py="$(nbd_python)"
 
 tmp="$(mktemp -d /var/tmp/addcow-bench.XXXXXX)"
@@ -82,7 +84,7 @@ setup_state ()
       else
         # Everything but the last cluster.
         local sz; sz=$(numfmt --from=iec "$SIZE")
-        PYENV_VERSION=system "$nbd_py" -m nbd -u "$uri" -c "
+        "$nbd_py" -m nbd -u "$uri" -c "
 import os
 fd = os.open('$tmp/base.img', os.O_RDONLY)
 off, end = 0, $sz - 65536

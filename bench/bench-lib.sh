@@ -7,6 +7,9 @@
 
 : "${RUNTIME:=10}"            # seconds per pattern
 
+# nbd_python: a python3 with libnbd's nbd module, shared with the tests.
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/nbd-python.sh"
+
 # fio_run URI RW BS IODEPTH [SIZE]: print the throughput in MiB/s.
 fio_run ()
 {
@@ -42,24 +45,6 @@ ratio ()
 median ()
 {
   python3 -c "import statistics, sys; print('%.1f' % statistics.median(map(float, sys.argv[1:])))" "$@"
-}
-
-# nbd_python: print a python3 that has libnbd's "nbd" module.  The
-# first python3 on PATH may be a pyenv or virtualenv one without it
-# (nbdsh is "python3 -m nbd" with that python3), so try NBD_PYTHON,
-# then python3 on PATH, then the system ones.
-nbd_python ()
-{
-  local p
-  for p in ${NBD_PYTHON:+"$NBD_PYTHON"} python3 /usr/bin/python3 \
-           /usr/local/bin/python3; do
-    if PYENV_VERSION=system "$p" -c 'import nbd' >/dev/null 2>&1; then
-      echo "$p"
-      return 0
-    fi
-  done
-  echo "$0: no python3 with libnbd's nbd module (Debian: apt-get install python3-libnbd), or set NBD_PYTHON" >&2
-  return 1
 }
 
 # wait_server PIDFILE SOCK: wait for a backgrounded (daemonized) nbdkit:

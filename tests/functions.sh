@@ -63,6 +63,21 @@ requires_file ()
   skip "requires file: $1"
 }
 
+# NBD_PYTHON: a python3 with libnbd's nbd module, for the Python
+# clients here (*.py that import nbd) and for nbdsh, which runs
+# "python3 -m nbd" with the first python3 on PATH (a pyenv or
+# virtualenv one may lack the module).  Found once per test by
+# scripts/nbd-python.sh; where there is none, every use says so.
+. "$abs_top_srcdir/scripts/nbd-python.sh"
+_no_nbd_python ()
+{
+  echo "no python3 with libnbd's nbd module: apt-get install python3-libnbd, or set NBD_PYTHON" >&2
+  return 127
+}
+NBD_PYTHON="$(nbd_python 2>/dev/null)" || NBD_PYTHON=_no_nbd_python
+export NBD_PYTHON
+nbdsh () { "$NBD_PYTHON" -m nbd "$@"; }
+
 requires_nbdsh ()
 {
   requires nbdsh -c 'import nbd'

@@ -26,7 +26,7 @@ fault_driver ()
 {
   run env SHIM="$TESTS_BIN/.libs/fault-inject.so" \
     ADDCOW_FILTER="$ADDCOW_FILTER" QAD_IMG="$QAD_IMG" \
-    python3 "$BATS_TEST_DIRNAME/fault-driver.py" "$1" "$BATS_TEST_TMPDIR"
+    "$NBD_PYTHON" "$BATS_TEST_DIRNAME/fault-driver.py" "$1" "$BATS_TEST_TMPDIR"
   echo "$output"
   test "$status" -eq 0
   echo "# ${lines[-1]}" >&3

@@ -18,7 +18,7 @@ setup ()
   cd "$BATS_TEST_TMPDIR"
 }
 
-L () { python3 "$BATS_TEST_DIRNAME/dirty-bitmap-live.py" "$@"; }
+L () { "$NBD_PYTHON" "$BATS_TEST_DIRNAME/dirty-bitmap-live.py" "$@"; }
 
 serve ()
 {
@@ -131,6 +131,6 @@ for i in range(0, 16 << 20, 1 << 20):
   "$QAD_IMG" check disk.qdb
   for i in $(seq 0 15); do echo $(( (i * 256) + 2 )); done > want-b1
   for i in $(seq 0 15); do echo $(( i * 16 )); done > want-b2
-  python3 "$BATS_TEST_DIRNAME/dirty-bitmap-workload.py" compare disk.qdb b1 want-b1
-  python3 "$BATS_TEST_DIRNAME/dirty-bitmap-workload.py" compare disk.qdb b2 want-b2
+  "$NBD_PYTHON" "$BATS_TEST_DIRNAME/dirty-bitmap-workload.py" compare disk.qdb b1 want-b1
+  "$NBD_PYTHON" "$BATS_TEST_DIRNAME/dirty-bitmap-workload.py" compare disk.qdb b2 want-b2
 }

@@ -18,7 +18,7 @@ setup ()
   cd "$BATS_TEST_TMPDIR"
 }
 
-W () { python3 "$BATS_TEST_DIRNAME/dirty-bitmap-workload.py" "$@"; }
+W () { "$NBD_PYTHON" "$BATS_TEST_DIRNAME/dirty-bitmap-workload.py" "$@"; }
 
 @test "dirty-bitmap crash: kill -9 during random workloads (25 runs)" {
   runs=${DIRTY_BITMAP_CRASH_RUNS:-25}

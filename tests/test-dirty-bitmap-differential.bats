@@ -18,7 +18,7 @@ setup ()
   cd "$BATS_TEST_TMPDIR"
 }
 
-W () { python3 "$BATS_TEST_DIRNAME/dirty-bitmap-workload.py" "$@"; }
+W () { "$NBD_PYTHON" "$BATS_TEST_DIRNAME/dirty-bitmap-workload.py" "$@"; }
 
 # round NAME SEED: run 3 concurrent clients against a fresh server,
 # logging to NAME-{0,1,2}.log, then stop the server.

@@ -26,7 +26,7 @@ setup ()
 @test "dirty-bitmap faults: every call site on the QDB file and the disk below fails in turn" {
   run env SHIM="$SHIM" DIRTY_BITMAP_FILTER="$DIRTY_BITMAP_FILTER" \
     QAD_IMG="$QAD_IMG" QDBREAD="$BATS_TEST_DIRNAME/dirty-bitmap-qdbread.py" \
-    python3 "$BATS_TEST_DIRNAME/fault-driver.py" dirty-bitmap \
+    "$NBD_PYTHON" "$BATS_TEST_DIRNAME/fault-driver.py" dirty-bitmap \
     "$BATS_TEST_TMPDIR"
   echo "$output"
   test "$status" -eq 0

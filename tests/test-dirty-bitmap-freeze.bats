@@ -20,7 +20,7 @@ setup ()
   cd "$BATS_TEST_TMPDIR"
 }
 
-L () { python3 "$BATS_TEST_DIRNAME/dirty-bitmap-live.py" "$@"; }
+L () { "$NBD_PYTHON" "$BATS_TEST_DIRNAME/dirty-bitmap-live.py" "$@"; }
 
 pit ()
 {

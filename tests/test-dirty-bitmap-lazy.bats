@@ -20,7 +20,7 @@ setup ()
   cd "$BATS_TEST_TMPDIR"
 }
 
-W () { python3 "$BATS_TEST_DIRNAME/dirty-bitmap-workload.py" "$@"; }
+W () { "$NBD_PYTHON" "$BATS_TEST_DIRNAME/dirty-bitmap-workload.py" "$@"; }
 
 serve_lazy ()
 {
@@ -154,7 +154,7 @@ print(pos)')
     dirty-bitmap=disk.qdb dirty-bitmap-name=b1 dirty-bitmap-granularity=4K \
     dirty-bitmap-tracking=lazy dirty-bitmap-region-size=1M \
     dirty-bitmap-checkpoint-interval=1 dirty-bitmap-control="$PWD/ctl"
-  python3 "$BATS_TEST_DIRNAME/dirty-bitmap-live.py" atomic "$(nbd_uri sock)" \
+  "$NBD_PYTHON" "$BATS_TEST_DIRNAME/dirty-bitmap-live.py" atomic "$(nbd_uri sock)" \
     "$PWD/ctl" "$QAD_IMG" 1000 6 writes.log >/dev/null 2>&1 &
   pid=$!
   sleep 2
@@ -164,7 +164,7 @@ print(pos)')
   echo "# $n writes logged before the kill" >&3
   [ "$n" -gt 0 ]
   "$QAD_IMG" check disk.qdb
-  run python3 "$BATS_TEST_DIRNAME/dirty-bitmap-live.py" covered disk.qdb 4096 writes.log
+  run "$NBD_PYTHON" "$BATS_TEST_DIRNAME/dirty-bitmap-live.py" covered disk.qdb 4096 writes.log
   echo "$output"
   [ "$status" -eq 0 ]
 }

@@ -17,7 +17,7 @@ setup ()
   cd "$BATS_TEST_TMPDIR"
 }
 
-W () { python3 "$BATS_TEST_DIRNAME/dirty-bitmap-workload.py" "$@"; }
+W () { "$NBD_PYTHON" "$BATS_TEST_DIRNAME/dirty-bitmap-workload.py" "$@"; }
 
 # workload_and_check ARGS...: serve ARGS under the filter, run a
 # workload, check the data against a shadow copy kept by a second

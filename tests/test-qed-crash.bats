@@ -37,7 +37,7 @@ crash_loop ()
     rm -f log; touch log
     sock="$BATS_TEST_TMPDIR/s$i"
     serve_qed "$sock" disk.qed
-    python3 "$BATS_TEST_DIRNAME/crash-workload.py" run \
+    "$NBD_PYTHON" "$BATS_TEST_DIRNAME/crash-workload.py" run \
       "$(nbd_uri "$sock")" $SIZE $i log &
     local client=$!
     # Let the workload get going (one flushed round) before the random
@@ -57,7 +57,7 @@ crash_loop ()
     run qemu-img check disk.qed
     test "$status" -eq 0 -o "$status" -eq 3
     qemu-img convert -O raw disk.qed after.raw
-    python3 "$BATS_TEST_DIRNAME/crash-workload.py" verify \
+    "$NBD_PYTHON" "$BATS_TEST_DIRNAME/crash-workload.py" verify \
       after.raw initial.raw $SIZE $i log >&3
   done
 }

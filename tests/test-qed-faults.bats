@@ -24,7 +24,7 @@ setup ()
 
 @test "qed faults: every write, sync, truncate and fallocate call site fails in turn" {
   run env SHIM="$TESTS_BIN/.libs/fault-inject.so" QED_PLUGIN="$QED_PLUGIN" \
-    python3 "$BATS_TEST_DIRNAME/fault-driver.py" qed "$BATS_TEST_TMPDIR"
+    "$NBD_PYTHON" "$BATS_TEST_DIRNAME/fault-driver.py" qed "$BATS_TEST_TMPDIR"
   echo "$output"
   test "$status" -eq 0
   echo "# ${lines[-1]}" >&3
