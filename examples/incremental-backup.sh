@@ -21,8 +21,9 @@
 #
 # Usage: incremental-backup.sh [WORKDIR]
 # Environment: DIRTY_BITMAP_FILTER (default: the installed
-# "dirty-bitmap"), QAD_IMG (default: qad-img), GRANULARITY (64K).
-# Needs nbdkit, nbdcopy, nbdsh/python3-libnbd, guestfish, mkfs.ext4,
+# "dirty-bitmap"), QAD_IMG (default: qad-img), GRANULARITY (64K),
+# NBD_PYTHON (a python3 with libnbd's nbd module; default python3).
+# Needs nbdkit, nbdcopy, python3-libnbd, guestfish, mkfs.ext4,
 # e2fsck, debugfs.  It is also run as a test
 # (test-dirty-bitmap-backup.bats).
 
@@ -33,6 +34,12 @@ qad_img="${QAD_IMG:-qad-img}"
 gran="${GRANULARITY:-64K}"
 export LIBGUESTFS_BACKEND="${LIBGUESTFS_BACKEND:-direct}"
 export PYENV_VERSION=system
+python="${NBD_PYTHON:-python3}"
+"$python" -c 'import nbd' 2>/dev/null || {
+  echo "$0: $python has no nbd module (apt-get install python3-libnbd," \
+       "or set NBD_PYTHON to a python3 that has it)" >&2
+  exit 1
+}
 
 if test -n "${1:-}"; then
   work="$1"; mkdir -p "$work"
@@ -58,7 +65,7 @@ trap cleanup ERR
 # view; print the byte count.
 copy_dirty ()
 {
-  python3 - "$(view "$1")" <<'PY'
+  "$python" - "$(view "$1")" <<'PY'
 import sys
 import nbd
 h = nbd.NBD()
@@ -112,11 +119,14 @@ rm -f disk.qdb "$sock" "$ctl" pid
 nbdkit -U "$sock" -P pid --filter="$filter" file disk.raw \
   dirty-bitmap=disk.qdb dirty-bitmap-name=b0 \
   dirty-bitmap-granularity="$gran" dirty-bitmap-control="$ctl"
+# nbdkit's parent returns before its child writes the pidfile.
+for i in $(seq 1 300); do test -s pid && break; sleep 0.1; done
+test -s pid || { echo "$0: nbdkit wrote no pidfile within 30 s" >&2; exit 1; }
 server_pid="$(cat pid)"
 nbdinfo --size "$uri" >/dev/null   # the QDB file is written
 
 echo "== 2. clients write throughout"
-python3 - "$uri" <<'PY' &
+"$python" - "$uri" <<'PY' &
 import os, random, sys, time
 import nbd
 h = nbd.NBD()

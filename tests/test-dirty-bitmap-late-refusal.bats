@@ -53,6 +53,7 @@ once ()
     test -s pid && ! kill -0 "$(cat pid)" 2>/dev/null && break
     sleep 0.1
   done
+  test -s pid                   # else the check below proves nothing
   ! kill -0 "$(cat pid)" 2>/dev/null
   once err
   run timeout 10 nbdinfo --size "$(nbd_uri sock)"
