@@ -10,10 +10,16 @@ QED_FILTER="$abs_top_builddir/qed-filter.so"
 
 . "$BATS_TEST_DIRNAME/web-server.sh"
 
+# requires_qed_filter: the filter is built by this tree, so one that
+# is missing or that nbdkit cannot load fails the test (never a skip).
 requires_qed_filter ()
 {
   requires_file "$QED_FILTER"
-  requires nbdkit --filter="$QED_FILTER" null --version
+  local out
+  out="$(nbdkit --filter="$QED_FILTER" null --version 2>&1)" || {
+    echo "nbdkit cannot load $QED_FILTER: $out" >&2
+    return 1
+  }
 }
 
 requires_web ()
