@@ -157,13 +157,6 @@ assert h.pread(1 << 20, 1 << 20) == bytes(1 << 20)'
   cmp <(head -c 1M disk.raw) <(python3 -c 'import sys; sys.stdout.buffer.write(b"q" * (1 << 20))')
 }
 
-@test "addcow: --filter=addcow works once installed (skipped when not installed)" {
-  requires test -f "$(pkg-config --variable=filterdir nbdkit)/nbdkit-addcow-filter.so"
-  start_nbdkit s --filter=addcow file disk.raw addcow=disk.add-cow \
-    addcow-backing=base.img
-  "$ADDCOW_WORKLOAD" compare "$(nbd_uri s)" ref.raw
-}
-
 @test "addcow: qemu-img sees accurate extents and keeps the disk sparse" {
   requires qemu-img --version
   truncate -s 64M sparse.img
