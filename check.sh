@@ -24,6 +24,10 @@
 #   SKIP_LIBFUZZER=1   skip the libFuzzer runs (they need clang)
 #   FUZZ_SECONDS=N     seconds per libFuzzer target (default 8)
 #   SKIP_SELFTEST=1    skip tests/test-check-sh-red.sh
+#   SKIP_INSTALL_TEST=1  skip the "make install" short-name check (root)
+#   ASAN_SERVER_TESTS, TSAN_SERVER_TESTS="test-a.bats ..."
+#                      the server tests of the sanitizer builds
+#   TSAN_TIMEOUT=N     seconds for each ThreadSanitizer run (default 600)
 #   CHECK_ONLY_TESTS="test-a.bats ..."
 #                      build, run only these files of tests/, print the
 #                      summary and stop (used by the self-test)
