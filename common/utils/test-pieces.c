@@ -46,41 +46,41 @@ struct fake {
   unsigned pieces;
 };
 
-static void
-check_piece (struct fake *f, uint64_t count, uint64_t offset)
+/* Check a piece against the bound and count it; -1 (with errno) when
+ * it holds fail_at.
+ */
+static int
+piece (struct fake *f, uint64_t count, uint64_t offset)
 {
   assert (count > 0 && count <= f->max);
   assert (offset + count <= DEV_SIZE);
   f->pieces++;
-}
-
-static int
-fake_read (void *opaque, void *buf, uint64_t count, uint64_t offset)
-{
-  struct fake *f = opaque;
-
-  check_piece (f, count, offset);
-  /* Never across a multiple of the bound. */
-  assert (offset / f->max == (offset + count - 1) / f->max);
   if (f->fail_at >= offset && f->fail_at < offset + count) {
     errno = f->fail_errno;
     return -1;
   }
-  memcpy (buf, f->data + offset, count);
   return 0;
 }
 
 static int
-fake_write (void *opaque, const void *buf, uint64_t count, uint64_t offset)
+fake_read (void *f, void *buf, uint64_t count, uint64_t offset)
 {
-  struct fake *f = opaque;
+  const uint64_t max = ((struct fake *) f)->max;
 
-  check_piece (f, count, offset);
-  if (f->fail_at >= offset && f->fail_at < offset + count) {
-    errno = f->fail_errno;
+  /* Never across a multiple of the bound. */
+  assert (count == 0 || offset / max == (offset + count - 1) / max);
+  if (piece (f, count, offset) == -1)
     return -1;
-  }
-  memcpy (f->data + offset, buf, count);
+  memcpy (buf, ((struct fake *) f)->data + offset, count);
+  return 0;
+}
+
+static int
+fake_write (void *f, const void *buf, uint64_t count, uint64_t offset)
+{
+  if (piece (f, count, offset) == -1)
+    return -1;
+  memcpy (((struct fake *) f)->data + offset, buf, count);
   return 0;
 }
 
