@@ -25,7 +25,7 @@
 #include "commit-target.h"
 #include "full-io.h"
 #include "image-lock.h"
-#include "minmax.h"
+#include "pieces.h"
 #include "qed-image.h"
 #include "qed-resize.h"
 
@@ -159,24 +159,23 @@ commit_target_write (struct commit_target *t, const void *buf,
   return 0;
 }
 
+/* One piece of the zeroes commit_target_zero writes. */
+static int
+write_zero_piece (void *opaque, const void *buf, uint64_t count,
+                  uint64_t offset)
+{
+  return commit_target_write (opaque, buf, count, offset);
+}
+
 int
 commit_target_zero (struct commit_target *t, uint64_t count, uint64_t offset)
 {
-  static const char zeroes[65536];
-
   if (t->is_qed)
     return qed_zero (t->qed, count, offset, true, false, false);
   if (fallocate (t->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                  offset, count) == 0)
     return 0;
-  while (count > 0) {
-    uint64_t n = MIN (count, (uint64_t) sizeof zeroes);
-    if (commit_target_write (t, zeroes, n, offset) == -1)
-      return -1;
-    count -= n;
-    offset += n;
-  }
-  return 0;
+  return qad_write_zeroes (t->path, count, offset, write_zero_piece, t);
 }
 
 int

@@ -33,6 +33,7 @@
 #include "full-io.h"
 #include "lsb-bits.h"
 #include "minmax.h"
+#include "pieces.h"
 #include "qad-img.h"
 #include "qed-image.h"
 
@@ -47,36 +48,30 @@ struct addcow_disk {
   struct qad_blockdev *backing; /* NULL: none, or ALL_ALLOCATED */
 };
 
+/* A piece of addcow_disk_pread, inside one cluster. */
+static int
+read_cluster_piece (void *opaque, void *buf, uint64_t count,
+                    uint64_t offset)
+{
+  struct addcow_disk *d = opaque;
+
+  if (d->bitmap == NULL || bit_test (d->bitmap, offset >> d->cluster_bits))
+    return full_pread (d->image_fd, buf, count, offset);
+  if (d->backing)
+    return qad_blockdev_pread (d->backing, buf, count, offset);
+  memset (buf, 0, count);
+  return 0;
+}
+
 static int
 addcow_disk_pread (struct qad_blockdev *dev, void *buf, uint64_t count,
                    uint64_t offset)
 {
   struct addcow_disk *d = (struct addcow_disk *) dev;
-  char *p = buf;
 
-  while (count > 0) {
-    uint64_t c = offset >> d->cluster_bits;
-    uint64_t end = MIN ((c + 1) << d->cluster_bits, offset + count);
-    uint64_t n = end - offset;
-
-    if (d->bitmap == NULL || bit_test (d->bitmap, c)) {
-      if (full_pread (d->image_fd, p, n, offset) == -1) {
-        fprintf (stderr, "qad-img: %s: reading the image at %" PRIu64
-                 ": %s\n", dev->name, offset, strerror (errno));
-        return -1;
-      }
-    }
-    else if (d->backing) {
-      if (qad_blockdev_pread (d->backing, p, n, offset) == -1)
-        return -1;
-    }
-    else
-      memset (p, 0, n);
-    p += n;
-    offset += n;
-    count -= n;
-  }
-  return 0;
+  return qad_read_pieces (dev->name, buf, count, offset,
+                          UINT64_C (1) << d->cluster_bits,
+                          read_cluster_piece, d);
 }
 
 static int

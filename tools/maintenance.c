@@ -39,7 +39,7 @@ parse_maintenance_opts (int argc, char **argv, const struct qad_format **fmt,
     { "format", required_argument, NULL, OPT_FORMAT },
     { "json", no_argument, NULL, OPT_JSON },
     { "shrink", no_argument, NULL, OPT_SHRINK },
-    { NULL }
+    { 0 }
   };
   int c;
 

@@ -180,7 +180,7 @@ qdb_create (int argc, char **argv)
     { "bitmap", required_argument, NULL, OPT_BITMAP },
     { "granularity", required_argument, NULL, OPT_GRAN },
     { "cluster-size", required_argument, NULL, OPT_CLUSTER },
-    { NULL }
+    { 0 }
   };
   unsigned long long size = 0, gran = QDB_DEFAULT_GRANULARITY;
   unsigned long long csize = 1ULL << QDB_DEFAULT_CLUSTER_BITS;
@@ -277,7 +277,7 @@ qdb_info (int argc, char **argv)
   static const struct option long_options[] = {
     { "json", no_argument, NULL, OPT_JSON },
     { "connect", required_argument, NULL, OPT_CONNECT },
-    { NULL }
+    { 0 }
   };
   bool json = false;
   const char *sock = NULL;
@@ -396,7 +396,7 @@ qdb_check (int argc, char **argv)
   if (json) {
     const struct check_field fields[] = {
       { "repaired", true, repaired },
-      { NULL }
+      { 0 }
     };
     const struct check_report report = {
       file, "qdb", 0, 0,
@@ -423,7 +423,7 @@ qdb_map (int argc, char **argv)
     { "json", no_argument, NULL, OPT_JSON },
     { "bitmap", required_argument, NULL, OPT_BITMAP },
     { "dirty", no_argument, NULL, OPT_DIRTY },
-    { NULL }
+    { 0 }
   };
   bool json = false, dirty_only = false, first = true;
   const char *name = NULL;
@@ -521,7 +521,7 @@ qdb_bitmap_verb (int argc, char **argv)
     { "connect", required_argument, NULL, OPT_CONNECT },
     { "freeze", required_argument, NULL, OPT_FREEZE },
     { "release", required_argument, NULL, OPT_RELEASE },
-    { NULL }
+    { 0 }
   };
   static const enum qdb_op_kind kinds[] = {
     [OPT_ADD - OPT_ADD] = QDB_OP_ADD, [OPT_REMOVE - OPT_ADD] = QDB_OP_REMOVE,

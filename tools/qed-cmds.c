@@ -285,7 +285,7 @@ qed_map_verb (int argc, char **argv)
   static const struct option long_options[] = {
     { "json", no_argument, NULL, OPT_JSON },
     { "output", required_argument, NULL, 'o' },
-    { NULL }
+    { 0 }
   };
   bool json = false, first = true;
   struct qed_image *img;
@@ -400,7 +400,7 @@ qed_check_verb (int argc, char **argv)
         / img->header.cluster_size },
       { "file-clusters", false, res.file_clusters },
       { "image-end-offset", false, res.image_end_offset },
-      { NULL }
+      { 0 }
     };
     const struct check_report report = {
       file, "qed", corrupt, res.corruptions_fixed,
@@ -454,7 +454,7 @@ qed_create_verb (int argc, char **argv)
     { "table-size", required_argument, NULL, OPT_TABLE_SIZE },
     { "backing", required_argument, NULL, OPT_BACKING },
     { "backing-format", required_argument, NULL, OPT_BACKING_FORMAT },
-    { NULL }
+    { 0 }
   };
   struct qed_create_options opts = { 0 };
   CLEANUP_BACKING_RULES struct qad_backing_rules rules = { 0 };

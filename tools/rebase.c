@@ -43,7 +43,7 @@ rebase_verb (int argc, char **argv, int (*apply) (const struct backing_change *)
     { "unsafe", no_argument, NULL, 'u' },
     { "backing", required_argument, NULL, 'b' },
     { "backing-format", required_argument, NULL, 'F' },
-    { NULL }
+    { 0 }
   };
   struct backing_change c = { .verb = "rebase", .safe = true };
   int opt;
@@ -124,7 +124,7 @@ amend_verb (int argc, char **argv, const char *format, const char *keys,
   static const struct option long_options[] = {
     { "format", required_argument, NULL, OPT_FORMAT },
     { "options", required_argument, NULL, 'o' },
-    { NULL }
+    { 0 }
   };
   struct backing_change c = { .verb = "amend" };
   CLEANUP_FREE char *opts = NULL;

@@ -337,12 +337,12 @@ parse_file_args (int argc, char **argv, const char *ext, bool *repair,
   enum { OPT_JSON = 256, OPT_REPAIR };
   static const struct option json_only[] = {
     { "json", no_argument, NULL, OPT_JSON },
-    { NULL }
+    { 0 }
   };
   static const struct option json_and_repair[] = {
     { "json", no_argument, NULL, OPT_JSON },
     { "repair", no_argument, NULL, OPT_REPAIR },
-    { NULL }
+    { 0 }
   };
   int c;
 

@@ -38,6 +38,10 @@
 
 #define CHUNK 65536
 
+static void report (qad_check_report_fn problem, void *opaque,
+                    const char *fs, ...)
+  __attribute__ ((format (printf, 3, 4)));
+
 static void
 report (qad_check_report_fn problem, void *opaque, const char *fs, ...)
 {

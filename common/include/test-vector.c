@@ -27,6 +27,13 @@ main (void)
   int *before;
   size_t i, cap;
 
+  /* Reserving nothing on the empty vector succeeds and allocates
+   * nothing (the control thread reserves 0 freezes this way).
+   */
+  errno = 0;
+  assert (int_vector_reserve (&v, 0) == 0);
+  assert (v.ptr == NULL && v.len == 0 && v.cap == 0 && errno == 0);
+
   /* Appends from empty: every item survives every regrowth. */
   for (i = 0; i < 10000; ++i) {
     assert (int_vector_append (&v, (int) i) == 0);

@@ -34,7 +34,9 @@
 
 /* Make room for N more items of ITEMSIZE bytes after LEN items in PTR,
  * which has room for *CAP.  Returns the array (PTR when it already has
- * room), or NULL with errno set and PTR untouched.
+ * room), or NULL with errno set and PTR untouched.  So when PTR may be
+ * NULL with nothing to add (N == 0 and *CAP == 0), check for room
+ * before calling, as name##_reserve does.
  */
 static inline void *
 vector_grow (void *ptr, size_t len, size_t *cap, size_t n, size_t itemsize)
@@ -77,8 +79,11 @@ vector_grow (void *ptr, size_t len, size_t *cap, size_t n, size_t itemsize)
   static inline int __attribute__ ((__unused__))                        \
   name##_reserve (name *v, size_t n)                                    \
   {                                                                     \
-    type *p = vector_grow (v->ptr, v->len, &v->cap, n, sizeof (type));  \
+    type *p;                                                            \
                                                                         \
+    if (n <= v->cap - v->len)   /* also an empty vector and N == 0 */   \
+      return 0;                                                         \
+    p = vector_grow (v->ptr, v->len, &v->cap, n, sizeof (type));        \
     if (p == NULL)                                                      \
       return -1;                                                        \
     v->ptr = p;                                                         \

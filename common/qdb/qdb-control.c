@@ -33,6 +33,9 @@
 #include "qad-error.h"
 #include "qdb-control.h"
 #include "qdb.h"
+#include "vector.h"
+
+DEFINE_VECTOR_TYPE (ctl_info_vector, struct qdb_ctl_bitmap_info);
 
 /*----------------------------------------------------------------------
  * Messages.
@@ -246,8 +249,7 @@ qdb_ctl_decode_reply (char *body, size_t len,
                       const char **errmsg)
 {
   char *p = body, *end = body + len;
-  struct qdb_ctl_bitmap_info *a = NULL;
-  size_t n = 0;
+  ctl_info_vector a = empty_vector;
 
   *info = NULL;
   *nr = 0;
@@ -263,30 +265,26 @@ qdb_ctl_decode_reply (char *body, size_t len,
   for (p = body + 3; p < end; ) {
     char *nl = memchr (p, '\n', end - p);
     char *w[7];
-    struct qdb_ctl_bitmap_info *b;
+    struct qdb_ctl_bitmap_info b;
 
     *nl = 0;
     if (split (p, w, 6) != 6 || strcmp (w[0], "bitmap") != 0)
       goto bad;
-    b = realloc (a, (n + 1) * sizeof *a);
-    if (!b)
+    b.name = w[1];
+    b.state = w[3];
+    if (!parse_u64 (w[2], &b.granularity) ||
+        !parse_u64 (w[4], &b.dirty_bytes) ||
+        !parse_u64 (w[5], &b.disk_size) ||
+        ctl_info_vector_append (&a, b) == -1)
       goto bad;
-    a = b;
-    a[n].name = w[1];
-    a[n].state = w[3];
-    if (!parse_u64 (w[2], &a[n].granularity) ||
-        !parse_u64 (w[4], &a[n].dirty_bytes) ||
-        !parse_u64 (w[5], &a[n].disk_size))
-      goto bad;
-    n++;
     p = nl + 1;
   }
-  *info = a;
-  *nr = n;
+  *info = a.ptr;
+  *nr = a.len;
   return 0;
 
  bad:
-  free (a);
+  ctl_info_vector_reset (&a);
   return -1;
 }
 

@@ -192,6 +192,7 @@ parse_entries (struct qdb_file *qdb, const uint8_t *dir,
     qad_error ("%s: calloc: %m", qdb->name);
     return -1;
   }
+  qdb->bitmaps_cap = nb_bitmaps ? nb_bitmaps : 1;
 
   for (i = 0; i < nb_bitmaps; ++i) {
     struct qdb_bitmap *bm = &qdb->bitmaps[i];

@@ -121,24 +121,19 @@ static int
 keep_unknown_ext (struct qdb_file *qdb, uint32_t type, const uint8_t *d,
                   uint32_t len)
 {
-  struct qdb_record *exts, *x;
+  struct qdb_record x = { .type = type, .length = len };
 
-  exts = realloc (qdb->exts, (qdb->nr_exts + 1) * sizeof *exts);
-  if (!exts) {
-    qad_error ("%s: realloc: %m", qdb->name);
-    return -1;
-  }
-  qdb->exts = exts;
-  x = &exts[qdb->nr_exts];
-  x->type = type;
-  x->length = len;
-  x->data = malloc (len ? len : 1);
-  if (!x->data) {
+  x.data = malloc (len ? len : 1);
+  if (!x.data) {
     qad_error ("%s: malloc: %m", qdb->name);
     return -1;
   }
-  memcpy (x->data, d, len);
-  qdb->nr_exts++;
+  memcpy (x.data, d, len);
+  if (qdb_record_vector_append (&qdb->exts, x) == -1) {
+    qad_error ("%s: realloc: %m", qdb->name);
+    free (x.data);
+    return -1;
+  }
   return 0;
 }
 
@@ -322,9 +317,9 @@ qdb_header_bytes (const struct qdb_file *qdb)
   if (qdb->nr_feature_names)
     need += QDB_REC_DATA +
       (uint64_t) qdb->nr_feature_names * QDB_FEATURE_NAME_ENTRY;
-  for (i = 0; i < qdb->nr_exts; ++i)
+  for (i = 0; i < qdb->exts.len; ++i)
     need += QDB_REC_DATA +
-      ROUND_UP ((uint64_t) qdb->exts[i].length, QDB_RECORD_ALIGN);
+      ROUND_UP ((uint64_t) qdb->exts.ptr[i].length, QDB_RECORD_ALIGN);
   if (qdb->region_size)
     need += QDB_REC_DATA + QDB_REGION_MAP_EXT_LEN;
   return need;
@@ -371,9 +366,10 @@ qdb_header_serialize (const struct qdb_file *qdb, uint8_t *c0)
 
   if (qdb->nr_feature_names)
     off += put_feature_names (qdb, c0 + off);
-  for (i = 0; i < qdb->nr_exts; ++i)
-    off += qdb_record_put (c0 + off, qdb->exts[i].type, qdb->exts[i].length,
-                           qdb->exts[i].data);
+  for (i = 0; i < qdb->exts.len; ++i) {
+    const struct qdb_record *x = &qdb->exts.ptr[i];
+    off += qdb_record_put (c0 + off, x->type, x->length, x->data);
+  }
   if (qdb->region_size) {
     uint8_t d[QDB_REGION_MAP_EXT_LEN];
 

@@ -21,6 +21,7 @@
 #include "qad-error.h"
 #include "qdb-internal.h"
 #include "qdb.h"
+#include "vector.h"
 
 int
 qdb_io_init_fd (struct qdb_io *io, int *fd, const char *name)
@@ -64,13 +65,13 @@ mem_pwrite (void *opaque, const void *buf, size_t count, uint64_t offset)
     return -1;
   }
   if (end > mb->alloc) {
-    size_t n = end * 2;
-    uint8_t *p = realloc (mb->data, n);
+    size_t old = mb->alloc;
+    uint8_t *p = vector_grow (mb->data, 0, &mb->alloc, end, 1);
+
     if (!p)
       return -1;
-    memset (p + mb->alloc, 0, n - mb->alloc);
+    memset (p + old, 0, mb->alloc - old);
     mb->data = p;
-    mb->alloc = n;
   }
   memcpy (mb->data + offset, buf, count);
   if (end > mb->size)

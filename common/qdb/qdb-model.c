@@ -25,6 +25,7 @@
 #include "qdb-layout.h"
 #include "qdb.h"
 #include "rounding.h"
+#include "vector.h"
 
 /* Loading more than this many bytes of bits for one bitmap is refused
  * (a 64 TiB disk at 64 KiB granularity needs 128 MiB).
@@ -50,9 +51,9 @@ qdb_free (struct qdb_file *qdb)
   for (i = 0; i < qdb->nr_bitmaps; ++i)
     qdb_free_bitmap (&qdb->bitmaps[i]);
   free (qdb->bitmaps);
-  for (i = 0; i < qdb->nr_exts; ++i)
-    free (qdb->exts[i].data);
-  free (qdb->exts);
+  for (i = 0; i < qdb->exts.len; ++i)
+    free (qdb->exts.ptr[i].data);
+  qdb_record_vector_reset (&qdb->exts);
   free (qdb->feature_names);
   free (qdb->header_tail);
   free (qdb);
@@ -213,7 +214,8 @@ qdb_add_bitmap (struct qdb_file *qdb, const char *name,
     return -1;
   }
 
-  bms = realloc (qdb->bitmaps, (qdb->nr_bitmaps + 1) * sizeof *bms);
+  bms = vector_grow (qdb->bitmaps, qdb->nr_bitmaps, &qdb->bitmaps_cap, 1,
+                     sizeof *bms);
   if (!bms) {
     qad_error ("%s: realloc: %m", qdb->name);
     return -1;

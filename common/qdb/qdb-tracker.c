@@ -66,8 +66,8 @@ qdb_tracker_free (struct qdb_tracker *t)
     return;                     /* never initialised */
   qdb_tracker_stop (t);
   free_tracking (t);
-  free (t->queue.q);
-  free (t->lazy_queue.q);
+  qdb_block_queue_reset (&t->queue);
+  qdb_block_queue_reset (&t->lazy_queue);
   free (t->region_bm.bits);
   free (t->region_epoch);
   qdb_free (t->qdb);
@@ -226,20 +226,12 @@ qdb_tracker_flush (struct qdb_tracker *t, qdb_flush_below flush,
  * (the commit queue or the lazy one), unless it is on one already.
  */
 static int
-enqueue (struct qdb_tracker *t, struct qdb_block_queue *q, size_t i,
-         uint64_t b)
+enqueue (struct qdb_tracker *t, qdb_block_queue *q, size_t i, uint64_t b)
 {
   if (t->tracked[i].queued[b])
     return 0;
-  if (q->len == q->alloc) {
-    size_t n = q->alloc ? q->alloc * 2 : 64;
-    struct qdb_queued_block *nq = realloc (q->q, n * sizeof *nq);
-    if (!nq)
-      return -1;
-    q->q = nq;
-    q->alloc = n;
-  }
-  q->q[q->len++] = (struct qdb_queued_block) { i, b };
+  if (qdb_block_queue_append (q, (struct qdb_queued_block) { i, b }) == -1)
+    return -1;
   t->tracked[i].queued[b] = 1;
   return 0;
 }
@@ -248,7 +240,7 @@ enqueue (struct qdb_tracker *t, struct qdb_block_queue *q, size_t i,
  * *DATA, *N blocks), so that Q is empty for others.
  */
 static int
-take_snapshot (struct qdb_tracker *t, struct qdb_block_queue *q,
+take_snapshot (struct qdb_tracker *t, qdb_block_queue *q,
                struct qdb_queued_block **snap, uint8_t **data, size_t *n)
 {
   size_t i;
@@ -261,10 +253,12 @@ take_snapshot (struct qdb_tracker *t, struct qdb_block_queue *q,
     return -1;
   }
   for (i = 0; i < *n; ++i) {
-    struct qdb_tracked *tr = &t->tracked[q->q[i].t];
-    (*snap)[i] = q->q[i];
-    memcpy (*data + i * BLOCK, tr->bm->bits + q->q[i].block * BLOCK, BLOCK);
-    tr->queued[q->q[i].block] = 0;
+    const struct qdb_queued_block *qb = &q->ptr[i];
+    struct qdb_tracked *tr = &t->tracked[qb->t];
+
+    (*snap)[i] = *qb;
+    memcpy (*data + i * BLOCK, tr->bm->bits + qb->block * BLOCK, BLOCK);
+    tr->queued[qb->block] = 0;
   }
   q->len = 0;
   return 0;

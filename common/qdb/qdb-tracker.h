@@ -73,6 +73,7 @@
 #include <stdint.h>
 
 #include "qdb.h"
+#include "vector.h"
 
 #define QDB_TRACKER_BLOCK 512   /* unit of bitmap data persisted */
 
@@ -88,10 +89,7 @@ struct qdb_queued_block {
   uint64_t block;
 };
 
-struct qdb_block_queue {
-  struct qdb_queued_block *q;
-  size_t len, alloc;
-};
+DEFINE_VECTOR_TYPE (qdb_block_queue, struct qdb_queued_block);
 
 struct qdb_tracker {
   /* Set by qdb_tracker_init, read-only afterwards. */
@@ -116,7 +114,7 @@ struct qdb_tracker {
   uint64_t disk_size;
   struct qdb_tracked *tracked;  /* one per enabled bitmap, + region map */
   size_t nr_tracked;
-  struct qdb_block_queue queue; /* blocks for the next commit */
+  qdb_block_queue queue;        /* blocks for the next commit */
   bool commit_in_progress;
   uint64_t in_flight;
   bool command_pending;
@@ -127,7 +125,7 @@ struct qdb_tracker {
    */
   struct qdb_bitmap region_bm;
   uint8_t *region_epoch;
-  struct qdb_block_queue lazy_queue;
+  qdb_block_queue lazy_queue;
   pthread_cond_t ckpt_cond;
   pthread_t ckpt_thread;
   bool ckpt_started, ckpt_stop, ckpt_requested;

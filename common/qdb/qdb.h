@@ -27,6 +27,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "vector.h"
+
 #define QDB_MAGIC "QDB\0"
 #define QDB_VERSION 1
 #define QDB_MIN_CLUSTER_BITS 9
@@ -98,6 +100,7 @@ struct qdb_record {
   uint32_t length;
   uint8_t *data;
 };
+DEFINE_VECTOR_TYPE (qdb_record_vector, struct qdb_record);
 
 struct qdb_feature_name {
   uint8_t type;                 /* 0 incompat, 1 compat, 2 autoclear */
@@ -133,12 +136,16 @@ struct qdb_file {
   uint64_t incompat, compat, autoclear;
   uint64_t dir_offset;
   uint32_t dir_size;
-  struct qdb_record *exts;      /* unknown header extensions */
-  size_t nr_exts;
+  qdb_record_vector exts;       /* unknown header extensions */
   struct qdb_feature_name *feature_names;
   size_t nr_feature_names;
+  /* The directory, in order.  Grown with vector_grow (vector.h);
+   * bitmaps_cap is its capacity.  Not a vector type only because many
+   * readers use these two names.
+   */
   struct qdb_bitmap *bitmaps;
   size_t nr_bitmaps;
+  size_t bitmaps_cap;
   uint64_t file_size;           /* when parsed */
   uint64_t leaked_clusters;     /* computed by qdb_read */
   /* Region map (QDB_INCOMPAT_REGION_MAP): region_size 0 means none.

@@ -161,11 +161,9 @@ test_preserve (void)
   qdb->header_length = 72;
   qdb->header_tail = calloc (1, 8);
   qdb->header_tail[3] = 0x77;
-  qdb->exts = calloc (1, sizeof *qdb->exts);
-  qdb->exts[0].type = 0x12345678;
-  qdb->exts[0].length = 5;
-  qdb->exts[0].data = (uint8_t *) strdup ("hello");
-  qdb->nr_exts = 1;
+  assert (qdb_record_vector_append (&qdb->exts, (struct qdb_record) {
+        .type = 0x12345678, .length = 5,
+        .data = (uint8_t *) strdup ("hello") }) == 0);
   qdb->feature_names = calloc (1, sizeof *qdb->feature_names);
   qdb->feature_names[0].type = 1;
   qdb->feature_names[0].bit = 4;
@@ -182,9 +180,9 @@ test_preserve (void)
   assert (qdb);
   assert (qdb->compat == 0x10 && qdb->autoclear == 0);
   assert (qdb->header_length == 72 && qdb->header_tail[3] == 0x77);
-  assert (qdb->nr_exts == 1 && qdb->exts[0].type == 0x12345678);
-  assert (qdb->exts[0].length == 5);
-  assert (memcmp (qdb->exts[0].data, "hello", 5) == 0);
+  assert (qdb->exts.len == 1 && qdb->exts.ptr[0].type == 0x12345678);
+  assert (qdb->exts.ptr[0].length == 5);
+  assert (memcmp (qdb->exts.ptr[0].data, "hello", 5) == 0);
   assert (qdb->nr_feature_names == 1);
   assert (strcmp (qdb->feature_names[0].name, "shiny") == 0);
   assert (qdb->bitmaps[0].extra_data_size == 16);
@@ -445,7 +443,7 @@ c_padding (struct qdb_file *qdb, struct qdb_membuf *out)
   static const uint8_t zero[8];
   const size_t x = QDB_HEADER_LENGTH;
 
-  assert (qdb->nr_exts == 1 && qdb->exts[0].length == 3);
+  assert (qdb->exts.len == 1 && qdb->exts.ptr[0].length == 3);
   assert (memcmp (out->data + QDB_HDR_RESERVED, zero, 8) == 0);
   assert (memcmp (out->data + x + QDB_REC_DATA, "abc\0\0\0\0\0", 8) == 0);
   assert (memcmp (out->data + DIR + QDB_DIRENT_RESERVED, zero, 8) == 0);
@@ -467,8 +465,9 @@ p_repeated_unknown (struct qdb_membuf *m)
 static void
 c_repeated_unknown (struct qdb_file *qdb, struct qdb_membuf *out)
 {
-  assert (qdb->nr_exts == 2);
-  assert (qdb->exts[0].data[0] == 'a' && qdb->exts[1].data[0] == 'b');
+  assert (qdb->exts.len == 2);
+  assert (qdb->exts.ptr[0].data[0] == 'a');
+  assert (qdb->exts.ptr[1].data[0] == 'b');
   assert (out->data[QDB_HEADER_LENGTH + 16 + QDB_REC_DATA] == 'b');
 }
 

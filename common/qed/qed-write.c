@@ -60,6 +60,7 @@
 #include "cleanup.h"
 #include "full-io.h"
 #include "minmax.h"
+#include "pieces.h"
 #include "poisoned.h"
 #include "qad-error.h"
 #include "qed-image.h"
@@ -552,6 +553,21 @@ fallocate_unsupported (int err)
   return err == EOPNOTSUPP || err == ENOTSUP || err == ENOSYS;
 }
 
+/* One piece of zeroes written by zero_in_place. */
+static int
+write_host_zeroes (void *opaque, const void *buf, uint64_t count,
+                   uint64_t host)
+{
+  struct qed_image *img = opaque;
+
+  if (full_pwrite (img->fd, buf, count, host) == -1) {
+    qad_error ("%s: cannot zero host offset %" PRIu64 ": %m",
+               img->dev.name, host);
+    return -1;
+  }
+  return 0;
+}
+
 /* Zero [offset, offset+len) of allocated clusters in place.  With
  * FAST, fail with ENOTSUP rather than write zeroes.
  */
@@ -561,7 +577,6 @@ zero_in_place (struct qed_image *img, uint64_t host, uint64_t len,
 {
   int mode = may_trim ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
     : FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
-  CLEANUP_FREE char *zeroes = NULL;
 
   if (fallocate (img->fd, mode, host, len) == 0)
     return 0;
@@ -578,22 +593,8 @@ zero_in_place (struct qed_image *img, uint64_t host, uint64_t len,
     errno = ENOTSUP;
     return -1;
   }
-  zeroes = calloc (1, MIN (len, UINT64_C (1) << 20));
-  if (zeroes == NULL) {
-    qad_error ("%s: %m", img->dev.name);
-    return -1;
-  }
-  while (len > 0) {
-    uint64_t n = MIN (len, UINT64_C (1) << 20);
-    if (full_pwrite (img->fd, zeroes, n, host) == -1) {
-      qad_error ("%s: cannot zero host offset %" PRIu64 ": %m",
-                 img->dev.name, host);
-      return -1;
-    }
-    host += n;
-    len -= n;
-  }
-  return 0;
+  return qad_write_zeroes (img->dev.name, len, host, write_host_zeroes,
+                           img);
 
  fallocate_failed:
   qad_error ("%s: cannot zero host offset %" PRIu64 " length %" PRIu64

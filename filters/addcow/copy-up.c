@@ -28,6 +28,7 @@
 #include "cleanup.h"
 #include "copy-up.h"
 #include "minmax.h"
+#include "pieces.h"
 #include "rangelock.h"
 
 struct cow cow;
@@ -60,12 +61,33 @@ cow_backing_read (void *buf, uint64_t count, uint64_t offset, int *err)
   return 0;
 }
 
+/* A piece of the zeroes image_zero writes: the plugin below reports. */
+struct zero_write {
+  nbdkit_next *next;
+  uint32_t flags;
+};
+
+static int
+write_zero_piece (void *opaque, const void *buf, uint64_t count,
+                  uint64_t offset)
+{
+  struct zero_write *zw = opaque;
+  int err = 0;
+
+  if (zw->next->pwrite (zw->next, buf, count, offset, zw->flags,
+                        &err) == -1) {
+    errno = err ? err : EIO;
+    return -1;
+  }
+  return 0;
+}
+
 /* Zero a range of the image, emulating when the plugin cannot zero. */
 static int
 image_zero (nbdkit_next *next, uint64_t count, uint64_t offset,
             uint32_t flags, int *err)
 {
-  CLEANUP_FREE char *zeroes = NULL;
+  struct zero_write zw = { next, flags & NBDKIT_FLAG_FUA };
   int r = next->can_zero (next);
 
   if (r == -1) {
@@ -74,18 +96,10 @@ image_zero (nbdkit_next *next, uint64_t count, uint64_t offset,
   }
   if (r > NBDKIT_ZERO_NONE)
     return next->zero (next, count, offset, flags, err);
-  zeroes = calloc (1, MIN (count, (uint64_t) 1 << 20));
-  if (zeroes == NULL) {
+  if (qad_write_zeroes ("the add-cow image", count, offset, write_zero_piece,
+                        &zw) == -1) {
     *err = errno;
     return -1;
-  }
-  while (count > 0) {
-    uint32_t n = MIN (count, (uint64_t) 1 << 20);
-    if (next->pwrite (next, zeroes, n, offset, flags & NBDKIT_FLAG_FUA,
-                      err) == -1)
-      return -1;
-    count -= n;
-    offset += n;
   }
   return 0;
 }

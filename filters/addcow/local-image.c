@@ -51,6 +51,7 @@
 #include "local-image.h"
 #include "minmax.h"
 #include "next-dev.h"
+#include "pieces.h"
 
 /* Set in .config, read-only afterwards. */
 static char *image_path;                /* addcow-local-image=, absolute */
@@ -278,6 +279,20 @@ image_pwrite (nbdkit_next *unused, const void *buf, uint32_t count,
   return flags & NBDKIT_FLAG_FUA ? sync_image (err) : 0;
 }
 
+/* One piece of the zeroes image_zero writes (image_pwrite reports). */
+static int
+write_zero_piece (void *unused, const void *buf, uint64_t count,
+                  uint64_t offset)
+{
+  int err = 0;
+
+  if (image_pwrite (NULL, buf, count, offset, 0, &err) == -1) {
+    errno = err;
+    return -1;
+  }
+  return 0;
+}
+
 /* Real zeroes on disk (a punched hole reads as zeroes too). */
 static int
 image_zero (nbdkit_next *unused, uint32_t count, uint64_t offset,
@@ -285,7 +300,6 @@ image_zero (nbdkit_next *unused, uint32_t count, uint64_t offset,
 {
   int mode = flags & NBDKIT_FLAG_MAY_TRIM
     ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE : FALLOC_FL_ZERO_RANGE;
-  CLEANUP_FREE char *zeroes = NULL;
 
   if (fallocate (image_fd, mode, offset, count) == 0)
     return flags & NBDKIT_FLAG_FUA ? sync_image (err) : 0;
@@ -294,17 +308,10 @@ image_zero (nbdkit_next *unused, uint32_t count, uint64_t offset,
     nbdkit_error ("%s: zero: %m: offset=%" PRIu64, image_path, offset);
     return -1;
   }
-  zeroes = calloc (1, MIN (count, UINT32_C (1) << 20));
-  if (zeroes == NULL) {
+  if (qad_write_zeroes (image_path, count, offset, write_zero_piece,
+                        NULL) == -1) {
     *err = errno;
     return -1;
-  }
-  while (count > 0) {
-    uint32_t n = MIN (count, UINT32_C (1) << 20);
-    if (image_pwrite (unused, zeroes, n, offset, 0, err) == -1)
-      return -1;
-    count -= n;
-    offset += n;
   }
   return flags & NBDKIT_FLAG_FUA ? sync_image (err) : 0;
 }

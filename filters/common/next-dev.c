@@ -19,6 +19,7 @@
 
 #include "minmax.h"
 #include "next-dev.h"
+#include "pieces.h"
 #include "qad-error.h"
 
 __thread nbdkit_next *next_dev_current;
@@ -29,31 +30,29 @@ struct next_dev {
   bool can_extents;
 };
 
+/* One piece (at most MAX_NEXT_REQUEST bytes) of next_dev_pread. */
+static int
+read_piece (void *opaque, void *buf, uint64_t count, uint64_t offset)
+{
+  nbdkit_next *next = opaque;
+  int err = 0;
+
+  if (next_dev_debug_reads)
+    nbdkit_debug ("%s: read from the plugin: offset=%" PRIu64
+                  " count=%" PRIu64, next_dev_debug_reads, offset, count);
+  if (next->pread (next, buf, count, offset, 0, &err) == -1) {
+    errno = err ? err : EIO;
+    return -1;
+  }
+  return 0;
+}
+
 static int
 next_dev_pread (struct qad_blockdev *dev, void *buf, uint64_t count,
                 uint64_t offset)
 {
-  nbdkit_next *next = next_dev_current;
-  char *p = buf;
-  int err = 0;
-
-  while (count > 0) {
-    uint32_t n = MIN (count, (uint64_t) MAX_NEXT_REQUEST);
-
-    if (next_dev_debug_reads)
-      nbdkit_debug ("%s: read from the plugin: offset=%" PRIu64
-                    " count=%" PRIu32, next_dev_debug_reads, offset, n);
-    if (next->pread (next, p, n, offset, 0, &err) == -1) {
-      qad_error ("%s: read failed: offset=%" PRIu64 " count=%" PRIu32,
-                 dev->name, offset, n);
-      errno = err ? err : EIO;
-      return -1;
-    }
-    p += n;
-    offset += n;
-    count -= n;
-  }
-  return 0;
+  return qad_read_pieces (dev->name, buf, count, offset, MAX_NEXT_REQUEST,
+                          read_piece, next_dev_current);
 }
 
 static int

@@ -48,10 +48,11 @@
 #include "qad-error.h"
 #include "qdb-control.h"
 #include "qdb-ops.h"
+#include "vector.h"
 
 /* Changed only by a command, under the tracker's lock. */
-static struct qdb_freeze **frozen;
-static size_t nr_frozen;
+DEFINE_VECTOR_TYPE (freeze_vector, struct qdb_freeze *);
+static freeze_vector frozen;
 
 /* The control thread. */
 static struct qdb_ctl_server *ctl_server;
@@ -101,9 +102,9 @@ find_freeze (const char *name)
 {
   size_t i;
 
-  for (i = 0; i < nr_frozen; ++i)
-    if (strcmp (qdb_freeze_name (frozen[i]), name) == 0)
-      return frozen[i];
+  for (i = 0; i < frozen.len; ++i)
+    if (strcmp (qdb_freeze_name (frozen.ptr[i]), name) == 0)
+      return frozen.ptr[i];
   return NULL;
 }
 
@@ -125,8 +126,8 @@ freezes_before_write (nbdkit_next *next, uint64_t offset, uint32_t count,
 {
   size_t i;
 
-  for (i = 0; i < nr_frozen; ++i)
-    if (qdb_freeze_before_write (frozen[i], offset, count, read_next, next,
+  for (i = 0; i < frozen.len; ++i)
+    if (qdb_freeze_before_write (frozen.ptr[i], offset, count, read_next, next,
                                  err) == -1)
       return -1;
   return 0;
@@ -150,9 +151,9 @@ static int
 run_command (const struct qdb_op *ops, size_t n, bool *info)
 {
   const char *fnames[QDB_CTL_MAX_OPS + 64];
-  struct qdb_freeze **nfz = NULL;
+  freeze_vector nfz = empty_vector;
   struct qdb_file *copy;
-  size_t nr_fnames = 0, nr_nfz = 0, i, j;
+  size_t nr_fnames = 0, i, j;
   bool changes = false;
 
   *info = false;
@@ -169,12 +170,12 @@ run_command (const struct qdb_op *ops, size_t n, bool *info)
                "earlier write failed): refusing commands", qdb_path);
     return -1;
   }
-  if (nr_frozen > 64) {
+  if (frozen.len > 64) {
     qad_error ("%s: too many frozen bitmaps", qdb_path);
     return -1;
   }
-  for (i = 0; i < nr_frozen; ++i)
-    fnames[nr_fnames++] = qdb_freeze_name (frozen[i]);
+  for (i = 0; i < frozen.len; ++i)
+    fnames[nr_fnames++] = qdb_freeze_name (frozen.ptr[i]);
 
   copy = qdb_clone (tracker.qdb);
   if (!copy)
@@ -232,16 +233,15 @@ run_command (const struct qdb_op *ops, size_t n, bool *info)
   }
 
   /* New freezes first (they may fail), then the file, then the swap. */
-  nfz = calloc (nr_fnames ? nr_fnames : 1, sizeof *nfz);
-  if (!nfz) {
-    qad_error ("calloc: %m");
+  if (freeze_vector_reserve (&nfz, nr_fnames) == -1) {
+    qad_error ("realloc: %m");
     goto err;
   }
   for (i = 0; i < nr_fnames; ++i) {
     struct qdb_freeze *fz = NULL;
-    for (j = 0; j < nr_frozen; ++j)
-      if (strcmp (qdb_freeze_name (frozen[j]), fnames[i]) == 0)
-        fz = frozen[j];
+    for (j = 0; j < frozen.len; ++j)
+      if (strcmp (qdb_freeze_name (frozen.ptr[j]), fnames[i]) == 0)
+        fz = frozen.ptr[j];
     if (!fz) {
       struct qdb_bitmap *bm = qdb_find_bitmap (copy, fnames[i]);
       fz = qdb_freeze_new (scratch_dir, fnames[i], bm->granularity,
@@ -249,21 +249,20 @@ run_command (const struct qdb_op *ops, size_t n, bool *info)
       if (!fz)
         goto err;
     }
-    nfz[nr_nfz++] = fz;
+    nfz.ptr[nfz.len++] = fz;    /* reserved above */
   }
   if (persist (copy) == -1)
     goto err;
 
-  for (j = 0; j < nr_frozen; ++j) {
-    for (i = 0; i < nr_nfz; ++i)
-      if (nfz[i] == frozen[j])
+  for (j = 0; j < frozen.len; ++j) {
+    for (i = 0; i < nfz.len; ++i)
+      if (nfz.ptr[i] == frozen.ptr[j])
         break;
-    if (i == nr_nfz)
-      qdb_freeze_free (frozen[j]);      /* released */
+    if (i == nfz.len)
+      qdb_freeze_free (frozen.ptr[j]);  /* released */
   }
-  free (frozen);
+  freeze_vector_reset (&frozen);
   frozen = nfz;
-  nr_frozen = nr_nfz;
   if (qdb_tracker_set_model (&tracker, copy, disk_size) == -1) {
     qdb_tracker_poison (&tracker, "could not set the bitmaps up again "
                         "after a command");
@@ -272,15 +271,14 @@ run_command (const struct qdb_op *ops, size_t n, bool *info)
   return 0;
 
  err:
-  if (nfz)
-    for (i = 0; i < nr_nfz; ++i) {
-      for (j = 0; j < nr_frozen; ++j)
-        if (nfz[i] == frozen[j])
-          break;
-      if (j == nr_frozen)
-        qdb_freeze_free (nfz[i]);
-    }
-  free (nfz);
+  for (i = 0; i < nfz.len; ++i) {
+    for (j = 0; j < frozen.len; ++j)
+      if (nfz.ptr[i] == frozen.ptr[j])
+        break;
+    if (j == frozen.len)
+      qdb_freeze_free (nfz.ptr[i]);
+  }
+  freeze_vector_reset (&nfz);
   qdb_free (copy);
   return -1;
 }
@@ -299,8 +297,8 @@ ok_reply (bool info, size_t *len)
   for (i = 0; info && tracker.qdb && i < tracker.qdb->nr_bitmaps; ++i) {
     const struct qdb_bitmap *bm = &tracker.qdb->bitmaps[i];
     const char *state = bm->flags & QDB_FLAG_ENABLED ? "enabled" : "disabled";
-    for (j = 0; j < nr_frozen; ++j)
-      if (strcmp (qdb_freeze_name (frozen[j]), bm->name) == 0)
+    for (j = 0; j < frozen.len; ++j)
+      if (strcmp (qdb_freeze_name (frozen.ptr[j]), bm->name) == 0)
         state = "frozen";
     fprintf (fp, "bitmap %s %" PRIu64 " %s %" PRIu64 " %" PRIu64 "\n",
              bm->name, bm->granularity, state, qdb_dirty_bytes (bm),
@@ -414,11 +412,9 @@ control_free (void)
 {
   size_t i;
 
-  for (i = 0; i < nr_frozen; ++i)
-    qdb_freeze_free (frozen[i]);
-  free (frozen);
-  frozen = NULL;
-  nr_frozen = 0;
+  for (i = 0; i < frozen.len; ++i)
+    qdb_freeze_free (frozen.ptr[i]);
+  freeze_vector_reset (&frozen);
   qdb_ctl_server_free (ctl_server);
   ctl_server = NULL;
 }

@@ -65,14 +65,15 @@
 #include "qad-error.h"
 #include "qad-limits.h"
 #include "qdb-replace.h"
+#include "vector.h"
 
 #define DEFAULT_BITMAP_NAME "bitmap0"
 
 /* Parameters (set in .config, read-only afterwards). */
 char *qdb_path;
 char *scratch_dir;              /* dirty-bitmap-scratch-dir= */
-static char **names;            /* dirty-bitmap-name=, in order */
-static size_t nr_names;
+DEFINE_VECTOR_TYPE (string_vector, char *);
+static string_vector names;     /* dirty-bitmap-name=, in order */
 static uint64_t granularity = QDB_DEFAULT_GRANULARITY;
 static char *control_path;      /* dirty-bitmap-control= */
 static bool lazy;               /* dirty-bitmap-tracking=lazy */
@@ -120,9 +121,9 @@ dirtybitmap_unload (void)
   free (scratch_dir);
   if (qdb_fd >= 0)
     close (qdb_fd);
-  for (i = 0; i < nr_names; ++i)
-    free (names[i]);
-  free (names);
+  for (i = 0; i < names.len; ++i)
+    free (names.ptr[i]);
+  string_vector_reset (&names);
   free (qdb_path);
 }
 
@@ -182,22 +183,20 @@ dirtybitmap_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     return 0;
   }
   else if (strcmp (key, "dirty-bitmap-name") == 0) {
-    char **p;
+    char *v;
 
     if (!qdb_name_ok ("dirty-bitmap-name", value))
       return -1;
-    p = realloc (names, (nr_names + 1) * sizeof *p);
-    if (!p) {
-      nbdkit_error ("realloc: %m");
-      return -1;
-    }
-    names = p;
-    names[nr_names] = strdup (value);
-    if (!names[nr_names]) {
+    v = strdup (value);
+    if (!v) {
       nbdkit_error ("strdup: %m");
       return -1;
     }
-    nr_names++;
+    if (string_vector_append (&names, v) == -1) {
+      nbdkit_error ("realloc: %m");
+      free (v);
+      return -1;
+    }
     return 0;
   }
   else if (strcmp (key, "dirty-bitmap-granularity") == 0) {
@@ -285,17 +284,17 @@ dirtybitmap_get_ready (int thread_model)
   qdb = qdb_read (&qdb_io, true);
   if (!qdb)
     return -1;
-  for (i = 0; i < nr_names; ++i) {
-    struct qdb_bitmap *bm = qdb_find_bitmap (qdb, names[i]);
+  for (i = 0; i < names.len; ++i) {
+    struct qdb_bitmap *bm = qdb_find_bitmap (qdb, names.ptr[i]);
     if (!bm) {
       nbdkit_error ("%s: no bitmap named \"%s\" (add it with: qad-img "
-                    "bitmap %s --add %s)", qdb_path, names[i], qdb_path,
-                    names[i]);
+                    "bitmap %s --add %s)", qdb_path, names.ptr[i], qdb_path,
+                    names.ptr[i]);
       return -1;
     }
     if (!(bm->flags & QDB_FLAG_ENABLED))
       nbdkit_debug ("%s: bitmap \"%s\" is disabled: it will not track "
-                    "changes", qdb_path, names[i]);
+                    "changes", qdb_path, names.ptr[i]);
   }
   for (i = 0; i < qdb->nr_bitmaps; ++i) {
     struct qdb_bitmap *bm = &qdb->bitmaps[i];
@@ -361,13 +360,13 @@ start_serving (nbdkit_backend *backend)
     if (!qdb)
       return -1;
     qdb->region_size = lazy ? region_size : 0;
-    if (nr_names == 0) {
+    if (names.len == 0) {
       if (qdb_add_bitmap (qdb, DEFAULT_BITMAP_NAME, granularity, disk_size,
                           QDB_FLAG_ENABLED) == -1)
         return -1;
     }
-    for (i = 0; i < nr_names; ++i)
-      if (qdb_add_bitmap (qdb, names[i], granularity, disk_size,
+    for (i = 0; i < names.len; ++i)
+      if (qdb_add_bitmap (qdb, names.ptr[i], granularity, disk_size,
                           QDB_FLAG_ENABLED) == -1)
         return -1;
     /* Written under a new name and renamed over the empty file (with

@@ -122,7 +122,7 @@ leave (bool *locked)
 
 /* Hold upgrade_lock for reading while the image may still change. */
 #define IMAGE_STABLE_FOR_CURRENT_SCOPE \
-  __attribute__ ((cleanup (leave))) bool locked_ = enter ()
+  __attribute__ ((cleanup (leave), unused)) bool locked_ = enter ()
 
 static void
 error_to_nbdkit (const char *msg)
