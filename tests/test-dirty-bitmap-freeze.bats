@@ -92,3 +92,56 @@ pit ()
   stop_nbdkit sock
   "$QAD_IMG" check disk.qdb
 }
+
+# scratch_prefix QDB: the fixed part of QDB's scratch file names, by
+# the rule of the man page (common/qdb/qdb-scratch.h): ".qdb-freeze-",
+# the base name, "-", the 64-bit FNV-1a of the resolved path in hex, "-".
+scratch_prefix ()
+{
+  python3 -c '
+import os, sys
+p = sys.argv[1]
+h = 0xcbf29ce484222325
+for b in os.path.realpath(p).encode():
+    h = ((h ^ b) * 0x100000001b3) & 0xffffffffffffffff
+print(".qdb-freeze-%s-%016x-" % (os.path.basename(p)[:200], h))' "$1"
+}
+
+@test "dirty-bitmap freeze: a restart removes the scratch names a crash left, only its own" {
+  mkdir scratch other
+  truncate -s 8M disk.raw
+  "$QAD_IMG" create --format=qdb disk.qdb --size=8M --bitmap=b1
+  p="$(scratch_prefix "$PWD/disk.qdb")"
+  q="$(scratch_prefix "$PWD/other/disk.qdb")"
+  # What a power cut between mkstemp and the synced unlink leaves.
+  echo data > "scratch/${p}Ab3xY9"
+  echo data > "${p}Zz0000"
+  # Not ours: other lengths, another QDB file, older names, a directory.
+  touch "scratch/${p}Ab3xY99" "scratch/${p}Ab3xY" "scratch/${q}Ab3xY9" \
+    scratch/.qdb-freeze-b1-Ab3xY9 scratch/keep
+  mkdir "scratch/${p}dir123"
+  start_nbdkit sock --filter="$DIRTY_BITMAP_FILTER" file disk.raw \
+    dirty-bitmap="$PWD/disk.qdb" dirty-bitmap-control="$PWD/ctl" \
+    dirty-bitmap-scratch-dir=scratch
+  ls -A scratch
+  [ ! -e "scratch/${p}Ab3xY9" ]
+  [ -e "${p}Zz0000" ]             # not in the scratch directory
+  [ "$(ls -A scratch | wc -l)" -eq 6 ]
+  # A freeze leaves no name, even for a moment (O_TMPFILE on this file
+  # system), and the scratch directory is as it was after release.
+  "$QAD_IMG" bitmap --connect="$PWD/ctl" --add b2 --freeze b1
+  nbdsh -u "$(nbd_uri sock)" -c 'h.pwrite(b"2" * 65536, 0)'
+  pid="$(cat sock.pid)"
+  ls -l /proc/$pid/fd | grep -F "$PWD/scratch/"
+  [ -z "$(ls -l /proc/$pid/fd | grep -F "$PWD/scratch/.qdb-freeze-")" ]
+  [ "$(ls -A scratch | wc -l)" -eq 6 ]
+  "$QAD_IMG" bitmap --connect="$PWD/ctl" --release b1
+  stop_nbdkit sock
+  # The default scratch directory is the QDB file's.
+  start_nbdkit sock --filter="$DIRTY_BITMAP_FILTER" file disk.raw \
+    dirty-bitmap="$PWD/disk.qdb"
+  [ ! -e "${p}Zz0000" ]
+  [ -e disk.qdb ]
+  [ -e disk.raw ]
+  stop_nbdkit sock
+}

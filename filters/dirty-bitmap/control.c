@@ -244,8 +244,8 @@ run_command (const struct qdb_op *ops, size_t n, bool *info)
         fz = frozen[j];
     if (!fz) {
       struct qdb_bitmap *bm = qdb_find_bitmap (copy, fnames[i]);
-      fz = qdb_freeze_new (scratch_dir, fnames[i], bm->granularity,
-                           disk_size);
+      fz = qdb_freeze_new (scratch_dir, qdb_path, fnames[i],
+                           bm->granularity, disk_size);
       if (!fz)
         goto err;
     }
