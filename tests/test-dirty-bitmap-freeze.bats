@@ -8,7 +8,8 @@
 # the copy must be the disk as of the freeze, which the workload
 # reconstructs from its own write log (every writer's sequential writes
 # cut at one point during the command).  Over the file plugin and under
-# the add-cow filter; then a kill -9 during a freeze.
+# the add-cow filter; then a kill -9 during a freeze, the scratch names
+# a power cut may leave (removed at restart), and the IN_USE rule.
 
 load functions.sh
 
@@ -144,4 +145,34 @@ print(".qdb-freeze-%s-%016x-" % (os.path.basename(p)[:200], h))' "$1"
   [ -e disk.qdb ]
   [ -e disk.raw ]
   stop_nbdkit sock
+}
+
+@test "dirty-bitmap freeze: an IN_USE bitmap cannot be frozen" {
+  truncate -s 8M disk.raw
+  "$QAD_IMG" create --format=qdb disk.qdb --size=8M --bitmap=b1 --bitmap=b2
+  # b2: IN_USE and disabled (flags at byte 24 of the second directory
+  # entry; entries of two-letter names are 48 bytes, from 65536).  An
+  # enabled IN_USE bitmap is refused at start; a disabled one is served.
+  python3 -c '
+with open("disk.qdb", "r+b") as f:
+    f.seek(65536 + 48 + 24); f.write(b"\x00\x02")'
+  run "$QAD_IMG" info disk.qdb
+  [[ "$output" == *"b2: disabled"*"IN USE"* ]]
+  start_nbdkit sock --filter="$DIRTY_BITMAP_FILTER" file disk.raw \
+    dirty-bitmap="$PWD/disk.qdb" dirty-bitmap-control="$PWD/ctl"
+  expect_fail_cleanly "^qad-img: .*$PWD/disk.qdb: bitmap \"b2\" has the IN_USE flag \(inconsistent\): refusing to freeze it" \
+    "$QAD_IMG" bitmap --connect="$PWD/ctl" --add b3 --freeze b2
+  run "$QAD_IMG" info --connect="$PWD/ctl"
+  echo "$output"
+  [[ "$output" == *"b2: disabled"* ]]
+  [[ "$output" != *"b3"* ]]
+  # What the rule allows: reset it to all dirty, then freeze it.
+  "$QAD_IMG" bitmap --connect="$PWD/ctl" --dirty-all b2 --freeze b2
+  run "$QAD_IMG" info --connect="$PWD/ctl"
+  [[ "$output" == *"b2: frozen"* ]]
+  "$QAD_IMG" bitmap --connect="$PWD/ctl" --release b2
+  stop_nbdkit sock
+  run "$QAD_IMG" info disk.qdb
+  echo "$output"
+  [[ "$output" != *"IN USE"* ]]
 }
