@@ -176,3 +176,71 @@ with open("disk.qdb", "r+b") as f:
   echo "$output"
   [[ "$output" != *"IN USE"* ]]
 }
+
+# copy_view NAME OUT: write every extent of dirty-bitmap:NAME that is not
+# a hole (what a backup copies) into OUT at the same offset.
+copy_view ()
+{
+  python3 -c '
+import nbd, sys
+h = nbd.NBD()
+h.add_meta_context("base:allocation")
+h.connect_uri(sys.argv[1])
+size, pos, ext = h.get_size(), 0, []
+def cb(meta, off, ents, err):
+    for i in range(0, len(ents), 2):
+        ext.append((off, ents[i], ents[i + 1]))
+        off += ents[i]
+    return 0
+while pos < size:
+    h.block_status(size - pos, pos, cb)
+    pos = ext[-1][0] + ext[-1][1]
+with open(sys.argv[2], "r+b") as f:
+    for off, ln, flags in ext:
+        if not flags & 1:
+            f.seek(off)
+            f.write(h.pread(ln, off))
+h.shutdown()' "$(nbd_uri sock "dirty-bitmap:$1")" "$2"
+}
+
+# W GRANULE BYTE: write 64K of BYTE at granule GRANULE (of 64K).
+W ()
+{
+  nbdsh -u "$(nbd_uri sock)" -c "h.pwrite(b'$2' * 65536, $1 * 65536)"
+}
+
+@test "dirty-bitmap freeze: a backup cut by a crash starts over, as the man page says" {
+  mkdir scratch
+  truncate -s 8M disk.raw
+  serve_freeze ()
+  {
+    start_nbdkit sock --filter="$DIRTY_BITMAP_FILTER" file disk.raw \
+      dirty-bitmap="$PWD/disk.qdb" dirty-bitmap-name=b1 \
+      dirty-bitmap-control="$PWD/ctl" dirty-bitmap-scratch-dir=scratch
+  }
+  serve_freeze
+  cp disk.raw backup.raw                # the full backup, b1 clean
+  W 0 A
+  "$QAD_IMG" bitmap --connect="$PWD/ctl" --add b2 --freeze b1
+  W 1 B
+  W 0 C
+  stop_nbdkit sock KILL                 # the backup of b1 never happened
+  serve_freeze
+  W 2 D
+  # Start over: b1 takes b2's changes, b2 starts afresh, b1 is frozen,
+  # all in one command.
+  "$QAD_IMG" bitmap --connect="$PWD/ctl" --merge b2 --into b1 --clear b2 \
+    --freeze b1
+  cp disk.raw at-freeze.raw             # nobody writes: the disk now
+  W 3 E
+  W 1 F
+  copy_view b1 backup.raw
+  cmp backup.raw at-freeze.raw
+  "$QAD_IMG" bitmap --connect="$PWD/ctl" --release b1 --remove b1
+  # The next period, from b2, brings the backup to today's disk.
+  "$QAD_IMG" bitmap --connect="$PWD/ctl" --add b3 --freeze b2
+  copy_view b2 backup.raw
+  "$QAD_IMG" bitmap --connect="$PWD/ctl" --release b2 --remove b2
+  stop_nbdkit sock
+  cmp backup.raw disk.raw
+}
