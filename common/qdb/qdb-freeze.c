@@ -25,7 +25,6 @@
 #include <config.h>
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -40,13 +39,14 @@
 #include "minmax.h"
 #include "qad-error.h"
 #include "qdb-freeze.h"
+#include "qdb-scratch.h"
 
 #define COPY_CHUNK (UINT64_C (4) << 20)
 
 struct qdb_freeze {
   char *name;
   uint64_t granularity, disk_size, nr_granules;
-  int fd;                       /* scratch file, unlinked */
+  int fd;                       /* scratch file, nameless */
   /* lock protects copied, copying and copied_bytes. */
   pthread_mutex_t lock;
   pthread_cond_t done;          /* a copying bit was cleared */
@@ -57,10 +57,9 @@ struct qdb_freeze {
 };
 
 struct qdb_freeze *
-qdb_freeze_new (const char *dir, const char *name, uint64_t granularity,
-                uint64_t disk_size)
+qdb_freeze_new (const char *dir, const char *qdb_path, const char *name,
+                uint64_t granularity, uint64_t disk_size)
 {
-  CLEANUP_FREE char *tmpl = NULL;
   struct qdb_freeze *fz;
   size_t bytes;
 
@@ -77,18 +76,16 @@ qdb_freeze_new (const char *dir, const char *name, uint64_t granularity,
   fz->name = strdup (name);
   fz->copied = calloc (bytes, 1);
   fz->copying = calloc (bytes, 1);
-  if (!fz->name || !fz->copied || !fz->copying ||
-      asprintf (&tmpl, "%s/.qdb-freeze-%s-XXXXXX", dir, name) == -1) {
+  if (!fz->name || !fz->copied || !fz->copying) {
     qad_error ("calloc: %m");
     goto err;
   }
-  fz->fd = mkostemp (tmpl, O_CLOEXEC);
+  fz->fd = qdb_scratch_open (dir, qdb_path, true);
   if (fz->fd == -1) {
-    qad_error ("%s: creating the scratch file for frozen bitmap \"%s\": %m",
-               dir, name);
+    qad_error ("%s: creating the scratch file for frozen bitmap \"%s\" of "
+               "%s: %m", dir, name, qdb_path);
     goto err;
   }
-  unlink (tmpl);
   pthread_mutex_init (&fz->lock, NULL);
   pthread_cond_init (&fz->done, NULL);
   pthread_rwlock_init (&fz->view_lock, NULL);

@@ -10,9 +10,9 @@
  * or trimmed for the first time is first copied, as it is on the disk,
  * into a scratch file; reads of the view then take copied granules
  * from the scratch file and the others from the disk.  The scratch file
- * is created unlinked (so it disappears at release, at exit and at a
- * crash) and sparse: it holds granule g at offset g * granularity and
- * grows only with what is copied.
+ * has no name (qdb-scratch.h: so it disappears at release, at exit and
+ * at a crash) and is sparse: it holds granule g at offset
+ * g * granularity and grows only with what is copied.
  */
 
 #ifndef QAD_QDB_FREEZE_H
@@ -29,10 +29,13 @@ typedef int (*qdb_disk_read) (void *opaque, void *buf, uint32_t count,
 
 struct qdb_freeze;
 
-/* DIR: where the scratch file goes; NAME: the bitmap (for messages and
- * the scratch file's name).
+/* DIR: where the scratch file goes; QDB_PATH: the QDB file (for the
+ * scratch file's name, if it needs one: qdb-scratch.h); NAME: the
+ * bitmap.
  */
-extern struct qdb_freeze *qdb_freeze_new (const char *dir, const char *name,
+extern struct qdb_freeze *qdb_freeze_new (const char *dir,
+                                          const char *qdb_path,
+                                          const char *name,
                                           uint64_t granularity,
                                           uint64_t disk_size);
 extern void qdb_freeze_free (struct qdb_freeze *fz);

@@ -8,9 +8,10 @@
  * and the dirty-bitmap filter's control socket (live), so that both
  * accept exactly the same commands with the same checks.
  *
- * freeze and release exist only live: qdb_op_apply refuses them, the
- * filter handles them itself (they change no byte of the file beyond
- * the ENABLED flag, which it sets through a DISABLE op).
+ * freeze and release exist only live: qdb_op_apply refuses them,
+ * qdb_op_apply_live applies their part in the model (freeze clears the
+ * ENABLED flag, under the same rules as every operation) and the filter
+ * keeps the frozen views.
  */
 
 #ifndef QAD_QDB_OPS_H
@@ -43,12 +44,22 @@ extern const char *qdb_op_word (enum qdb_op_kind kind);
 /* Apply OP to the model (bits loaded).  DISK_SIZE is the size a new
  * bitmap covers (0: the size of the existing bitmaps, an error when
  * there are none).  A bitmap with the IN_USE flag may only be cleared
- * or removed (docs/specs/qdb.txt, flags).  Reports (qad_error) and returns -1 on failure; the
- * model may then be partly changed, so callers apply a command to a
- * copy (qdb_clone) or discard the model.
+ * (to clean or to all dirty) or removed (docs/specs/qdb.txt, flags):
+ * anything else on it is refused, naming the file, the bitmap and the
+ * flag.  Reports (qad_error) and returns -1 on failure; the model may
+ * then be partly changed, so callers apply a command to a copy
+ * (qdb_clone) or discard the model.
  */
 extern int qdb_op_apply (struct qdb_file *qdb, const struct qdb_op *op,
                          uint64_t disk_size);
+
+/* The same for a file being served (the filter's control socket):
+ * FREEZE disables the bitmap (refused on an IN_USE one, like enable),
+ * RELEASE changes nothing in the model.  The caller checks and keeps
+ * which bitmaps are frozen.
+ */
+extern int qdb_op_apply_live (struct qdb_file *qdb, const struct qdb_op *op,
+                              uint64_t disk_size);
 
 /* A deep copy of a model with its bits loaded (through an in-memory
  * serialisation, so that the copy is exactly what the file would hold).

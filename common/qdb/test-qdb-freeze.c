@@ -47,7 +47,7 @@ main (void)
   assert (mkdtemp (dir) != NULL);
   memset (disk + 2 * G, 'b', G);           /* granule 2: data */
   memset (disk + 8 * G, 'e', 100);         /* the short last granule */
-  fz = qdb_freeze_new (dir, "b1", G, SIZE);
+  fz = qdb_freeze_new (dir, "/nonexistent/t.qdb", "b1", G, SIZE);
   assert (fz != NULL);
   /* The scratch file is unlinked from the start. */
   assert (rmdir (dir) == 0);

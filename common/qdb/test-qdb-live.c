@@ -142,6 +142,8 @@ test_ops_and_clone (void)
   const struct qdb_op merge = { QDB_OP_MERGE, "on", "off", 0, false };
   const struct qdb_op nosuch = { QDB_OP_REMOVE, "nosuch", NULL, 0, false };
   const struct qdb_op freeze = { QDB_OP_FREEZE, "on", NULL, 0, false };
+  const struct qdb_op release = { QDB_OP_RELEASE, "on", NULL, 0, false };
+  const struct qdb_op freeze_off = { QDB_OP_FREEZE, "off", NULL, 0, false };
   const struct qdb_op add = { QDB_OP_ADD, "new", NULL, 1000, false };
   const struct qdb_op enable = { QDB_OP_ENABLE, "off", NULL, 0, false };
   const struct qdb_op clear = { QDB_OP_CLEAR, "off", NULL, 0, false };
@@ -163,6 +165,11 @@ test_ops_and_clone (void)
   assert (strstr (last_error, "no bitmap named \"nosuch\""));
   assert (qdb_op_apply (copy, &freeze, 0) == -1);
   assert (strstr (last_error, "only possible while the file is served"));
+  assert (qdb_op_apply_live (copy, &freeze, 0) == 0);
+  assert (!(copy->bitmaps[0].flags & QDB_FLAG_ENABLED));
+  assert (qdb_op_apply_live (copy, &release, 0) == 0);
+  assert (!(copy->bitmaps[0].flags & QDB_FLAG_ENABLED));
+  copy->bitmaps[0].flags |= QDB_FLAG_ENABLED;
   assert (qdb_op_apply (copy, &add, 0) == -1);
   assert (strstr (last_error, "granularity 1000 is not a power of 2"));
 
@@ -174,6 +181,10 @@ test_ops_and_clone (void)
   assert (strstr (last_error, "\"off\" has the IN_USE flag"));
   assert (qdb_op_apply (copy, &enable, 0) == -1);
   assert (strstr (last_error, "refusing to enable"));
+  /* Live, freezing obeys the same rule. */
+  assert (qdb_op_apply_live (copy, &freeze_off, 0) == -1);
+  assert (strstr (last_error, "t.qdb: bitmap \"off\" has the IN_USE flag"));
+  assert (strstr (last_error, "refusing to freeze"));
   assert (qdb_op_apply (copy, &dirty, 0) == 0);
   assert (!(copy->bitmaps[1].flags & QDB_FLAG_IN_USE));
   assert (qdb_dirty_granules (&copy->bitmaps[1]) == (8 << 20) / 4096);

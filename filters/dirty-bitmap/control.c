@@ -18,6 +18,12 @@
  * command, and no write is half-way through during it.  All of this
  * happens under the tracker's lock.
  *
+ * Every operation, freeze and release included, goes through
+ * qdb_op_apply_live (common/qdb/qdb-ops.c), which holds the rules
+ * qad-img obeys too (an IN_USE bitmap may only be cleared, reset to all
+ * dirty or removed); this file adds only what is about freezes (a
+ * frozen bitmap cannot be removed, cleared, enabled or merged into).
+ *
  * Freeze (a command too) keeps a qdb_freeze (common/qdb/qdb-freeze.c)
  * per frozen bitmap; every write, zero and trim copies the granules it
  * is about to change into the freeze's scratch file first, and the view
@@ -182,25 +188,18 @@ run_command (const struct qdb_op *ops, size_t n, bool *info)
     return -1;
   for (i = 0; i < n; ++i) {
     const struct qdb_op *op = &ops[i];
-    struct qdb_bitmap *bm;
 
     switch (op->kind) {
     case QDB_OP_INFO:
       continue;
     case QDB_OP_FREEZE:
-      bm = qdb_find_bitmap (copy, op->name);
-      if (!bm) {
-        qad_error ("%s: no bitmap named \"%s\"", qdb_path, op->name);
-        goto err;
-      }
       if (in_names (fnames, nr_fnames, op->name)) {
         qad_error ("%s: bitmap \"%s\" is already frozen", qdb_path,
                    op->name);
         goto err;
       }
       fnames[nr_fnames++] = op->name;
-      bm->flags &= ~QDB_FLAG_ENABLED;
-      continue;
+      break;                    /* the model's part: qdb_op_apply_live */
     case QDB_OP_RELEASE:
       for (j = 0; j < nr_fnames; ++j)
         if (strcmp (fnames[j], op->name) == 0)
@@ -210,7 +209,7 @@ run_command (const struct qdb_op *ops, size_t n, bool *info)
         goto err;
       }
       fnames[j] = fnames[--nr_fnames];
-      continue;
+      break;
     case QDB_OP_REMOVE: case QDB_OP_CLEAR: case QDB_OP_ENABLE:
       if (in_names (fnames, nr_fnames, op->name)) {
         qad_error ("%s: bitmap \"%s\" is frozen: release it first "
@@ -228,7 +227,7 @@ run_command (const struct qdb_op *ops, size_t n, bool *info)
     default:
       break;
     }
-    if (qdb_op_apply (copy, op, disk_size) == -1)
+    if (qdb_op_apply_live (copy, op, disk_size) == -1)
       goto err;
   }
 
@@ -244,8 +243,8 @@ run_command (const struct qdb_op *ops, size_t n, bool *info)
         fz = frozen.ptr[j];
     if (!fz) {
       struct qdb_bitmap *bm = qdb_find_bitmap (copy, fnames[i]);
-      fz = qdb_freeze_new (scratch_dir, fnames[i], bm->granularity,
-                           disk_size);
+      fz = qdb_freeze_new (scratch_dir, qdb_path, fnames[i],
+                           bm->granularity, disk_size);
       if (!fz)
         goto err;
     }

@@ -16,8 +16,10 @@
  *
  * Lifecycle.  .config resolves the QDB path (nbdkit chdirs to /).
  * .get_ready opens the file, creating it (empty) when missing, takes
- * the whole-file lock on it (a second server is refused), and validates
- * an existing file fully (common/qdb).  .after_fork opens a shared
+ * the whole-file lock on it (a second server is refused), removes the
+ * scratch file names a crash during a freeze may have left
+ * (common/qdb/qdb-scratch.h), and validates an existing file fully
+ * (common/qdb).  .after_fork opens a shared
  * context on the plugin to learn the disk size: a new (empty) file gets
  * its header, directory and bitmaps written then; an existing one must
  * describe a disk of exactly that size, and only then is it changed:
@@ -65,6 +67,7 @@
 #include "qad-error.h"
 #include "qad-limits.h"
 #include "qdb-replace.h"
+#include "qdb-scratch.h"
 #include "vector.h"
 
 #define DEFAULT_BITMAP_NAME "bitmap0"
@@ -262,11 +265,21 @@ static int
 dirtybitmap_get_ready (int thread_model)
 {
   size_t i;
+  int stale;
 
   late_refusal_prepare ();
   qdb_fd = qdb_open_locked (qdb_path, O_RDWR | O_CREAT);
   if (qdb_fd == -1)
     return -1;
+  /* Holding the lock, no freeze of this file can be live: any scratch
+   * file name of it that a crash left is stale (qdb-scratch.h).
+   */
+  stale = qdb_scratch_remove_stale (scratch_dir, qdb_path);
+  if (stale == -1)
+    return -1;
+  if (stale > 0)
+    nbdkit_debug ("%s: removed %d stale scratch file(s) of an earlier "
+                  "freeze from %s", qdb_path, stale, scratch_dir);
   if (control_new (control_path) == -1)
     return -1;
   if (qdb_io_init_fd (&qdb_io, &qdb_fd, qdb_path) == -1)
