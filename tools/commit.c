@@ -156,6 +156,10 @@ commit_addcow (const char *file)
              "nothing to commit into\n", file);
     goto out;
   }
+  if (addcow_refuse_supplied (file, &h, "commit",
+                              "cannot write into a backing it cannot "
+                              "open") == -1)
+    goto out;
   if (addcow_name_is_uri (h.backing_file)) {
     fprintf (stderr, "qad-img: %s: the backing file is an NBD URI (%s): "
              "qad-img commits only into raw or QED files\n", file,

@@ -65,6 +65,18 @@ extern const struct qad_format *format_of_file (const char *file);
 /* The format named NAME (or an alias), or NULL after a message. */
 extern const struct qad_format *format_by_name (const char *name);
 
+/* add-cow sidecars with BACKING_SUPPLIED (addcow-cmds.c): the backing
+ * is the plugin below the server's add-cow filter, and the recorded
+ * name is only a label, never opened.  When H has the bit and its
+ * backing would be needed, print one line naming FILE, the bit and the
+ * label, saying why VERB cannot go on (WHY), and return -1; else 0.
+ * The caller asks only where it would open the backing.
+ */
+struct addcow_header;
+extern int addcow_refuse_supplied (const char *file,
+                                   const struct addcow_header *h,
+                                   const char *verb, const char *why);
+
 /* QDB files (qdb-cmds.c): open FILE (with the whole-file write lock
  * when LOCK; *FD keeps it) and read the model with its bits; write a
  * model to a new file renamed over FILE.

@@ -94,7 +94,8 @@ resize_qed (const char *file, const struct size_arg *a, bool shrink)
 
 /* The size of the add-cow file's backing file for addcow_resize: 0
  * without one (or under ALL_ALLOCATED), UINT64_MAX when it cannot be
- * known (an NBD URI, a file that cannot be opened).
+ * known (an NBD URI, a file that cannot be opened, a backing supplied
+ * by the server's plugin).
  */
 static uint64_t
 addcow_backing_size (const char *file, const struct addcow_header *h)
@@ -105,6 +106,9 @@ addcow_backing_size (const char *file, const struct addcow_header *h)
 
   if (!h->backing_file || h->compat_features & ADDCOW_COMPAT_ALL_ALLOCATED)
     return 0;
+  /* A supplied backing's label is never opened: its size is unknown. */
+  if (addcow_backing_supplied (h))
+    return UINT64_MAX;
   bk = addcow_resolve_name (file, h->backing_file);
   if (bk == NULL || addcow_name_is_uri (bk))
     return UINT64_MAX;
@@ -126,7 +130,12 @@ resize_addcow (const char *file, const struct size_arg *a, bool shrink)
 
   if (addcow_pair_open (&p, &h, file) == -1)
     return -1;
-  if (new_size_of (file, a, p.disk_size, &size) == 0)
+  if (new_size_of (file, a, p.disk_size, &size) == 0 &&
+      (size <= p.disk_size || p.all_allocated ||
+       addcow_refuse_supplied (file, &h, "resize",
+                               "cannot grow the disk: the backing's size "
+                               "is unknown, and a larger backing would "
+                               "show through the new area") == 0))
     r = addcow_resize (&p, size, shrink, size > p.disk_size
                        ? addcow_backing_size (file, &h) : 0);
   addcow_pair_close (&p);
