@@ -257,6 +257,20 @@ for a in sys.argv[1:]:
 assert d == want, (d, want)' "$@"
 }
 
+# documented_keys VERB: every key of the JSON document on stdin is in
+# the example object qad-img.pod gives for VERB.
+documented_keys ()
+{
+  /usr/bin/python3 -c '
+import json, re, sys
+pod = open(sys.argv[1]).read()
+sect = pod.split("=item B<" + sys.argv[2] + ">", 1)[1].split("\n=item B<", 1)[0]
+doc = json.loads(re.search(r"\n( \{\n.*?\n \})\n", sect, re.S).group(1))
+d = json.load(sys.stdin)
+assert sorted(d) == sorted(doc), (sorted(d), sorted(doc))' \
+    "$abs_top_srcdir/tools/qad-img.pod" "$1"
+}
+
 @test "commit: --output=json (and --json) reports what was committed" {
   make_qed_overlay qed
   # 1 MiB of data (16 clusters), a 128 KiB zero range and one cluster.
@@ -277,6 +291,8 @@ assert d == want, (d, want)' "$@"
     backing-filename-format=raw virtual-size=$((2 << 20)) \
     bytes-committed=$((3 << 16)) < out.json
   qemu-img compare base.raw want.raw
+  # qad-img(1) documents every key, in its example object.
+  documented_keys commit < out.json
   # Failures print no document.
   run "$QAD_IMG" commit --output=json base.raw
   test "$status" -ne 0

@@ -193,6 +193,20 @@ for a in sys.argv[1:]:
 assert d == want, (d, want)' "$@"
 }
 
+# documented_keys VERB: every key of the JSON document on stdin is in
+# the example object qad-img.pod gives for VERB.
+documented_keys ()
+{
+  /usr/bin/python3 -c '
+import json, re, sys
+pod = open(sys.argv[1]).read()
+sect = pod.split("=item B<" + sys.argv[2] + ">", 1)[1].split("\n=item B<", 1)[0]
+doc = json.loads(re.search(r"\n( \{\n.*?\n \})\n", sect, re.S).group(1))
+d = json.load(sys.stdin)
+assert sorted(d) == sorted(doc), (sorted(d), sorted(doc))' \
+    "$abs_top_srcdir/tools/qad-img.pod" "$1"
+}
+
 @test "resize: --output=json (and --json) reports the old and new sizes" {
   qemu-img create -q -f qed a.qed 4M
   "$QAD_IMG" resize --output=json a.qed +1M | json_fields filename=a.qed \
@@ -209,6 +223,9 @@ assert d == want, (d, want)' "$@"
   "$QAD_IMG" create -f qdb d.qdb 4M --bitmap=b1 >/dev/null
   "$QAD_IMG" resize --output=json d.qdb 16M | json_fields filename=d.qdb \
     format=qdb old-virtual-size=$((4 << 20)) virtual-size=$((16 << 20))
+  # qad-img(1) documents every key, in its example object.
+  "$QAD_IMG" resize --json d.qdb 17M > out.json
+  documented_keys resize < out.json
   # A failure prints no document.
   run "$QAD_IMG" resize --output=json a.qed 1M
   test "$status" -eq 1
