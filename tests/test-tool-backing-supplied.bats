@@ -149,6 +149,17 @@ import json, sys
 d = json.load(sys.stdin)
 assert d["backing-filename"] == "https://example.com/disk.qed", d
 assert d["backing-supplied"] is True and d["features"] == 1, d'
+  # amend likewise: a new label, and the image name alone keeps it.
+  "$QAD_IMG" amend -o backing_file=label2 local.add-cow
+  cp local.raw other.raw
+  "$QAD_IMG" amend -o image_file=other.raw local.add-cow
+  "$QAD_IMG" info --output=json local.add-cow | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+assert d["backing-filename"] == "label2" and d["image-filename"] == "other.raw", d
+assert d["backing-supplied"] is True and d["features"] == 1, d'
+  expect_fail_cleanly "BACKING_SUPPLIED: .*raw, not qed" \
+    "$QAD_IMG" amend -o backing_fmt=qed local.add-cow
   # No backing at all: nothing is supplied any more.
   "$QAD_IMG" rebase -u -b "" local.add-cow
   "$QAD_IMG" info --output=json local.add-cow | python3 -c '
