@@ -87,3 +87,22 @@ completes_to ()
     'qad-img create --image=disk.r' 'disk.raw ' \
     'qad-img info --backing-dir=im' 'images '
 }
+
+@test "bash completion: -p and --output= offered where qad-img takes them" {
+  requires_file "$QAD_IMG"
+  completes_to \
+    'qad-img resize --p' '--progress ' \
+    'qad-img commit --p' '--progress ' \
+    'qad-img resize --o' '--output= ' \
+    'qad-img commit --j' '--json '
+  # -p exactly where the tool accepts it (it refuses -p elsewhere,
+  # before --help is looked at).
+  local v offered accepted
+  for v in create info check map bitmap compare rebase amend resize commit; do
+    offered=no accepted=no
+    [[ " $(completions "qad-img $v -") " == *" -p "* ]] && offered=yes
+    "$QAD_IMG" "$v" -p --help >/dev/null 2>&1 && accepted=yes
+    test "$offered" = "$accepted" || {
+      echo "$v: -p offered: $offered, accepted: $accepted" >&2; return 1; }
+  done
+}

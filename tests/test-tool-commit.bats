@@ -231,6 +231,46 @@ with open("base.qed", "r+b") as f:
   [[ "$output" == *"Image committed." ]]
 }
 
+@test "commit: -p progress only when asked, -q silences it" {
+  make_qed_overlay raw
+  cp top.qed top2.qed
+  run "$QAD_IMG" commit top.qed
+  test "$status" -eq 0 && test "$output" = "Image committed."
+  # Back to the overlay, over the same backing, for a silent run.
+  qemu-img create -q -f raw base.raw 4M
+  qemu-io -f raw -c "write -P 1 0 4M" base.raw >/dev/null
+  test -z "$("$QAD_IMG" commit -p -q top2.qed)"
+  qemu-img compare base.raw want.raw
+}
+
+@test "commit: --output=json (and --json) reports what was committed" {
+  make_qed_overlay qed
+  # 1 MiB of data (16 clusters), a 128 KiB zero range and one cluster.
+  "$QAD_IMG" commit --output=json top.qed | json_fields filename=top.qed \
+    format=qed backing-filename=base.qed backing-filename-format=qed \
+    virtual-size=$((4 << 20)) bytes-committed=$(((1 << 20) + (3 << 16)))
+  qemu-img compare base.qed want.raw
+  # Nothing left to commit: nothing written.
+  "$QAD_IMG" commit --json top.qed | json_fields filename=top.qed \
+    format=qed backing-filename=base.qed backing-filename-format=qed \
+    virtual-size=$((4 << 20)) bytes-committed=0
+  rm -f base.* top.qed want.raw
+  # add-cow: three clusters in the image.  -p prints no progress into
+  # the document.
+  make_addcow raw
+  "$QAD_IMG" commit -p --json a.add-cow > out.json
+  json_fields filename=a.add-cow format=add-cow backing-filename=base.raw \
+    backing-filename-format=raw virtual-size=$((2 << 20)) \
+    bytes-committed=$((3 << 16)) < out.json
+  qemu-img compare base.raw want.raw
+  # qad-img(1) documents every key, in its example object.
+  documented_keys commit < out.json
+  # Failures print no document.
+  run "$QAD_IMG" commit --output=json base.raw
+  test "$status" -ne 0
+  ! grep -q "{" <<<"$output"
+}
+
 verify_qed_commit ()
 {
   check_ok top.qed qemu || return 1

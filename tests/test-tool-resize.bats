@@ -148,6 +148,62 @@ make_addcow ()
   test "${#lines[@]}" -eq 2
 }
 
+@test "resize: -p shows progress as qemu-img -p does, only when asked" {
+  # Zero clusters every 64 KiB past the new end (no data: the shrink
+  # goes on) make a long scan; zero clusters need a backing file.
+  qemu-img create -q -f raw base.raw 4K
+  "$QAD_IMG" create -o cluster_size=4K,table_size=2 -b base.raw -F raw \
+    a.qed 64M >/dev/null
+  args=()
+  for ((off = 1 << 20; off < 64 << 20; off += 65536)); do
+    args+=(-c "write -z $off 4k")
+  done
+  qemu-io -f qed "${args[@]}" a.qed >/dev/null
+  "$QAD_IMG" resize -p --shrink a.qed 1M > out
+  # Steps rewritten in place with \r, rising to 100% and a newline.
+  tr '\r' '\n' < out | grep -E '^    \([0-9.]+/100%\)$' > steps
+  test "$(wc -l < steps)" -gt 10
+  test "$(head -1 steps)" = "    (0.00/100%)"
+  test "$(tail -1 steps)" = "    (100.00/100%)"
+  test "$(grep -c '(100.00/100%)' steps)" -eq 1
+  sort -t'(' -k2 -n -c steps
+  test "$(tail -1 out)" = "Image resized."
+  test "$(virtual_size a.qed)" -eq $((1 << 20))
+  qemu-img check a.qed
+  # A grow has no scan: 0% and 100%.
+  "$QAD_IMG" resize -p a.qed 2M | tr '\r' '\n' | grep -c "/100%)" | grep -qx 2
+  # Without -p, or with -q, no progress.
+  run "$QAD_IMG" resize a.qed 3M
+  test "$status" -eq 0 && test "$output" = "Image resized."
+  test -z "$("$QAD_IMG" resize -p -q a.qed 4M)"
+  test "$(virtual_size a.qed)" -eq $((4 << 20))
+}
+
+@test "resize: --output=json (and --json) reports the old and new sizes" {
+  qemu-img create -q -f qed a.qed 4M
+  "$QAD_IMG" resize --output=json a.qed +1M | json_fields filename=a.qed \
+    format=qed old-virtual-size=$((4 << 20)) virtual-size=$((5 << 20))
+  # -p prints no progress into the document.
+  "$QAD_IMG" resize -p --json --shrink a.qed -- -2M | json_fields \
+    filename=a.qed format=qed old-virtual-size=$((5 << 20)) \
+    virtual-size=$((3 << 20))
+  test "$(virtual_size a.qed)" -eq $((3 << 20))
+  make_addcow
+  "$QAD_IMG" resize --json --shrink a.add-cow 256K | json_fields \
+    filename=a.add-cow format=add-cow old-virtual-size=$((1 << 20)) \
+    virtual-size=$((256 << 10))
+  "$QAD_IMG" create -f qdb d.qdb 4M --bitmap=b1 >/dev/null
+  "$QAD_IMG" resize --output=json d.qdb 16M | json_fields filename=d.qdb \
+    format=qdb old-virtual-size=$((4 << 20)) virtual-size=$((16 << 20))
+  # qad-img(1) documents every key, in its example object.
+  "$QAD_IMG" resize --json d.qdb 17M > out.json
+  documented_keys resize < out.json
+  # A failure prints no document.
+  run "$QAD_IMG" resize --output=json a.qed 1M
+  test "$status" -eq 1
+  ! grep -q "{" <<<"$output"
+}
+
 @test "resize: refused while the image is served; -U and bad usage" {
   qemu-img create -q -f qed a.qed 4M
   start_nbdkit sock "$QED_PLUGIN" file=a.qed

@@ -100,3 +100,31 @@ durable_before ()
     END { if (bad) exit 1; if (!ordered) { print "no change to " b " after " a > "/dev/stderr"; exit 1 } }
   ' "$1"
 }
+
+# json_fields KEY=VALUE...: the JSON document on stdin has exactly
+# these keys, with these values (numbers compared as numbers).
+json_fields ()
+{
+  /usr/bin/python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+want = {}
+for a in sys.argv[1:]:
+    k, v = a.split("=", 1)
+    want[k] = int(v) if v.isdigit() else v
+assert d == want, (d, want)' "$@"
+}
+
+# documented_keys VERB: every key of the JSON document on stdin is in
+# the example object qad-img.pod gives for VERB.
+documented_keys ()
+{
+  /usr/bin/python3 -c '
+import json, re, sys
+pod = open(sys.argv[1]).read()
+sect = pod.split("=item B<" + sys.argv[2] + ">", 1)[1].split("\n=item B<", 1)[0]
+doc = json.loads(re.search(r"\n( \{\n.*?\n \})\n", sect, re.S).group(1))
+d = json.load(sys.stdin)
+assert sorted(d) == sorted(doc), (sorted(d), sorted(doc))' \
+    "$abs_top_srcdir/tools/qad-img.pod" "$1"
+}

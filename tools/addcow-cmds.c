@@ -76,10 +76,24 @@ backing_refused_by (const char *file, const char *bk, bool *outside)
   return NULL;
 }
 
+int
+addcow_refuse_supplied (const char *file, const struct addcow_header *h,
+                        const char *verb, const char *why)
+{
+  if (!addcow_backing_supplied (h))
+    return 0;
+  fprintf (stderr, "qad-img: %s: add-cow header: features has "
+           "BACKING_SUPPLIED (0x%" PRIx64 "): the backing \"%s\" is "
+           "supplied by the server's plugin and is only a label here; "
+           "%s %s\n", file, ADDCOW_FEATURE_BACKING_SUPPLIED,
+           h->backing_file, verb, why);
+  return -1;
+}
+
 static int
 addcow_info (int argc, char **argv)
 {
-  bool json, image_ok, all, fresh = false, backing_ok;
+  bool json, image_ok, all, fresh = false, backing_ok, supplied;
   struct addcow_header h;
   uint64_t fsz, disk_size, in_image = 0, nclusters, bmlen = 0;
   CLEANUP_FREE uint8_t *bm = NULL;
@@ -109,13 +123,18 @@ addcow_info (int argc, char **argv)
     in_image = nclusters;
   close (fd);
   image = addcow_resolve_name (file, h.image_file);
-  if (h.backing_file)
+  supplied = addcow_backing_supplied (&h);
+  /* A supplied backing's label is never resolved nor looked for. */
+  if (h.backing_file && !supplied)
     bk = addcow_resolve_name (file, h.backing_file);
   /* As qemu-img info: the header is shown whether or not the backing
    * file can be opened; say when it is missing.
    */
   backing_ok = !bk || addcow_name_is_uri (bk) || access (bk, F_OK) == 0;
-  if (bk) {
+  if (supplied)
+    snprintf (note, sizeof note, " [supplied by the server's plugin: "
+              "a label, never opened]");
+  else if (bk) {
     refused = backing_refused_by (file, bk, &outside);
     snprintf (note, sizeof note, "%s%s%s%s",
               outside ? " [outside the image's directory]" : "",
@@ -149,17 +168,22 @@ addcow_info (int argc, char **argv)
     printf (",\n  \"backing-filename\": ");
     if (h.backing_file) {
       json_string (stdout, h.backing_file);
-      printf (",\n  \"backing-full-path\": ");
-      json_string (stdout, bk ? bk : "");
       printf (",\n  \"backing-format\": ");
       json_string (stdout, h.backing_format);
       printf (",\n  \"backing-filename-format\": ");
       json_string (stdout, h.backing_format);
-      printf (",\n  \"backing-exists\": %s",
-              backing_ok ? "true" : "false");
-      printf (",\n  \"backing-outside\": %s", outside ? "true" : "false");
-      if (refused)
-        printf (",\n  \"backing-refused-by\": \"%s\"", refused);
+      printf (",\n  \"backing-supplied\": %s", supplied ? "true" : "false");
+      /* A label is no file: nothing to resolve, find or judge. */
+      if (!supplied) {
+        printf (",\n  \"backing-full-path\": ");
+        json_string (stdout, bk ? bk : "");
+        printf (",\n  \"backing-exists\": %s",
+                backing_ok ? "true" : "false");
+        printf (",\n  \"backing-outside\": %s",
+                outside ? "true" : "false");
+        if (refused)
+          printf (",\n  \"backing-refused-by\": \"%s\"", refused);
+      }
     }
     else
       printf ("null");
@@ -235,10 +259,12 @@ addcow_map_verb (int argc, char **argv)
   close (fd);
   zero_src = h.backing_file ? "backing" : "zero";
   image = addcow_resolve_name (file, h.image_file);
-  /* The backing file, to say what bit-0 ranges read (an NBD backing
-   * or a missing file: unknown, reported as data).
+  /* The backing file, to say what bit-0 ranges read (an NBD backing,
+   * a missing file or one the server's plugin supplies: unknown,
+   * reported as data).  A supplied backing's label is never opened,
+   * even when it names a file.
    */
-  if (!all && h.backing_file) {
+  if (!all && h.backing_file && !addcow_backing_supplied (&h)) {
     bk = addcow_resolve_name (file, h.backing_file);
     if (bk && !addcow_name_is_uri (bk)) {
       qad_set_error_handler (ignore_error); /* map works without it */

@@ -40,15 +40,23 @@
 
 #define CHUNK (1024 * 1024)
 
+/* What a commit did, for --json. */
+struct commit_report {
+  const char *format;           /* of the image: "qed", "add-cow" */
+  char *backing;                /* the backing name as recorded */
+  char backing_format[ADDCOW_FORMAT_LEN + 1]; /* "raw" or "qed" */
+  uint64_t size;                /* the disk's */
+  uint64_t bytes;               /* written into the backing file */
+};
+
 static void
 progress (uint64_t done, uint64_t total)
 {
-  if (qad_progress)
-    print_progress (NULL, done, total);
+  maintenance_progress (NULL, done, total);
 }
 
 static int
-commit_qed (const char *file)
+commit_qed (const char *file, struct commit_report *rep)
 {
   CLEANUP_BACKING_RULES struct qad_backing_rules rules = { 0 };
   struct qed_open_options opts = { .lock = true, .no_backing = true };
@@ -72,6 +80,13 @@ commit_qed (const char *file)
              "to commit into\n", file);
     goto out;
   }
+  rep->format = "qed";
+  rep->size = size;
+  rep->backing = strdup (name);
+  if (rep->backing == NULL) {
+    perror ("qad-img: strdup");
+    goto out;
+  }
   path = qed_resolve_backing_name (file, name);
   buf = malloc (CHUNK);
   if (path == NULL || buf == NULL ||
@@ -80,6 +95,7 @@ commit_qed (const char *file)
                           ? "raw" : NULL, &rules, img->fd) == -1 ||
       commit_target_grow (&t, size) == -1)
     goto out;
+  strcpy (rep->backing_format, t.is_qed ? "qed" : "raw");
 
   progress (0, size);
   while (off < size) {
@@ -94,6 +110,8 @@ commit_qed (const char *file)
     if (m.kind == QED_KIND_ZERO &&
         commit_target_zero (&t, m.length, off) == -1)
       goto out;
+    if (m.kind != QED_KIND_UNALLOCATED)
+      rep->bytes += m.length;
     off += m.length;
     progress (off, size);
   }
@@ -116,7 +134,7 @@ commit_qed (const char *file)
 /* Copy clusters [C, END) of the add-cow pair into the target. */
 static int
 copy_clusters (struct addcow_pair *p, struct commit_target *t, uint64_t c,
-               uint64_t end, char *buf)
+               uint64_t end, char *buf, uint64_t *bytes)
 {
   unsigned bits = p->h->cluster_bits;
   uint64_t off = c << bits;
@@ -132,13 +150,14 @@ copy_clusters (struct addcow_pair *p, struct commit_target *t, uint64_t c,
     if (commit_target_write (t, buf, n, off) == -1)
       return -1;
     off += n;
+    *bytes += n;
     progress (off, p->disk_size);
   }
   return 0;
 }
 
 static int
-commit_addcow (const char *file)
+commit_addcow (const char *file, struct commit_report *rep)
 {
   CLEANUP_BACKING_RULES struct qad_backing_rules rules = { 0 };
   struct addcow_header h;
@@ -156,20 +175,28 @@ commit_addcow (const char *file)
              "nothing to commit into\n", file);
     goto out;
   }
+  if (addcow_refuse_supplied (file, &h, "commit",
+                              "cannot write into a backing it cannot "
+                              "open") == -1)
+    goto out;
   if (addcow_name_is_uri (h.backing_file)) {
     fprintf (stderr, "qad-img: %s: the backing file is an NBD URI (%s): "
              "qad-img commits only into raw or QED files\n", file,
              h.backing_file);
     goto out;
   }
+  rep->format = "add-cow";
+  strcpy (rep->backing_format, h.backing_format);
+  rep->backing = strdup (h.backing_file);
   bk = addcow_resolve_name (file, h.backing_file);
   buf = malloc (CHUNK);
-  if (bk == NULL || buf == NULL ||
+  if (rep->backing == NULL || bk == NULL || buf == NULL ||
       commit_target_open (&t, file, h.backing_file, bk, h.backing_format,
                           &rules, p.image_fd) == -1 ||
       commit_target_grow (&t, p.disk_size) == -1)
     goto out;
 
+  rep->size = p.disk_size;
   n = addcow_nr_clusters (p.disk_size, h.cluster_bits);
   progress (0, p.disk_size);
   for (c = 0; c < n && !p.fresh; ) {
@@ -177,7 +204,7 @@ commit_addcow (const char *file)
     uint64_t run = p.all_allocated ? n - c
       : bits_run (p.bitmap, c, n, &held);
 
-    if (held && copy_clusters (&p, &t, c, c + run, buf) == -1)
+    if (held && copy_clusters (&p, &t, c, c + run, buf, &rep->bytes) == -1)
       goto out;
     c += run;
   }
@@ -199,32 +226,47 @@ int
 commit_verb (int argc, char **argv)
 {
   const struct qad_format *fmt;
+  struct commit_report rep = { .format = NULL };
   const char *file;
+  bool json;
   int i, r;
 
-  i = parse_maintenance_opts (argc, argv, &fmt, NULL);
+  i = parse_maintenance_opts (argc, argv, &fmt, NULL, &json);
   if (i == -1)
     return EXIT_FAILURE;
   if (i != argc - 1) {
     fprintf (stderr, "qad-img: usage: "
-             "qad-img commit [-f FMT] [-p] IMAGE\n");
+             "qad-img commit [-f FMT] [-p] [--output=json] IMAGE\n");
     return EXIT_FAILURE;
   }
   file = argv[i];
+  if (json)
+    qad_progress = false;       /* stdout carries only the document */
   if (!fmt)
     fmt = format_of_file (file);
   if (fmt == &qed_format)
-    r = commit_qed (file);
+    r = commit_qed (file, &rep);
   else if (fmt == &addcow_format)
-    r = commit_addcow (file);
+    r = commit_addcow (file, &rep);
   else {
     if (fmt)
       fprintf (stderr, "qad-img: %s: commit needs a QED image or an "
                "add-cow file\n", file);
     return EXIT_FAILURE;
   }
-  if (r == -1)
-    return EXIT_FAILURE;
-  printf ("Image committed.\n");
-  return EXIT_SUCCESS;
+  if (r == 0 && json) {
+    printf ("{\n  \"filename\": ");
+    json_string (stdout, file);
+    printf (",\n  \"format\": \"%s\",\n  \"backing-filename\": ",
+            rep.format);
+    json_string (stdout, rep.backing);
+    printf (",\n  \"backing-filename-format\": \"%s\",\n"
+            "  \"virtual-size\": %" PRIu64 ",\n"
+            "  \"bytes-committed\": %" PRIu64 "\n}\n",
+            rep.backing_format, rep.size, rep.bytes);
+  }
+  else if (r == 0)
+    printf ("Image committed.\n");
+  free (rep.backing);
+  return r == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -147,6 +147,10 @@ addcow_disk_open (const char *file)
                             &bmlen, &fresh) == -1)
       goto err;
     if (h.backing_file) {
+      if (addcow_refuse_supplied (file, &h, "compare",
+                                  "reads local files only: compare the "
+                                  "server's export instead") == -1)
+        goto err;
       bk = addcow_resolve_name (file, h.backing_file);
       if (bk && addcow_name_is_uri (bk)) {
         fprintf (stderr, "qad-img: %s: the backing file is an NBD URI "

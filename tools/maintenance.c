@@ -4,13 +4,14 @@
  */
 
 /* What the maintenance verbs (resize.c, commit.c) share: their option
- * parsing and the format of a file they are given.
+ * parsing, the format of a file they are given and their progress.
  */
 
 #include <config.h>
 
 #include <getopt.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "qad-img.h"
@@ -32,7 +33,7 @@ format_of_file (const char *file)
 
 int
 parse_maintenance_opts (int argc, char **argv, const struct qad_format **fmt,
-                        bool *shrink)
+                        bool *shrink, bool *json)
 {
   enum { OPT_FORMAT = 256, OPT_JSON, OPT_SHRINK };
   static const struct option long_options[] = {
@@ -44,6 +45,7 @@ parse_maintenance_opts (int argc, char **argv, const struct qad_format **fmt,
   int c;
 
   *fmt = NULL;
+  *json = false;
   while ((c = getopt_long (argc, argv, "f:", long_options, NULL)) != -1) {
     switch (c) {
     case OPT_FORMAT: case 'f':
@@ -51,7 +53,7 @@ parse_maintenance_opts (int argc, char **argv, const struct qad_format **fmt,
       if (!*fmt)
         return -1;
       break;
-    case OPT_JSON: break;
+    case OPT_JSON: *json = true; break;
     case OPT_SHRINK:
       if (!shrink) {
         fprintf (stderr, "%s: --shrink is an option of resize only\n",
@@ -65,4 +67,23 @@ parse_maintenance_opts (int argc, char **argv, const struct qad_format **fmt,
     }
   }
   return optind;
+}
+
+/* Ended: the last progress line printed reached 100%. */
+static bool progress_ended;
+
+void
+maintenance_progress (void *opaque, uint64_t done, uint64_t total)
+{
+  if (!qad_progress)
+    return;
+  print_progress (opaque, done, total);
+  progress_ended = done >= total;
+}
+
+void
+maintenance_progress_end (void)
+{
+  if (qad_progress && !progress_ended)
+    maintenance_progress (NULL, 1, 1);
 }

@@ -51,7 +51,7 @@ usage (void)
 "  compare [-f FMT] [-F FMT] [-s] A B\n"
 "  rebase [-u] [-p] -b BACKING [-F raw|qed] FILE\n"
 "  amend  -o key=value,... FILE\n"
-"  resize [--shrink] FILE [+|-]SIZE\n"
+"  resize [--shrink] [-p] FILE [+|-]SIZE\n"
 "  commit [-p] FILE\n"
 "\n"
 "Every verb also accepts, for images from untrusted sources:\n"
@@ -196,16 +196,21 @@ static const char *const verb_help[NR_VERBS] = {
   "  add-cow: image_file=NAME, backing_file=NAME, backing_fmt=raw|qed\n"
   "backing_file= (empty) removes the backing file.\n",
   /* resize */
-  "usage: qad-img resize [-f FMT] [--shrink] [-q] FILE [+|-]SIZE\n"
+  "usage: qad-img resize [-f FMT] [--shrink] [-p] [-q] [--output=json] "
+  "FILE [+|-]SIZE\n"
   "\n"
   "Grow (or with --shrink, shrink) a QED image, an add-cow file with its\n"
   "raw image, or every bitmap of a QDB file.  A shrink is refused while\n"
-  "anything written lies past the new end.  The new area reads zeroes.\n",
+  "anything written lies past the new end.  The new area reads zeroes.\n"
+  "-p shows progress; --output=json (--json) reports filename, format,\n"
+  "old-virtual-size and virtual-size.\n",
   /* commit */
-  "usage: qad-img commit [-f FMT] [-p] [-q] FILE\n"
+  "usage: qad-img commit [-f FMT] [-p] [-q] [--output=json] FILE\n"
   "\n"
   "Write what the QED image or add-cow file FILE holds into its backing\n"
-  "file (raw or QED, writable), then empty FILE, as qemu-img commit.\n",
+  "file (raw or QED, writable), then empty FILE, as qemu-img commit.\n"
+  "--output=json (--json) reports filename, format, backing-filename,\n"
+  "backing-filename-format, virtual-size and bytes-committed.\n",
 };
 
 /* Options every verb understands, taken out of argv here so that the
@@ -297,9 +302,10 @@ take_common_opts (int argc, char **argv, char **out, enum verb v,
       o->quiet = true;
     else if (is_opt (a, "-p", "--progress")) {
       if (v != VERB_CHECK && v != VERB_COMPARE && v != VERB_REBASE &&
-          v != VERB_COMMIT) {
+          v != VERB_COMMIT && v != VERB_RESIZE) {
         fprintf (stderr, "qad-img: %s: -p is for verbs that can take "
-                 "long (check, compare, rebase, commit)\n", verb_names[v]);
+                 "long (check, compare, rebase, commit, resize)\n",
+                 verb_names[v]);
         return -1;
       }
       qad_progress = true;

@@ -52,18 +52,39 @@ extern int resize_verb (int argc, char **argv);
 extern int commit_verb (int argc, char **argv);
 
 /* The options of resize and commit: -f FMT (*FMT, else NULL), --json
- * (ignored: they print one line) and, when SHRINK is not NULL,
- * --shrink.  Returns optind, or -1 after a message.
+ * (*JSON; the dispatcher turns --output=json into it) and, when SHRINK
+ * is not NULL, --shrink.  Returns optind, or -1 after a message.
  */
 extern int parse_maintenance_opts (int argc, char **argv,
                                    const struct qad_format **fmt,
-                                   bool *shrink);
+                                   bool *shrink, bool *json);
+
+/* Their progress under -p (print_progress; nothing without -p, and
+ * the verbs clear qad_progress under --json, whose stdout carries only
+ * the document).  maintenance_progress_end prints 100% unless the last
+ * line already did.
+ */
+extern void maintenance_progress (void *opaque, uint64_t done,
+                                  uint64_t total);
+extern void maintenance_progress_end (void);
 
 /* The format of FILE from its magic, or NULL after a message. */
 extern const struct qad_format *format_of_file (const char *file);
 
 /* The format named NAME (or an alias), or NULL after a message. */
 extern const struct qad_format *format_by_name (const char *name);
+
+/* add-cow sidecars with BACKING_SUPPLIED (addcow-cmds.c): the backing
+ * is the plugin below the server's add-cow filter, and the recorded
+ * name is only a label, never opened.  When H has the bit and its
+ * backing would be needed, print one line naming FILE, the bit and the
+ * label, saying why VERB cannot go on (WHY), and return -1; else 0.
+ * The caller asks only where it would open the backing.
+ */
+struct addcow_header;
+extern int addcow_refuse_supplied (const char *file,
+                                   const struct addcow_header *h,
+                                   const char *verb, const char *why);
 
 /* QDB files (qdb-cmds.c): open FILE (with the whole-file write lock
  * when LOCK; *FD keeps it) and read the model with its bits; write a

@@ -56,8 +56,23 @@ change_header (struct sidecar *s, const struct backing_change *c,
     return -1;
   if (backing && backing[0] == '\0')
     backing = NULL;
-  if (backing == NULL)
+  if (backing == NULL) {
+    /* No backing: nothing is supplied any more. */
+    nh->features &= ~ADDCOW_FEATURE_BACKING_SUPPLIED;
     return addcow_header_set_backing (nh, s->file, NULL, format);
+  }
+  /* BACKING_SUPPLIED: the new name is a label, recorded as given; the
+   * plugin below the filter serves the disk, so the format is raw.
+   */
+  if (addcow_backing_supplied (&s->h)) {
+    if (format && strcmp (format, "raw") != 0) {
+      fprintf (stderr, "qad-img: %s: add-cow header: features has "
+               "BACKING_SUPPLIED: the backing is the server's plugin, "
+               "whose format is raw, not %s\n", s->file, format);
+      return -1;
+    }
+    return addcow_header_set_backing (nh, s->file, backing, "raw");
+  }
   /* amend keeps the recorded format unless told; rebase, like create,
    * lets the policy choose (raw, unless the file has a known header).
    */
@@ -171,7 +186,7 @@ addcow_apply_change (const struct backing_change *c)
   CLEANUP_FREE uint8_t *bm = NULL;
   uint64_t bmlen = 0, fresh_bmlen;
   uint8_t *fresh_bm = NULL;
-  bool fresh;
+  bool fresh, supplied;
   int r = -1, new_fd = -1;
 
   if (tool_backing_rules (c->file, &rules) == -1)
@@ -189,7 +204,8 @@ addcow_apply_change (const struct backing_change *c)
   if (change_header (&s, c, &nh) == -1 ||
       stat_image (&s, nh.image_file) == -1)
     goto out;
-  if (nh.backing_file &&
+  supplied = addcow_backing_supplied (&nh);
+  if (nh.backing_file && !supplied &&
       qad_backing_check_name (&rules, c->file, nh.backing_file,
                               addcow_name_is_uri (nh.backing_file)) == -1)
     goto out;
@@ -203,10 +219,14 @@ addcow_apply_change (const struct backing_change *c)
   }
   /* With ALL_ALLOCATED the backing is never read: nothing to copy. */
   if (c->safe && !(s.h.compat_features & ADDCOW_COMPAT_ALL_ALLOCATED)) {
-    if (copy_for_rebase (&s, &nh, &rules, &bm, &bmlen) == -1)
+    if (addcow_refuse_supplied (c->file, &s.h, "a safe rebase",
+                                "cannot read it (rebase -u changes the "
+                                "label only)") == -1 ||
+        copy_for_rebase (&s, &nh, &rules, &bm, &bmlen) == -1)
       goto out;
   }
-  else if (nh.backing_file && !addcow_name_is_uri (nh.backing_file)) {
+  else if (nh.backing_file && !supplied &&
+           !addcow_name_is_uri (nh.backing_file)) {
     /* Unsafe: the new backing need not exist, but must not loop. */
     struct qad_blockdev *b = NULL;
     CLEANUP_FREE char *path = addcow_resolve_name (c->file,

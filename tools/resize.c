@@ -3,7 +3,8 @@
  * SPDX-License-Identifier: BSD-3-Clause
  */
 
-/* qad-img resize [--shrink] IMAGE [+|-]SIZE, as qemu-img resize: a QED
+/* qad-img resize [--shrink] [-p] [--output=json] IMAGE [+|-]SIZE, as
+ * qemu-img resize (plus progress and a JSON report it lacks): a QED
  * image (qed_resize), an add-cow file with its raw image
  * (addcow_resize) or every bitmap of a QDB file (qdb_resize, written
  * to a new file renamed into place).  The format facts and the crash
@@ -69,13 +70,16 @@ new_size_of (const char *file, const struct size_arg *a, uint64_t cur,
   return 0;
 }
 
+/* Each resize_FORMAT sets *OLD and *NEW, the disk sizes before and
+ * after, for the report.
+ */
 static int
-resize_qed (const char *file, const struct size_arg *a, bool shrink)
+resize_qed (const char *file, const struct size_arg *a, bool shrink,
+            uint64_t *old, uint64_t *size)
 {
   CLEANUP_BACKING_RULES struct qad_backing_rules rules = { 0 };
   struct qed_open_options opts = { .lock = true };
   struct qed_image *img;
-  uint64_t size;
   int r;
 
   if (tool_backing_rules (file, &rules) == -1)
@@ -84,9 +88,10 @@ resize_qed (const char *file, const struct size_arg *a, bool shrink)
   img = qed_open (file, &opts);
   if (img == NULL)
     return -1;
-  r = new_size_of (file, a, img->header.image_size, &size);
+  *old = img->header.image_size;
+  r = new_size_of (file, a, *old, size);
   if (r == 0)
-    r = qed_resize (img, size, shrink);
+    r = qed_resize_progress (img, *size, shrink, maintenance_progress, NULL);
   if (qed_close (img) == -1)
     r = -1;
   return r;
@@ -94,7 +99,8 @@ resize_qed (const char *file, const struct size_arg *a, bool shrink)
 
 /* The size of the add-cow file's backing file for addcow_resize: 0
  * without one (or under ALL_ALLOCATED), UINT64_MAX when it cannot be
- * known (an NBD URI, a file that cannot be opened).
+ * known (an NBD URI, a file that cannot be opened, a backing supplied
+ * by the server's plugin).
  */
 static uint64_t
 addcow_backing_size (const char *file, const struct addcow_header *h)
@@ -105,6 +111,9 @@ addcow_backing_size (const char *file, const struct addcow_header *h)
 
   if (!h->backing_file || h->compat_features & ADDCOW_COMPAT_ALL_ALLOCATED)
     return 0;
+  /* A supplied backing's label is never opened: its size is unknown. */
+  if (addcow_backing_supplied (h))
+    return UINT64_MAX;
   bk = addcow_resolve_name (file, h->backing_file);
   if (bk == NULL || addcow_name_is_uri (bk))
     return UINT64_MAX;
@@ -117,28 +126,36 @@ addcow_backing_size (const char *file, const struct addcow_header *h)
 }
 
 static int
-resize_addcow (const char *file, const struct size_arg *a, bool shrink)
+resize_addcow (const char *file, const struct size_arg *a, bool shrink,
+               uint64_t *old, uint64_t *new_size)
 {
   struct addcow_header h;
   struct addcow_pair p;
-  uint64_t size;
+  uint64_t size = 0;
   int r = -1;
 
   if (addcow_pair_open (&p, &h, file) == -1)
     return -1;
-  if (new_size_of (file, a, p.disk_size, &size) == 0)
+  *old = p.disk_size;
+  if (new_size_of (file, a, p.disk_size, &size) == 0 &&
+      (size <= p.disk_size || p.all_allocated ||
+       addcow_refuse_supplied (file, &h, "resize",
+                               "cannot grow the disk: the backing's size "
+                               "is unknown, and a larger backing would "
+                               "show through the new area") == 0))
     r = addcow_resize (&p, size, shrink, size > p.disk_size
                        ? addcow_backing_size (file, &h) : 0);
+  *new_size = size;
   addcow_pair_close (&p);
   return r;
 }
 
 static int
-resize_qdb (const char *file, const struct size_arg *a, bool shrink)
+resize_qdb (const char *file, const struct size_arg *a, bool shrink,
+            uint64_t *old, uint64_t *size)
 {
   struct qdb_file *qdb;
   struct stat st;
-  uint64_t size;
   int fd, r = -1;
 
   qdb = tool_open_qdb (file, true, &fd);
@@ -149,8 +166,9 @@ resize_qdb (const char *file, const struct size_arg *a, bool shrink)
              "resize\n", file);
     goto out;
   }
-  if (new_size_of (file, a, qdb->bitmaps[0].disk_size, &size) == 0 &&
-      qdb_resize (qdb, size, shrink) == 0 &&
+  *old = qdb->bitmaps[0].disk_size;
+  if (new_size_of (file, a, *old, size) == 0 &&
+      qdb_resize (qdb, *size, shrink) == 0 &&
       fstat (fd, &st) == 0)
     r = tool_replace_qdb (file, qdb, st.st_mode & 07777);
 
@@ -166,7 +184,8 @@ resize_verb (int argc, char **argv)
   const struct qad_format *fmt;
   const char *file, *size_str = NULL;
   struct size_arg a;
-  bool shrink = false;
+  bool shrink = false, json;
+  uint64_t old = 0, size = 0;
   int i, r;
 
   /* "-1G" is a size, not an option (qemu-img takes the last argument
@@ -179,13 +198,13 @@ resize_verb (int argc, char **argv)
       memmove (&argv[i], &argv[i + 1], (argc - i) * sizeof argv[0]);
       argc--;
     }
-  i = parse_maintenance_opts (argc, argv, &fmt, &shrink);
+  i = parse_maintenance_opts (argc, argv, &fmt, &shrink, &json);
   if (i == -1)
     return EXIT_FAILURE;
   if (argc - i != (size_str ? 1 : 2)) {
     fprintf (stderr, "qad-img: usage: "
-             "qad-img resize [--shrink] [-f FMT] IMAGE "
-             "[+|-]SIZE\n");
+             "qad-img resize [--shrink] [-f FMT] [-p] [--output=json] "
+             "IMAGE [+|-]SIZE\n");
     return EXIT_FAILURE;
   }
   file = argv[i];
@@ -195,15 +214,27 @@ resize_verb (int argc, char **argv)
     return EXIT_FAILURE;
   if (!fmt && !(fmt = format_of_file (file)))
     return EXIT_FAILURE;
+  if (json)
+    qad_progress = false;       /* stdout carries only the document */
 
+  maintenance_progress (NULL, 0, 1);
   if (fmt == &qed_format)
-    r = resize_qed (file, &a, shrink);
+    r = resize_qed (file, &a, shrink, &old, &size);
   else if (fmt == &addcow_format)
-    r = resize_addcow (file, &a, shrink);
+    r = resize_addcow (file, &a, shrink, &old, &size);
   else
-    r = resize_qdb (file, &a, shrink);
+    r = resize_qdb (file, &a, shrink, &old, &size);
   if (r == -1)
     return EXIT_FAILURE;
-  printf ("Image resized.\n");
+  maintenance_progress_end ();
+  if (json) {
+    printf ("{\n  \"filename\": ");
+    json_string (stdout, file);
+    printf (",\n  \"format\": \"%s\",\n"
+            "  \"old-virtual-size\": %" PRIu64 ",\n"
+            "  \"virtual-size\": %" PRIu64 "\n}\n", fmt->name, old, size);
+  }
+  else
+    printf ("Image resized.\n");
   return EXIT_SUCCESS;
 }

@@ -56,11 +56,18 @@ qed_offline_writable (struct qed_image *img, const char *what)
   return 0;
 }
 
-int
-qed_first_data_from (struct qed_image *img, uint64_t offset, uint64_t *found)
+/* qed_first_data_from, calling PROGRESS (may be NULL) every 64
+ * mappings and at the end with the bytes scanned of the area from
+ * OFFSET to the end.
+ */
+static int
+first_data_from (struct qed_image *img, uint64_t offset, uint64_t *found,
+                 qed_resize_progress_fn progress, void *opaque)
 {
   uint64_t size = img->header.image_size;
-  uint64_t off = offset - offset % img->geom.cluster_size;
+  uint64_t start = offset - offset % img->geom.cluster_size;
+  uint64_t off = start, total = size > start ? size - start : 0;
+  unsigned n = 0;
 
   *found = UINT64_MAX;
   while (off < size) {
@@ -73,8 +80,18 @@ qed_first_data_from (struct qed_image *img, uint64_t offset, uint64_t *found)
       return 0;
     }
     off += m.length;
+    if (progress && ++n % 64 == 0 && off < size)
+      progress (opaque, off - start, total);
   }
+  if (progress)
+    progress (opaque, total, total);
   return 0;
+}
+
+int
+qed_first_data_from (struct qed_image *img, uint64_t offset, uint64_t *found)
+{
+  return first_data_from (img, offset, found, NULL, NULL);
 }
 
 static int
@@ -95,6 +112,13 @@ sync_header (struct qed_image *img, uint64_t new_size)
 
 int
 qed_resize (struct qed_image *img, uint64_t new_size, bool shrink)
+{
+  return qed_resize_progress (img, new_size, shrink, NULL, NULL);
+}
+
+int
+qed_resize_progress (struct qed_image *img, uint64_t new_size, bool shrink,
+                     qed_resize_progress_fn progress, void *opaque)
 {
   const char *name = img->dev.name;
   uint64_t old_size = img->header.image_size;
@@ -144,7 +168,7 @@ qed_resize (struct qed_image *img, uint64_t new_size, bool shrink)
     errno = EINVAL;
     return -1;
   }
-  if (qed_first_data_from (img, new_size, &first) == -1)
+  if (first_data_from (img, new_size, &first, progress, opaque) == -1)
     return -1;
   if (first != UINT64_MAX) {
     qad_error ("%s: cannot shrink to %" PRIu64 " bytes: guest offset %"

@@ -41,6 +41,20 @@ extern int qed_first_data_from (struct qed_image *img, uint64_t offset,
  */
 extern int qed_resize (struct qed_image *img, uint64_t new_size, bool shrink);
 
+/* Progress of a shrink's scan for data past the new end: DONE of
+ * TOTAL guest bytes scanned, at least every 64 mappings and at the end.
+ */
+typedef void (*qed_resize_progress_fn) (void *opaque, uint64_t done,
+                                        uint64_t total);
+
+/* qed_resize, calling PROGRESS (may be NULL) with OPAQUE during the
+ * scan (a grow only rewrites the header: no call).
+ */
+extern int qed_resize_progress (struct qed_image *img, uint64_t new_size,
+                                bool shrink,
+                                qed_resize_progress_fn progress,
+                                void *opaque);
+
 /* Empty the image: every guest cluster becomes unallocated and the
  * file is cut back to its header and L1 table.  The caller has made
  * every allocated cluster read the same from the backing file (commit)
