@@ -359,7 +359,7 @@ addcow_check_verb (int argc, char **argv)
       { "total-clusters", false, r.nclusters },
       { "allocated-clusters", false, r.in_image },
       { "all-allocated", true, r.all_allocated },
-      { NULL }
+      { 0 }
     };
     const struct check_report report = {
       file, "add-cow", r.corruptions, r.repaired, 0, 0, fields
@@ -415,7 +415,7 @@ addcow_create_verb (int argc, char **argv)
     { "backing-format", required_argument, NULL, OPT_BACKING_FORMAT },
     { "cluster-size", required_argument, NULL, OPT_CLUSTER_SIZE },
     { "size", required_argument, NULL, OPT_SIZE },
-    { NULL }
+    { 0 }
   };
   const char *image_arg = NULL, *backing_arg = NULL, *bfmt = NULL;
   unsigned long long cluster_size, size = 0;
