@@ -95,9 +95,13 @@ struct qdb_tracker tracker;
 static bool serving;            /* .after_fork succeeded */
 
 /* -D dirty-bitmap.commit=1: log each group commit.  nbdkit looks up
- * "dirty-bitmap_debug_commit", not a C identifier: hence the label.
+ * "dirty-bitmap_debug_commit", not a C identifier: that name is an
+ * assembler alias of debug_commit (an asm label on the variable itself
+ * breaks ASan, whose instrumentation derives symbol names from it).
  */
-NBDKIT_DLL_PUBLIC int debug_commit __asm__ ("\"dirty-bitmap_debug_commit\"");
+int debug_commit;
+__asm__ (".globl \"dirty-bitmap_debug_commit\"\n"
+         ".set \"dirty-bitmap_debug_commit\", debug_commit\n");
 
 static void
 log_commit (uint64_t nr, size_t blocks)
