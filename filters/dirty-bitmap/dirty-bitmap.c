@@ -68,14 +68,13 @@
 #include "qad-limits.h"
 #include "qdb-replace.h"
 #include "qdb-scratch.h"
-#include "vector.h"
+#include "string-vector.h"
 
 #define DEFAULT_BITMAP_NAME "bitmap0"
 
 /* Parameters (set in .config, read-only afterwards). */
 char *qdb_path;
 char *scratch_dir;              /* dirty-bitmap-scratch-dir= */
-DEFINE_VECTOR_TYPE (string_vector, char *);
 static string_vector names;     /* dirty-bitmap-name=, in order */
 static uint64_t granularity = QDB_DEFAULT_GRANULARITY;
 static char *control_path;      /* dirty-bitmap-control= */
@@ -119,8 +118,6 @@ dirtybitmap_load (void)
 static void
 dirtybitmap_unload (void)
 {
-  size_t i;
-
   qdb_tracker_free (&tracker);
   qdb_free (qdb);
   control_free ();
@@ -128,9 +125,7 @@ dirtybitmap_unload (void)
   free (scratch_dir);
   if (qdb_fd >= 0)
     close (qdb_fd);
-  for (i = 0; i < names.len; ++i)
-    free (names.ptr[i]);
-  string_vector_reset (&names);
+  string_vector_free_all (&names);
   free (qdb_path);
 }
 

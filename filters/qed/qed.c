@@ -51,11 +51,10 @@
 #include "qad-error.h"
 #include "qad-limits.h"
 #include "qed-image.h"
-#include "vector.h"
+#include "string-vector.h"
 
 /* ---- parameters (set in .config, read-only afterwards) ---- */
 static uint64_t l2_cache_bytes;         /* qed-l2-cache-size=, 0 = default */
-DEFINE_VECTOR_TYPE (string_vector, char *);
 static string_vector backings;          /* qed-backing=, in chain order */
 
 /* -D qed.reads=1: log each read sent to the plugin below (headers,
@@ -190,11 +189,7 @@ qed_filter_load (void)
 static void
 qed_filter_unload (void)
 {
-  size_t i;
-
-  for (i = 0; i < backings.len; ++i)
-    free (backings.ptr[i]);
-  string_vector_reset (&backings);
+  string_vector_free_all (&backings);
 }
 
 static int
