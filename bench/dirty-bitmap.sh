@@ -57,10 +57,10 @@ serve ()                        # serve NAME ARGS...
   wait_server "$work/$name.pid" "$work/$name.sock"
   pids+=("$(cat "$name.pid")")
 }
-stop ()                         # stop NAME
+stop ()                         # stop NAME [SIGNAL]
 {
   local p; p="$(cat "$1.pid")"
-  kill "$p"; while kill -0 "$p" 2>/dev/null; do sleep 0.1; done
+  kill -"${2:-TERM}" "$p"; while kill -0 "$p" 2>/dev/null; do sleep 0.1; done
 }
 
 # fio_bw NAME RW BS [time]: run fio against server NAME, print KiB/s
@@ -168,7 +168,6 @@ done
 # region size) adds after a crash.
 dirty_after_kill ()             # dirty_after_kill MODE RW
 {
-  local p
   rm -f p.qdb
   serve p --filter="$filter" file disk.raw dirty-bitmap=p.qdb \
     dirty-bitmap-granularity=4K dirty-bitmap-tracking="$1" \
@@ -176,8 +175,7 @@ dirty_after_kill ()             # dirty_after_kill MODE RW
   fio --name=job --ioengine=nbd --uri="nbd+unix:///?socket=$work/p.sock" \
     --rw="$2" --bs=4K --iodepth=16 --size="$size" --io_size=64M \
     --randseed=1 --randrepeat=1 --output=/dev/null
-  p="$(cat p.pid)"
-  kill -9 "$p"; while kill -0 "$p" 2>/dev/null; do sleep 0.1; done
+  stop p KILL
   "$qad_img" info --output=json p.qdb |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["bitmaps"][0]["dirty-granules"])'
 }
