@@ -399,7 +399,8 @@ qdb_tracker_checkpoint (struct qdb_tracker *t)
   size_t n, i;
 
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&t->lock);
-  while (t->commit_in_progress || t->command_pending)
+  while (t->commit_in_progress ||
+         __atomic_load_n (&t->command_pending, __ATOMIC_SEQ_CST))
     pthread_cond_wait (&t->changed, &t->lock);
   if (!t->lazy || qdb_tracker_poisoned (t) || t->nr_tracked == 0)
     return;
@@ -552,14 +553,13 @@ set_and_queue (struct qdb_tracker *t, uint64_t offset, uint32_t count,
   return 0;
 }
 
-int
-qdb_tracker_mark (struct qdb_tracker *t, uint64_t offset, uint32_t count,
-                  int *err)
+/* Called with the lock held: qdb_tracker_mark's work. */
+static int
+mark_locked (struct qdb_tracker *t, uint64_t offset, uint32_t count,
+             int *err)
 {
   if (count == 0 || t->nr_tracked == 0)
     return 0;
-
-  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&t->lock);
   if (qdb_tracker_refuse_if_poisoned (t, err) == -1)
     return -1;
   if (t->lazy && lazy_mark (t, offset, count) == -1) {
@@ -596,25 +596,60 @@ qdb_tracker_mark (struct qdb_tracker *t, uint64_t offset, uint32_t count,
   return 0;
 }
 
+int
+qdb_tracker_mark (struct qdb_tracker *t, uint64_t offset, uint32_t count,
+                  int *err)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&t->lock);
+  return mark_locked (t, offset, count, err);
+}
+
 /*----------------------------------------------------------------------
  * Requests in flight and commands.
  */
+
+/* Called with the lock held: wait out a command, then count one more
+ * request in flight.
+ */
+static void
+begin_io_locked (struct qdb_tracker *t)
+{
+  while (__atomic_load_n (&t->command_pending, __ATOMIC_SEQ_CST))
+    pthread_cond_wait (&t->changed, &t->lock);
+  __atomic_add_fetch (&t->in_flight, 1, __ATOMIC_SEQ_CST);
+}
 
 void
 qdb_tracker_begin_io (struct qdb_tracker *t)
 {
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&t->lock);
-  while (t->command_pending)
-    pthread_cond_wait (&t->changed, &t->lock);
-  t->in_flight++;
+  begin_io_locked (t);
 }
 
+int
+qdb_tracker_begin_change (struct qdb_tracker *t, uint64_t offset,
+                          uint32_t count, int *err)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&t->lock);
+  begin_io_locked (t);
+  return mark_locked (t, offset, count, err);
+}
+
+/* Without the lock unless a command waits: the decrement and the read
+ * of command_pending here, and the store of command_pending and the
+ * read of in_flight in qdb_tracker_begin_command, are sequentially
+ * consistent, so either this request sees the command and wakes it
+ * (under the lock, so the wakeup cannot fall before its wait) or the
+ * command sees in_flight already 0.
+ */
 void
 qdb_tracker_end_io (struct qdb_tracker *t)
 {
-  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&t->lock);
-  if (--t->in_flight == 0 && t->command_pending)
+  if (__atomic_sub_fetch (&t->in_flight, 1, __ATOMIC_SEQ_CST) == 0 &&
+      __atomic_load_n (&t->command_pending, __ATOMIC_SEQ_CST)) {
+    ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&t->lock);
     pthread_cond_broadcast (&t->changed);
+  }
 }
 
 void
@@ -622,8 +657,9 @@ qdb_tracker_begin_command (struct qdb_tracker *t, bool drain)
 {
   pthread_mutex_lock (&t->lock);
   if (drain) {
-    t->command_pending = true;
-    while (t->in_flight > 0 || t->commit_in_progress)
+    __atomic_store_n (&t->command_pending, true, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n (&t->in_flight, __ATOMIC_SEQ_CST) > 0 ||
+           t->commit_in_progress)
       pthread_cond_wait (&t->changed, &t->lock);
   }
 }
@@ -631,7 +667,7 @@ qdb_tracker_begin_command (struct qdb_tracker *t, bool drain)
 void
 qdb_tracker_end_command (struct qdb_tracker *t)
 {
-  t->command_pending = false;
+  __atomic_store_n (&t->command_pending, false, __ATOMIC_SEQ_CST);
   pthread_cond_broadcast (&t->changed);
   pthread_mutex_unlock (&t->lock);
 }

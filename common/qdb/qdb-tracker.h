@@ -49,9 +49,11 @@
  * line says so.
  *
  * Draining.  A command that replaces the model (qdb_tracker_quiesce)
- * waits until no request is between qdb_tracker_begin_io and
- * qdb_tracker_end_io and no commit or checkpoint runs; new requests
- * wait in qdb_tracker_begin_io meanwhile.
+ * waits until no request is between qdb_tracker_begin_io (or _change)
+ * and qdb_tracker_end_io and no commit or checkpoint runs; new
+ * requests wait in qdb_tracker_begin_io meanwhile.  A write takes the
+ * lock once: qdb_tracker_begin_change counts it and marks it, and
+ * qdb_tracker_end_io only takes the lock when a command waits.
  *
  * Lock order: the QDB file's whole-file lock (an OFD lock, held from
  * open to exit) is taken before the tracker exists; then "lock" below;
@@ -100,7 +102,7 @@ struct qdb_tracker {
 
   /* Protects everything below except "failed": the model and every
    * bitmap's mem and durable bits and queued flags, both queues,
-   * commit_in_progress, in_flight, command_pending, the checkpoint
+   * commit_in_progress, the checkpoint
    * thread's flags and the statistics.  Bit arrays are read-modify-
    * written a byte at a time, so every access to them, reads included,
    * holds it.  Never held across I/O (but see the lock order).
@@ -116,6 +118,9 @@ struct qdb_tracker {
   size_t nr_tracked;
   qdb_block_queue queue;        /* blocks for the next commit */
   bool commit_in_progress;
+  /* Atomic: written under the lock, but in_flight also decremented
+   * and command_pending read without it (qdb_tracker_end_io).
+   */
   uint64_t in_flight;
   bool command_pending;
 
@@ -210,6 +215,12 @@ extern int qdb_tracker_refuse_if_poisoned (struct qdb_tracker *t, int *err);
  */
 extern void qdb_tracker_begin_io (struct qdb_tracker *t);
 extern void qdb_tracker_end_io (struct qdb_tracker *t);
+/* qdb_tracker_begin_io then qdb_tracker_mark, under one acquisition of
+ * the lock (the write path).  qdb_tracker_end_io follows whatever it
+ * returns.
+ */
+extern int qdb_tracker_begin_change (struct qdb_tracker *t, uint64_t offset,
+                                     uint32_t count, int *err);
 
 /* Take the lock for a command.  With DRAIN, also wait until nothing
  * is in flight and no commit runs, holding back new requests until

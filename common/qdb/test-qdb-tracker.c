@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -262,6 +263,65 @@ test_group_commit (void)
   finish ();
 }
 
+/* Draining: a command runs only when no request is between
+ * qdb_tracker_begin_change and qdb_tracker_end_io, and holds new ones
+ * back; a request ending while a command waits wakes it (a lost wakeup
+ * would hang here, and the harness's timeout would fail the test).
+ */
+#define DRAIN_ROUNDS 2000
+static int active_requests;             /* atomic */
+static int stop_requests;               /* atomic */
+
+static void *
+requester (void *arg)
+{
+  uintptr_t i = (uintptr_t) arg;
+  unsigned n = 0;
+
+  while (!__atomic_load_n (&stop_requests, __ATOMIC_SEQ_CST)) {
+    int err = 0;
+    uint64_t off = ((i * 7919 + n++ * 104729) % (DISK / GRAN)) * GRAN;
+
+    assert (qdb_tracker_begin_change (&t, off, GRAN, &err) == 0);
+    __atomic_add_fetch (&active_requests, 1, __ATOMIC_SEQ_CST);
+    if (n % 4 == 0)
+      sched_yield ();
+    __atomic_sub_fetch (&active_requests, 1, __ATOMIC_SEQ_CST);
+    qdb_tracker_end_io (&t);
+  }
+  return NULL;
+}
+
+static void
+test_drain (bool lazy)
+{
+  pthread_t th[THREADS];
+  uintptr_t i;
+  int round;
+
+  start (lazy);
+  __atomic_store_n (&stop_requests, 0, __ATOMIC_SEQ_CST);
+  for (i = 0; i < THREADS; ++i)
+    assert (pthread_create (&th[i], NULL, requester, (void *) i) == 0);
+  for (round = 0; round < DRAIN_ROUNDS; ++round) {
+    qdb_tracker_begin_command (&t, true);
+    assert (__atomic_load_n (&active_requests, __ATOMIC_SEQ_CST) == 0);
+    assert (__atomic_load_n (&t.in_flight, __ATOMIC_SEQ_CST) == 0);
+    if (round % 8 == 0)
+      sched_yield ();
+    assert (__atomic_load_n (&active_requests, __ATOMIC_SEQ_CST) == 0);
+    qdb_tracker_end_command (&t);
+  }
+  __atomic_store_n (&stop_requests, 1, __ATOMIC_SEQ_CST);
+  for (i = 0; i < THREADS; ++i)
+    pthread_join (th[i], NULL);
+  assert (t.in_flight == 0);
+  finish ();
+}
+
+static void test_drain_strict (void) { test_drain (false); }
+static void test_drain_lazy (void) { test_drain (true); }
+
 static int flushes_below;
 
 static int
@@ -434,6 +494,8 @@ static const struct {
   { "below-poisons", test_failure_below_poisons },
   { "lazy-region", test_lazy_region_first },
   { "lazy-recovery", test_lazy_recovery },
+  { "drain-strict", test_drain_strict },
+  { "drain-lazy", test_drain_lazy },
 };
 
 /* With an argument, runs only the case of that name. */
@@ -443,6 +505,7 @@ main (int argc, char *argv[])
   size_t i;
 
   qad_set_error_handler (quiet);
+  alarm (300);                  /* a lost wakeup hangs: fail instead */
   for (i = 0; i < sizeof tests / sizeof tests[0]; ++i)
     if (argc < 2 || strcmp (argv[1], tests[i].name) == 0)
       tests[i].fn ();

@@ -31,9 +31,10 @@
  * client wait on the listening socket.
  *
  * Data path.  Every write, write-zeroes and trim is marked in the
- * tracker (qdb_tracker_mark) and copied into the freezes before it is
- * passed down, between qdb_tracker_begin_io and _end_io so that a
- * command sees it whole or not at all.  A failed flush below, or a
+ * tracker and copied into the freezes before it is passed down,
+ * between qdb_tracker_begin_change (one lock acquisition: counted in
+ * flight, then marked) and qdb_tracker_end_io (lock-free unless a
+ * command waits), so that a command sees it whole or not at all.  A failed flush below, or a
  * failed FUA request below (except with errors that say nothing about
  * durability), poisons the tracker: the plugin's fdatasync may have
  * failed, and Linux reports that to one fdatasync only, so a later
@@ -668,8 +669,7 @@ change_disk (nbdkit_next *next, enum change what, const void *buf,
 
   if (qdb_tracker_refuse_if_poisoned (&tracker, err) == -1)
     return -1;
-  qdb_tracker_begin_io (&tracker);
-  r = qdb_tracker_mark (&tracker, offset, count, err);
+  r = qdb_tracker_begin_change (&tracker, offset, count, err);
   if (r == 0)
     r = freezes_before_write (next, offset, count, err);
   if (r == 0) {
