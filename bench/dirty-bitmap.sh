@@ -13,7 +13,8 @@
 #     dirty (the steady state: only an in-memory bit test).
 # Not run by "make check".  Usage (from the build tree):
 #   bench/dirty-bitmap.sh [SIZE] [SECONDS]     (default 1G, 5)
-# REPS=N repetitions (default 3); the median is reported.
+# REPS=N repetitions (default 3); each figure is the median of the
+# per-repetition ratios to plain runs made from the same state.
 # TRACKING=strict|lazy|both (default both): the filter's
 # dirty-bitmap-tracking= mode(s) to measure, each against the same
 # plain runs.  Every measured run starts from the same state: the disk
@@ -93,70 +94,98 @@ syncs ()
     "$1.log" | awk '{ print $1 + $2 }'
 }
 
-ratio () { python3 -c "print('%.3f' % ($1 / $2))"; }
-report ()                       # report LABEL PLAIN FILTERED
+# Every figure is the median over REPS of a per-repetition ratio, each
+# filtered run divided by a plain run that does exactly the same
+# thing from the same state: a fresh server on the synced disk (first
+# touch), or the same server after the same passes (already dirty).
+# Plain and filtered runs alternate, plain first in odd repetitions
+# and last in even ones, so drift in the machine's speed cancels.
+#
+# run_set NAME SERVER-ARGS...: on server NAME (fresh) a sequential
+# pass, a second one, then timed random writes; then on a fresh server
+# (4K granules for the filter) timed random writes.  Appends to
+# R_SEQ_FIRST[NAME] etc., and to SYNCS[NAME] the QDB fdatasyncs per
+# random first-touch write.
+declare -A R_SEQ_FIRST R_SEQ_DIRTY R_RAND_FIRST R_RAND_DIRTY SYNCS
+run_set ()
 {
-  printf '%-42s plain %9s KiB/s   filter %9s KiB/s   ratio %s\n' \
-    "$1" "$2" "$3" "$(ratio "$3" "$2")"
+  local name="$1"; shift
+  local gran=()
+  test "$name" = plain || gran=(dirty-bitmap-granularity=4K)
+  rm -f "$name.qdb"
+  serve "$name" "$@"
+  R_SEQ_FIRST[$name]+=" $(fio_bw "$name" write 1M)"
+  R_SEQ_DIRTY[$name]+=" $(fio_bw "$name" write 1M)"
+  R_RAND_DIRTY[$name]+=" $(fio_bw "$name" randwrite 4K timed)"
+  stop "$name"
+  rm -f "$name.qdb"
+  serve "$name" "$@" "${gran[@]}"
+  R_RAND_FIRST[$name]+=" $(fio_bw "$name" randwrite 4K timed)"
+  local ios; ios=$(cat "$name.ios")
+  stop "$name"
+  test "$name" = plain ||
+    SYNCS[$name]+=" $(ratio "$(syncs "$name")" "$(( ios > 0 ? ios : 1 ))" 4)"
 }
 
-median () { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
-
 # Warm up: one plain pass over the disk.
-serve plain file disk.raw
-fio_bw plain write 1M >/dev/null
-stop plain
+serve warm file disk.raw
+fio_bw warm write 1M >/dev/null
+stop warm
 
 reps="${REPS:-3}"
 modes="${TRACKING:-both}"
 test "$modes" = both && modes="strict lazy"
-P_SEQ=() P_RAND=()
-declare -A F_SEQ_FIRST F_SEQ_DIRTY F_RAND_FIRST F_RAND_DIRTY SYNCS
+sets=(plain)
+for m in $modes; do sets+=("$m"); done
 for rep in $(seq 1 "$reps"); do
-  # Plain file plugin.
-  serve plain file disk.raw
-  P_SEQ+=("$(fio_bw plain write 1M)")
-  P_RAND+=("$(fio_bw plain randwrite 4K timed)")
-  stop plain
-
-  for m in $modes; do
-    # Filter, fresh 64K bitmap: a first-touch sequential pass, then the
-    # steady state (every granule dirty).
-    rm -f d64.qdb
-    serve f64 --filter="$filter" file disk.raw dirty-bitmap=d64.qdb \
-      dirty-bitmap-tracking="$m"
-    F_SEQ_FIRST[$m]+=" $(fio_bw f64 write 1M)"
-    F_SEQ_DIRTY[$m]+=" $(fio_bw f64 write 1M)"
-    F_RAND_DIRTY[$m]+=" $(fio_bw f64 randwrite 4K timed)"
-    stop f64
-
-    # Filter, fresh 4K bitmap: random first touches.
-    rm -f d4.qdb
-    serve f4 --filter="$filter" file disk.raw dirty-bitmap=d4.qdb \
-      dirty-bitmap-granularity=4K dirty-bitmap-tracking="$m"
-    F_RAND_FIRST[$m]+=" $(fio_bw f4 randwrite 4K timed)"
-    ios=$(cat f4.ios)
-    stop f4
-    SYNCS[$m]+=" $(python3 -c "print('%.4f' % ($(syncs f4) / max(1, $ios)))")"
+  order=("${sets[@]}")
+  if (( rep % 2 == 0 )); then
+    order=("${sets[@]:1}" plain)
+  fi
+  for s in "${order[@]}"; do
+    if test "$s" = plain; then
+      run_set plain file disk.raw
+    else
+      run_set "$s" --filter="$filter" file disk.raw dirty-bitmap="$s.qdb" \
+        dirty-bitmap-tracking="$s"
+    fi
   done
 done
 
+# ratios_of METRIC MODE: the per-repetition ratios MODE / plain.
+ratios_of ()
+{
+  local -n arr="$1"
+  local -a f p
+  read -ra f <<<"${arr[$2]}"
+  read -ra p <<<"${arr[plain]}"
+  local i
+  for i in "${!f[@]}"; do ratio "${f[$i]}" "${p[$i]}" 3; done
+}
+
+report ()                       # report LABEL METRIC MODE
+{
+  local -n runs="$2"
+  local -a f p
+  read -ra f <<<"${runs[$3]}"
+  read -ra p <<<"${runs[plain]}"
+  # shellcheck disable=SC2046
+  printf '%-44s plain %8s  filter %8s KiB/s   ratio %s  (runs: %s)\n' \
+    "[$3] $1" "$(median "${p[@]}")" "$(median "${f[@]}")" \
+    "$(MEDIAN_DECIMALS=3 median $(ratios_of "$2" "$3"))" \
+    "$(ratios_of "$2" "$3" | tr '\n' ' ' | sed 's/ $//')"
+}
+
 echo
-echo "median of $reps runs each:"
+echo "median of $reps paired runs (ratio: median of the per-run ratios):"
 for m in $modes; do
+  report "seq 1M qd16, first touch (64K gran.)" R_SEQ_FIRST "$m"
+  report "seq 1M qd16, already dirty" R_SEQ_DIRTY "$m"
+  report "rand 4K qd16, first touch (4K gran.)" R_RAND_FIRST "$m"
+  report "rand 4K qd16, already dirty (64K gran.)" R_RAND_DIRTY "$m"
   # shellcheck disable=SC2086
-  {
-    report "[$m] seq 1M qd16, first touch (64K gran.)" \
-      "$(median "${P_SEQ[@]}")" "$(median ${F_SEQ_FIRST[$m]})"
-    report "[$m] seq 1M qd16, already dirty" \
-      "$(median "${P_SEQ[@]}")" "$(median ${F_SEQ_DIRTY[$m]})"
-    report "[$m] rand 4K qd16, first touch (4K gran.)" \
-      "$(median "${P_RAND[@]}")" "$(median ${F_RAND_FIRST[$m]})"
-    report "[$m] rand 4K qd16, already dirty (64K gran.)" \
-      "$(median "${P_RAND[@]}")" "$(median ${F_RAND_DIRTY[$m]})"
-    printf '%-42s %s\n' "[$m] QDB fdatasyncs per random 4K write" \
-      "$(python3 -c "import sys; v = sorted(float(x) for x in sys.argv[1:]); print(v[len(v) // 2])" ${SYNCS[$m]})"
-  }
+  printf '%-44s %s\n' "[$m] QDB fdatasyncs per random 4K write" \
+    "$(MEDIAN_DECIMALS=4 median ${SYNCS[$m]})"
 done
 
 # Precision lost by an unclean shutdown.  The same fixed workload (fio
