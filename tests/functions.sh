@@ -76,7 +76,22 @@ _no_nbd_python ()
 }
 NBD_PYTHON="$(nbd_python 2>/dev/null)" || NBD_PYTHON=_no_nbd_python
 export NBD_PYTHON
-nbdsh () { "$NBD_PYTHON" -m nbd "$@"; }
+# nbdsh: a command first on PATH, not a shell function, so that the
+# shells nbdkit --run starts (and any other child) get it too.
+_nbdsh_dir="${BATS_RUN_TMPDIR:-$BATS_TMPDIR}/nbdsh-bin"
+if ! test -x "$_nbdsh_dir/nbdsh"; then
+  if test "$NBD_PYTHON" = _no_nbd_python; then
+    _nbdsh_exec="echo \"no python3 with libnbd's nbd module: apt-get install python3-libnbd, or set NBD_PYTHON\" >&2; exit 127"
+  else
+    _nbdsh_exec="exec '$NBD_PYTHON' -m nbd \"\$@\""
+  fi
+  mkdir -p "$_nbdsh_dir"
+  # Written aside and renamed: tests of one run may do this at once.
+  printf '#!/bin/sh\n%s\n' "$_nbdsh_exec" >"$_nbdsh_dir/nbdsh.$$"
+  chmod +x "$_nbdsh_dir/nbdsh.$$"
+  mv -f "$_nbdsh_dir/nbdsh.$$" "$_nbdsh_dir/nbdsh"
+fi
+PATH="$_nbdsh_dir:$PATH"
 
 requires_nbdsh ()
 {

@@ -56,6 +56,16 @@ setup ()
   [ "$output" = True ]
 }
 
+@test "nbd-python: nbdsh in the shell nbdkit --run starts uses it too" {
+  # /bin/sh, not bash: a shell function would not reach it.  nbdsh
+  # from the package would run the python3 without nbd below.
+  PATH="$PWD/bin:$PATH"
+  run nbdkit -U - memory 1M \
+    --run 'nbdsh -u "$uri" -c "print(h.get_size())"'
+  [ "$status" -eq 0 ]
+  [ "$output" = 1048576 ]
+}
+
 @test "nbd-python: with no python3 that has nbd, it says so" {
   # PYTHONHOME pointing nowhere: no python3 starts.
   run env PYTHONHOME=/nonexistent bash -c '. "$1"; nbd_python' - "$LOOKUP"
