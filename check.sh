@@ -43,7 +43,9 @@ JOBS="${JOBS:-$(nproc)}"
 export PYENV_VERSION=system
 export LIBGUESTFS_BACKEND=direct LIBGUESTFS_BACKEND_SETTINGS=force_tcg
 
-step () { printf '\n=== %s ===\n' "$*"; }
+# Each step says when it starts (seconds since check.sh started), so a
+# CI log shows where the time goes.
+step () { printf '\n=== %s === (at %d s)\n' "$*" "$SECONDS"; }
 
 # Server tests also run against the sanitizer build of the objects.
 # Only tests whose servers start successfully: with the sanitizer
@@ -68,6 +70,7 @@ count_results ()
 summary ()
 {
   echo
+  echo "check.sh ran for $SECONDS s"
   echo "$passed passed, $failed failed, $skipped skipped"
   test "$failed" -eq 0 || status=1
   exit $status
