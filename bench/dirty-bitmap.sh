@@ -3,32 +3,46 @@
 # Copyright (C) 2026 the project authors
 # SPDX-License-Identifier: BSD-3-Clause
 #
-# Benchmark of nbdkit-dirty-bitmap-filter: fio (nbd engine) writes
-# through the filter over the file plugin, versus the file plugin
-# alone.  Prints throughput and the ratio filter / plain for:
-#   - sequential 1M writes over the whole disk, first touch (every
-#     granule is clean when written: each write waits for a bitmap sync);
-#   - random 4K writes, first touch (fresh 4K-granularity bitmap);
-#   - random 4K writes and sequential 1M writes once every granule is
-#     dirty (the steady state: only an in-memory bit test).
+# Benchmark of nbdkit-dirty-bitmap-filter: fio (nbd engine, qd16)
+# writes through the filter over the file plugin, versus the file
+# plugin alone, for each tracking mode.  Prints throughput and the
+# ratio filter / plain for:
+#   - sequential 1M writes over the whole disk, first touch (a fresh
+#     server and bitmap for each pass, 64K granules);
+#   - random 4K writes, first touch (a fresh server and bitmap with 4K
+#     granules for each run);
+#   - sequential 1M and random 4K writes once every granule is dirty
+#     (the steady state), on servers kept running.
 # Not run by "make check".  Usage (from the build tree):
-#   bench/dirty-bitmap.sh [SIZE] [SECONDS]     (default 1G, 5)
-# REPS=N repetitions (default 3); each figure is the median of the
-# per-repetition ratios to plain runs made from the same state.
-# TRACKING=strict|lazy|both (default both): the filter's
-# dirty-bitmap-tracking= mode(s) to measure, each against the same
-# plain runs.  Every measured run starts from the same state: the disk
-# file written in full and synced (page cache writeback idle), so the
-# plain baseline is not throttled by an earlier pass's writeback.  For
-# the random first-touch runs the fdatasyncs of the QDB file per write
-# are counted from the filter's statistics (nbdkit -v).
+#   bench/dirty-bitmap.sh [SIZE] [SECONDS]     (default 1G, 2)
+# SECONDS is the length of each random run.
+#
+# How the ratios are made.  This machine's speed drifts by 10-20%
+# within a minute (shared hosts), more than the filter costs, so one
+# long run of each side, or medians of runs minutes apart, compare
+# drift.  Instead each figure is the median over PAIRS (default 15)
+# of a ratio between runs made back to back: in each round, every side
+# (plain, then each mode; the order rotates each round) does the same
+# short run from the same state, and each mode's result is divided by
+# the plain one of the same round.  The interquartile range of those
+# ratios is printed beside the median.  Before every run the page
+# cache is synced, so no run pays for an earlier one's writeback.
+#
+# METRICS="seq-first rand-first seq-dirty rand-dirty" (the default)
+# selects figures; SKIP_PRECISION=1 skips the last part.
+# TRACKING=strict|lazy|both (default both): the dirty-bitmap-tracking=
+# mode(s) to measure.  For the random first-touch runs the fdatasyncs
+# of the QDB file per write are counted from the filter's statistics
+# (nbdkit -v, without the per-request lines).  Last, the precision an
+# unclean shutdown costs lazy tracking is measured (see below).
 # Environment: DIRTY_BITMAP_FILTER (default ./dirty-bitmap.so), QAD_IMG
-# (default ./tools/qad-img), WORKDIR.
+# (default ./tools/qad-img), WORKDIR, DISK_DIR.
 
 set -euo pipefail
 . "$(dirname "$0")/bench-lib.sh"
 size="${1:-1G}"
-secs="${2:-5}"
+secs="${2:-2}"
+pairs="${PAIRS:-15}"
 filter="${DIRTY_BITMAP_FILTER:-$(pwd)/dirty-bitmap.so}"
 qad_img="${QAD_IMG:-$(pwd)/tools/qad-img}"
 work="${WORKDIR:-$(mktemp -d -p /var/tmp)}"
@@ -42,10 +56,14 @@ cleanup ()
 
 test -f "$filter" || { echo "$0: filter not found: $filter" >&2; exit 1; }
 cd "$work"
-echo "work dir $work, disk $size, $secs s per random run"
-# A fully allocated disk, so the plugin writes in place.
-fallocate -l "$size" disk.raw 2>/dev/null || truncate -s "$size" disk.raw
-dd if=/dev/zero of=disk.raw bs=1M count=$(( $(stat -c %s disk.raw) >> 20 )) \
+echo "work dir $work, disk $size, $secs s per random run, $pairs rounds"
+# A fully allocated disk, so the plugin writes in place; in DISK_DIR
+# when set (a tmpfs takes the file system's writeback out of the
+# noise; the QDB files stay in the work dir).
+disk="${DISK_DIR:-$work}/dirty-bitmap-bench-$$.raw"
+test -z "${DISK_DIR:-}" || trap 'cleanup; rm -f "$disk"' EXIT
+fallocate -l "$size" "$disk" 2>/dev/null || truncate -s "$size" "$disk"
+dd if=/dev/zero of="$disk" bs=1M count=$(( $(stat -c %s "$disk") >> 20 )) \
   conv=notrunc status=none
 sync
 
@@ -54,7 +72,11 @@ serve ()                        # serve NAME ARGS...
   local name="$1"; shift
   rm -f "$name.sock" "$name.pid"
   sync                          # same starting state for every run
-  nbdkit -v -U "$work/$name.sock" -P "$work/$name.pid" "$@" 2>"$name.log"
+  # -v for the filter's statistics at exit, but no line per request:
+  # writing those serialises every request on the log and costs more
+  # than what is measured.
+  nbdkit -v -D nbdkit.backend.datapath=0 -U "$work/$name.sock" \
+    -P "$work/$name.pid" "$@" 2>"$name.log"
   wait_server "$work/$name.pid" "$work/$name.sock"
   pids+=("$(cat "$name.pid")")
 }
@@ -64,28 +86,33 @@ stop ()                         # stop NAME [SIGNAL]
   kill -"${2:-TERM}" "$p"; while kill -0 "$p" 2>/dev/null; do sleep 0.1; done
 }
 
-# fio_bw NAME RW BS [time]: run fio against server NAME, print KiB/s
-# (and leave the number of writes in NAME.ios).
+# fio_bw NAME RW BS [FIO-ARGS...]: run fio over the whole disk against
+# server NAME, print KiB/s.  Leaves the number of writes in NAME.ios
+# and the server's CPU time (user + system, all threads) per GiB
+# written, in ms, in NAME.cpu.
 fio_bw ()
 {
-  local name="$1" rw="$2" bs="$3" timed="${4:-}"
+  local name="$1" rw="$2" bs="$3"; shift 3
+  local pid; pid="$(cat "$name.pid")"
   sync
-  local args=(--name=job --ioengine=nbd --uri="nbd+unix:///?socket=$work/$name.sock"
-              --rw="$rw" --bs="$bs" --iodepth=16 --numjobs=1
-              --direct=0 --output-format=json)
-  if test -n "$timed"; then
-    args+=(--time_based --runtime="$secs" --size="$size")
-  else
-    args+=(--size="$size")
-  fi
-  fio "${args[@]}" 2>/dev/null |
-    python3 -c '
-import json, sys
-s = sys.stdin.read()               # fio prints a line before the JSON
+  local ticks0; ticks0=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+  fio --name=job --ioengine=nbd --uri="nbd+unix:///?socket=$work/$name.sock" \
+      --rw="$rw" --bs="$bs" --iodepth=16 --numjobs=1 --size="$size" \
+      --direct=0 --output-format=json "$@" 2>/dev/null >"$name.json"
+  python3 -c '
+import json, os, sys
+name, pid, ticks0 = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with open("/proc/%s/stat" % pid) as f:
+    st = f.read().rsplit(")", 1)[1].split()
+ticks = int(st[11]) + int(st[12]) - ticks0     # utime + stime
+s = open(name + ".json").read()   # fio may print a line before the JSON
 w = json.loads(s[s.index("{"):])["jobs"][0]["write"]
-open(sys.argv[1], "w").write("%d\n" % w["total_ios"])
-print(w["bw"])' "$name.ios"
+open(name + ".ios", "w").write("%d\n" % w["total_ios"])
+ms = ticks * 1000 / os.sysconf("SC_CLK_TCK")
+open(name + ".cpu", "w").write("%.1f\n" % (ms / max(w["io_bytes"], 1) * 2**30))
+print(w["bw"])' "$name" "$pid" "$ticks0"
 }
+timed=(--time_based --runtime="$secs")
 
 # syncs NAME: fdatasyncs of the QDB file from a stopped server's log.
 syncs ()
@@ -94,100 +121,159 @@ syncs ()
     "$1.log" | awk '{ print $1 + $2 }'
 }
 
-# Every figure is the median over REPS of a per-repetition ratio, each
-# filtered run divided by a plain run that does exactly the same
-# thing from the same state: a fresh server on the synced disk (first
-# touch), or the same server after the same passes (already dirty).
-# Plain and filtered runs alternate, plain first in odd repetitions
-# and last in even ones, so drift in the machine's speed cancels.
-#
-# run_set NAME SERVER-ARGS...: on server NAME (fresh) a sequential
-# pass, a second one, then timed random writes; then on a fresh server
-# (4K granules for the filter) timed random writes.  Appends to
-# R_SEQ_FIRST[NAME] etc., and to SYNCS[NAME] the QDB fdatasyncs per
-# random first-touch write.
-declare -A R_SEQ_FIRST R_SEQ_DIRTY R_RAND_FIRST R_RAND_DIRTY SYNCS
-run_set ()
+modes="${TRACKING:-both}"
+test "$modes" = both && modes="strict lazy"
+sides=(plain)
+for m in $modes; do sides+=("$m"); done
+
+# serve_side SIDE NAME [FILTER-ARGS...]: a server for SIDE (plain, or a
+# tracking mode) named NAME, with a fresh bitmap.
+serve_side ()
 {
-  local name="$1"; shift
-  local gran=()
-  test "$name" = plain || gran=(dirty-bitmap-granularity=4K)
+  local side="$1" name="$2"; shift 2
   rm -f "$name.qdb"
-  serve "$name" "$@"
-  R_SEQ_FIRST[$name]+=" $(fio_bw "$name" write 1M)"
-  R_SEQ_DIRTY[$name]+=" $(fio_bw "$name" write 1M)"
-  R_RAND_DIRTY[$name]+=" $(fio_bw "$name" randwrite 4K timed)"
-  stop "$name"
-  rm -f "$name.qdb"
-  serve "$name" "$@" "${gran[@]}"
-  R_RAND_FIRST[$name]+=" $(fio_bw "$name" randwrite 4K timed)"
-  local ios; ios=$(cat "$name.ios")
-  stop "$name"
-  test "$name" = plain ||
-    SYNCS[$name]+=" $(ratio "$(syncs "$name")" "$(( ios > 0 ? ios : 1 ))" 4)"
+  if test "$side" = plain; then
+    serve "$name" file "$disk"
+  else
+    serve "$name" --filter="$filter" file "$disk" dirty-bitmap="$name.qdb" \
+      dirty-bitmap-tracking="$side" "$@"
+  fi
 }
 
+# run_once METRIC SIDE: one run of METRIC for SIDE, its KiB/s appended
+# to RES[METRIC,SIDE] and its server CPU per GiB to CPU[METRIC,SIDE].
+# Not in a subshell: it also adds up SYNCS and IOS.
+declare -A RES CPU SYNCS IOS
+run_once ()
+{
+  local metric="$1" side="$2" name="f-$2" bw
+  case "$metric" in
+    seq-first)
+      serve_side "$side" "$name"
+      bw=$(fio_bw "$name" write 1M)
+      stop "$name" ;;
+    rand-first)
+      serve_side "$side" "$name" dirty-bitmap-granularity=4K
+      bw=$(fio_bw "$name" randwrite 4K "${timed[@]}")
+      stop "$name"
+      if test "$side" != plain; then
+        SYNCS[$side]=$(( ${SYNCS[$side]:-0} + $(syncs "$name") ))
+        IOS[$side]=$(( ${IOS[$side]:-0} + $(cat "$name.ios") ))
+      fi ;;
+    seq-dirty) name="d-$side"; bw=$(fio_bw "$name" write 1M) ;;
+    rand-dirty) name="d-$side"; bw=$(fio_bw "$name" randwrite 4K "${timed[@]}") ;;
+  esac
+  RES[$metric,$side]+=" $bw"
+  CPU[$metric,$side]+=" $(cat "$name.cpu")"
+}
+
+# measure METRIC: PAIRS rounds; in round R the sides run in an order
+# rotated by R.
+measure ()
+{
+  local metric="$1" r i n=${#sides[@]}
+  for r in $(seq 0 $((pairs - 1))); do
+    for i in $(seq 0 $((n - 1))); do
+      run_once "$metric" "${sides[$(( (i + r) % n ))]}"
+    done
+  done
+}
+
+read -r -a cpu0 < <(grep '^cpu ' /proc/stat)     # for steal
 # Warm up: one plain pass over the disk.
-serve warm file disk.raw
+serve warm file "$disk"
 fio_bw warm write 1M >/dev/null
 stop warm
 
-reps="${REPS:-3}"
-modes="${TRACKING:-both}"
-test "$modes" = both && modes="strict lazy"
-sets=(plain)
-for m in $modes; do sets+=("$m"); done
-for rep in $(seq 1 "$reps"); do
-  order=("${sets[@]}")
-  if (( rep % 2 == 0 )); then
-    order=("${sets[@]:1}" plain)
-  fi
-  for s in "${order[@]}"; do
-    if test "$s" = plain; then
-      run_set plain file disk.raw
-    else
-      run_set "$s" --filter="$filter" file disk.raw dirty-bitmap="$s.qdb" \
-        dirty-bitmap-tracking="$s"
-    fi
-  done
+metrics="${METRICS:-seq-first rand-first seq-dirty rand-dirty}"
+for metric in $metrics; do
+  case "$metric" in
+    *-first) measure "$metric" ;;
+  esac
 done
+if [[ "$metrics" = *-dirty* ]]; then
+  # For the steady state, one server per side stays up with every
+  # granule dirty (one full pass first).
+  for side in "${sides[@]}"; do
+    serve_side "$side" "d-$side"
+    fio_bw "d-$side" write 1M >/dev/null
+  done
+  for metric in $metrics; do
+    case "$metric" in
+      *-dirty) measure "$metric" ;;
+    esac
+  done
+  for side in "${sides[@]}"; do stop "d-$side"; done
+fi
 
-# ratios_of METRIC MODE: the per-repetition ratios MODE / plain.
-ratios_of ()
+# report LABEL METRIC MODE: the medians of throughput and of the
+# per-round throughput ratios (filter / plain), with their
+# interquartile range, then the same for the server's CPU time per GiB
+# written as plain / filter: a cost ratio that the host's CPU steal,
+# which moves throughput by a factor of two here, hardly touches.
+report ()
 {
-  local -n arr="$1"
-  local -a f p
-  read -ra f <<<"${arr[$2]}"
-  read -ra p <<<"${arr[plain]}"
-  local i
-  for i in "${!f[@]}"; do ratio "${f[$i]}" "${p[$i]}" 3; done
+  # shellcheck disable=SC2086 # the lists are split on purpose
+  python3 - "$1" "$3" ${RES[$2,plain]} -- ${RES[$2,$3]} -- \
+    ${CPU[$2,plain]} -- ${CPU[$2,$3]} <<'PY'
+import statistics, sys
+label, mode = sys.argv[1], sys.argv[2]
+lists, cur = [], []
+for a in sys.argv[3:] + ["--"]:
+    if a == "--":
+        lists.append([float(x) for x in cur]); cur = []
+    else:
+        cur.append(a)
+bw_p, bw_f, cpu_p, cpu_f = lists
+def summary(r):
+    r = sorted(r)
+    q1, _, q3 = statistics.quantiles(r, n=4)
+    return "%.3f (IQR %.3f-%.3f)" % (statistics.median(r), q1, q3)
+print("%-44s plain %7.0f  filter %7.0f KiB/s  ratio %s"
+      % ("[%s] %s" % (mode, label), statistics.median(bw_p),
+         statistics.median(bw_f),
+         summary([f / p for f, p in zip(bw_f, bw_p)])))
+print("%-44s plain %7.0f  filter %7.0f ms/GiB  ratio %s"
+      % ("      server CPU per GiB written", statistics.median(cpu_p),
+         statistics.median(cpu_f),
+         summary([p / f for f, p in zip(cpu_f, cpu_p) if f > 0])))
+PY
 }
 
-report ()                       # report LABEL METRIC MODE
+# steal: the host's CPU steal, in percent, since the bench started.
+steal ()
 {
-  local -n runs="$2"
-  local -a f p
-  read -ra f <<<"${runs[$3]}"
-  read -ra p <<<"${runs[plain]}"
-  # shellcheck disable=SC2046
-  printf '%-44s plain %8s  filter %8s KiB/s   ratio %s  (runs: %s)\n' \
-    "[$3] $1" "$(median "${p[@]}")" "$(median "${f[@]}")" \
-    "$(MEDIAN_DECIMALS=3 median $(ratios_of "$2" "$3"))" \
-    "$(ratios_of "$2" "$3" | tr '\n' ' ' | sed 's/ $//')"
+  local -a c; read -r -a c < <(grep '^cpu ' /proc/stat)
+  python3 -c '
+import sys
+n = len(sys.argv) // 2
+a = [int(x) for x in sys.argv[2:n + 1]]; b = [int(x) for x in sys.argv[n + 2:]]
+d = [y - x for x, y in zip(a, b)]
+print("%.0f" % (100 * d[7] / max(sum(d[:8]), 1)))' "${cpu0[@]}" "${c[@]}"
 }
 
 echo
-echo "median of $reps paired runs (ratio: median of the per-run ratios):"
+echo "medians of $pairs back-to-back rounds (ratio: median of the" \
+     "per-round ratios); CPU steal by the host meanwhile: $(steal)%"
+labels=(
+  seq-first "seq 1M qd16, first touch (64K gran.)"
+  seq-dirty "seq 1M qd16, already dirty"
+  rand-first "rand 4K qd16, first touch (4K gran.)"
+  rand-dirty "rand 4K qd16, already dirty (64K gran.)"
+)
 for m in $modes; do
-  report "seq 1M qd16, first touch (64K gran.)" R_SEQ_FIRST "$m"
-  report "seq 1M qd16, already dirty" R_SEQ_DIRTY "$m"
-  report "rand 4K qd16, first touch (4K gran.)" R_RAND_FIRST "$m"
-  report "rand 4K qd16, already dirty (64K gran.)" R_RAND_DIRTY "$m"
-  # shellcheck disable=SC2086
-  printf '%-44s %s\n' "[$m] QDB fdatasyncs per random 4K write" \
-    "$(MEDIAN_DECIMALS=4 median ${SYNCS[$m]})"
+  for i in 0 2 4 6; do
+    if [[ " $metrics " = *" ${labels[$i]} "* ]]; then
+      report "${labels[$((i + 1))]}" "${labels[$i]}" "$m"
+    fi
+  done
+  if test -n "${IOS[$m]:-}"; then
+    printf '%-44s %s\n' "[$m] QDB fdatasyncs per random 4K write" \
+      "$(ratio "${SYNCS[$m]}" "$(( IOS[$m] > 0 ? IOS[$m] : 1 ))" 4)"
+  fi
 done
 
+if test -n "${SKIP_PRECISION:-}"; then exit 0; fi
 # Precision lost by an unclean shutdown.  The same fixed workload (fio
 # with a fixed seed: 64M of 4K writes, random or sequential, no flush)
 # runs under strict and under lazy tracking with no checkpoint due;
@@ -198,7 +284,7 @@ done
 dirty_after_kill ()             # dirty_after_kill MODE RW
 {
   rm -f p.qdb
-  serve p --filter="$filter" file disk.raw dirty-bitmap=p.qdb \
+  serve p --filter="$filter" file "$disk" dirty-bitmap=p.qdb \
     dirty-bitmap-granularity=4K dirty-bitmap-tracking="$1" \
     dirty-bitmap-checkpoint-interval=3600
   fio --name=job --ioengine=nbd --uri="nbd+unix:///?socket=$work/p.sock" \
