@@ -31,7 +31,8 @@
 # METRICS="seq-first rand-first seq-dirty rand-dirty" (the default)
 # selects figures; SKIP_PRECISION=1 skips the last part.
 # TRACKING=strict|lazy|both (default both): the dirty-bitmap-tracking=
-# mode(s) to measure.  For the random first-touch runs the fdatasyncs
+# mode(s) to measure.  nbdkit's nofilter filter is measured the same
+# way, as the floor: the cost of any filter layer.  For the random first-touch runs the fdatasyncs
 # of the QDB file per write are counted from the filter's statistics
 # (nbdkit -v, without the per-request lines).  Last, the precision an
 # unclean shutdown costs lazy tracking is measured (see below).
@@ -123,17 +124,21 @@ syncs ()
 
 modes="${TRACKING:-both}"
 test "$modes" = both && modes="strict lazy"
-sides=(plain)
+# The reference: nbdkit's nofilter filter, which passes every request
+# through untouched, shows what any filter layer costs in nbdkit.
+sides=(plain nofilter)
 for m in $modes; do sides+=("$m"); done
 
-# serve_side SIDE NAME [FILTER-ARGS...]: a server for SIDE (plain, or a
-# tracking mode) named NAME, with a fresh bitmap.
+# serve_side SIDE NAME [FILTER-ARGS...]: a server for SIDE (plain,
+# nofilter or a tracking mode) named NAME, with a fresh bitmap.
 serve_side ()
 {
   local side="$1" name="$2"; shift 2
   rm -f "$name.qdb"
   if test "$side" = plain; then
     serve "$name" file "$disk"
+  elif test "$side" = nofilter; then
+    serve "$name" --filter=nofilter file "$disk"
   else
     serve "$name" --filter="$filter" file "$disk" dirty-bitmap="$name.qdb" \
       dirty-bitmap-tracking="$side" "$@"
@@ -156,7 +161,7 @@ run_once ()
       serve_side "$side" "$name" dirty-bitmap-granularity=4K
       bw=$(fio_bw "$name" randwrite 4K "${timed[@]}")
       stop "$name"
-      if test "$side" != plain; then
+      if test "$side" != plain && test "$side" != nofilter; then
         SYNCS[$side]=$(( ${SYNCS[$side]:-0} + $(syncs "$name") ))
         IOS[$side]=$(( ${IOS[$side]:-0} + $(cat "$name.ios") ))
       fi ;;
@@ -227,7 +232,7 @@ for a in sys.argv[3:] + ["--"]:
 bw_p, bw_f, cpu_p, cpu_f = lists
 def summary(r):
     r = sorted(r)
-    q1, _, q3 = statistics.quantiles(r, n=4)
+    q1, _, q3 = statistics.quantiles(r, n=4) if len(r) > 1 else r * 3
     return "%.3f (IQR %.3f-%.3f)" % (statistics.median(r), q1, q3)
 print("%-44s plain %7.0f  filter %7.0f KiB/s  ratio %s"
       % ("[%s] %s" % (mode, label), statistics.median(bw_p),
@@ -261,7 +266,7 @@ labels=(
   rand-first "rand 4K qd16, first touch (4K gran.)"
   rand-dirty "rand 4K qd16, already dirty (64K gran.)"
 )
-for m in $modes; do
+for m in nofilter $modes; do
   for i in 0 2 4 6; do
     if [[ " $metrics " = *" ${labels[$i]} "* ]]; then
       report "${labels[$((i + 1))]}" "${labels[$i]}" "$m"
