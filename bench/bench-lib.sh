@@ -41,11 +41,10 @@ ratio ()
   python3 -c "import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); print('%.*f' % (int(sys.argv[3]), a / b if b else 0))" "$1" "$2" "${3:-2}"
 }
 
-# median N...: the median of the numbers given, one decimal.
-# MEDIAN_DECIMALS=K for K decimals (ratios).
+# median N...: the median of the numbers given.
 median ()
 {
-  python3 -c "import statistics, sys; print('%.*f' % (int(sys.argv[1]), statistics.median(map(float, sys.argv[2:]))))" "${MEDIAN_DECIMALS:-1}" "$@"
+  python3 -c "import statistics, sys; print('%.1f' % statistics.median(map(float, sys.argv[1:])))" "$@"
 }
 
 # wait_server PIDFILE SOCK: wait for a backgrounded (daemonized) nbdkit:

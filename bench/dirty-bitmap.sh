@@ -48,10 +48,11 @@ filter="${DIRTY_BITMAP_FILTER:-$(pwd)/dirty-bitmap.so}"
 qad_img="${QAD_IMG:-$(pwd)/tools/qad-img}"
 work="${WORKDIR:-$(mktemp -d -p /var/tmp)}"
 trap 'cleanup' EXIT
-pids=()
+declare -A pids                 # the servers running, by name
 cleanup ()
 {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  test -z "${disk:-}" || rm -f "$disk"
   test -n "${WORKDIR:-}" || rm -rf "$work"
 }
 
@@ -62,7 +63,6 @@ echo "work dir $work, disk $size, $secs s per random run, $pairs rounds"
 # when set (a tmpfs takes the file system's writeback out of the
 # noise; the QDB files stay in the work dir).
 disk="${DISK_DIR:-$work}/dirty-bitmap-bench-$$.raw"
-test -z "${DISK_DIR:-}" || trap 'cleanup; rm -f "$disk"' EXIT
 fallocate -l "$size" "$disk" 2>/dev/null || truncate -s "$size" "$disk"
 dd if=/dev/zero of="$disk" bs=1M count=$(( $(stat -c %s "$disk") >> 20 )) \
   conv=notrunc status=none
@@ -79,12 +79,20 @@ serve ()                        # serve NAME ARGS...
   nbdkit -v -D nbdkit.backend.datapath=0 -U "$work/$name.sock" \
     -P "$work/$name.pid" "$@" 2>"$name.log"
   wait_server "$work/$name.pid" "$work/$name.sock"
-  pids+=("$(cat "$name.pid")")
+  pids[$name]="$(cat "$name.pid")"
 }
 stop ()                         # stop NAME [SIGNAL]
 {
-  local p; p="$(cat "$1.pid")"
+  local p="${pids[$1]}"
   kill -"${2:-TERM}" "$p"; while kill -0 "$p" 2>/dev/null; do sleep 0.1; done
+  unset "pids[$1]"              # its pid may be reused
+}
+
+# cpu_ticks PID: the user + system time of process PID, in clock ticks
+# (fields 14 and 15 of /proc/PID/stat, counted after the command name).
+cpu_ticks ()
+{
+  sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
 }
 
 # fio_bw NAME RW BS [FIO-ARGS...]: run fio over the whole disk against
@@ -94,24 +102,21 @@ stop ()                         # stop NAME [SIGNAL]
 fio_bw ()
 {
   local name="$1" rw="$2" bs="$3"; shift 3
-  local pid; pid="$(cat "$name.pid")"
+  local ticks0
   sync
-  local ticks0; ticks0=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+  ticks0=$(cpu_ticks "${pids[$name]}")
   fio --name=job --ioengine=nbd --uri="nbd+unix:///?socket=$work/$name.sock" \
       --rw="$rw" --bs="$bs" --iodepth=16 --numjobs=1 --size="$size" \
       --direct=0 --output-format=json "$@" 2>/dev/null >"$name.json"
   python3 -c '
 import json, os, sys
-name, pid, ticks0 = sys.argv[1], sys.argv[2], int(sys.argv[3])
-with open("/proc/%s/stat" % pid) as f:
-    st = f.read().rsplit(")", 1)[1].split()
-ticks = int(st[11]) + int(st[12]) - ticks0     # utime + stime
+name, ticks = sys.argv[1], int(sys.argv[2])
 s = open(name + ".json").read()   # fio may print a line before the JSON
 w = json.loads(s[s.index("{"):])["jobs"][0]["write"]
 open(name + ".ios", "w").write("%d\n" % w["total_ios"])
 ms = ticks * 1000 / os.sysconf("SC_CLK_TCK")
 open(name + ".cpu", "w").write("%.1f\n" % (ms / max(w["io_bytes"], 1) * 2**30))
-print(w["bw"])' "$name" "$pid" "$ticks0"
+print(w["bw"])' "$name" "$(( $(cpu_ticks "${pids[$name]}") - ticks0 ))"
 }
 timed=(--time_based --runtime="$secs")
 
@@ -245,16 +250,15 @@ print("%-44s plain %7.0f  filter %7.0f ms/GiB  ratio %s"
 PY
 }
 
-# steal: the host's CPU steal, in percent, since the bench started.
+# steal: the host's CPU steal, in percent of all CPU time since the
+# bench started (the "cpu" line of /proc/stat: fields 1 to 8 are user
+# to steal).
 steal ()
 {
   local -a c; read -r -a c < <(grep '^cpu ' /proc/stat)
-  python3 -c '
-import sys
-n = len(sys.argv) // 2
-a = [int(x) for x in sys.argv[2:n + 1]]; b = [int(x) for x in sys.argv[n + 2:]]
-d = [y - x for x, y in zip(a, b)]
-print("%.0f" % (100 * d[7] / max(sum(d[:8]), 1)))' "${cpu0[@]}" "${c[@]}"
+  local i total=0
+  for i in 1 2 3 4 5 6 7 8; do total=$(( total + c[i] - cpu0[i] )); done
+  echo $(( 100 * (c[8] - cpu0[8]) / (total > 0 ? total : 1) ))
 }
 
 echo
