@@ -69,19 +69,21 @@ requires_file ()
 # virtualenv one may lack the module).  Found once per test by
 # scripts/nbd-python.sh; where there is none, every use says so.
 . "$abs_top_srcdir/scripts/nbd-python.sh"
+_no_nbd_python_msg="no python3 with libnbd's nbd module: apt-get install python3-libnbd, or set NBD_PYTHON"
 _no_nbd_python ()
 {
-  echo "no python3 with libnbd's nbd module: apt-get install python3-libnbd, or set NBD_PYTHON" >&2
+  echo "$_no_nbd_python_msg" >&2
   return 127
 }
 NBD_PYTHON="$(nbd_python 2>/dev/null)" || NBD_PYTHON=_no_nbd_python
 export NBD_PYTHON
 # nbdsh: a command first on PATH, not a shell function, so that the
-# shells nbdkit --run starts (and any other child) get it too.
+# shells nbdkit --run starts (and any other child) get it too.  Written
+# by the first load of a run (one test file): later loads keep it.
 _nbdsh_dir="${BATS_RUN_TMPDIR:-$BATS_TMPDIR}/nbdsh-bin"
 if ! test -x "$_nbdsh_dir/nbdsh"; then
   if test "$NBD_PYTHON" = _no_nbd_python; then
-    _nbdsh_exec="echo \"no python3 with libnbd's nbd module: apt-get install python3-libnbd, or set NBD_PYTHON\" >&2; exit 127"
+    _nbdsh_exec="echo \"$_no_nbd_python_msg\" >&2; exit 127"
   else
     _nbdsh_exec="exec '$NBD_PYTHON' -m nbd \"\$@\""
   fi

@@ -102,8 +102,8 @@ struct qdb_tracker {
 
   /* Protects everything below except "failed": the model and every
    * bitmap's mem and durable bits and queued flags, both queues,
-   * commit_in_progress, the checkpoint
-   * thread's flags and the statistics.  Bit arrays are read-modify-
+   * commit_in_progress, the checkpoint thread's flags and the
+   * statistics.  Bit arrays are read-modify-
    * written a byte at a time, so every access to them, reads included,
    * holds it.  Never held across I/O (but see the lock order).
    */

@@ -266,7 +266,7 @@ test_group_commit (void)
 /* Draining: a command runs only when no request is between
  * qdb_tracker_begin_change and qdb_tracker_end_io, and holds new ones
  * back; a request ending while a command waits wakes it (a lost wakeup
- * would hang here, and the harness's timeout would fail the test).
+ * would hang here, and the alarm in main fails the test).
  */
 #define DRAIN_ROUNDS 2000
 static int active_requests;             /* atomic */

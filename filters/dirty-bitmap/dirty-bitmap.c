@@ -34,9 +34,9 @@
  * tracker and copied into the freezes before it is passed down,
  * between qdb_tracker_begin_change (one lock acquisition: counted in
  * flight, then marked) and qdb_tracker_end_io (lock-free unless a
- * command waits), so that a command sees it whole or not at all.  A failed flush below, or a
- * failed FUA request below (except with errors that say nothing about
- * durability), poisons the tracker: the plugin's fdatasync may have
+ * command waits), so that a command sees it whole or not at all.  A
+ * failed flush below, or a failed FUA request below (except with
+ * errors that say nothing about durability), poisons the tracker: the plugin's fdatasync may have
  * failed, and Linux reports that to one fdatasync only, so a later
  * successful flush would acknowledge data the kernel may have dropped.
  *
